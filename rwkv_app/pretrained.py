@@ -1,0 +1,111 @@
+"""from_pretrained / save_pretrained for the model classes: local directories, .pth files and Hub repos."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoints import check_state_dict, load_checkpoint, save_state_dict
+from .config import RwkvConfig
+from .errors import CheckpointError, InputError
+from .hub import resolve_model_dir
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+FLOAT32_PARAMS = ("time_decay", "time_first")  # kept in float32 whatever the model dtype, as HF does
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise InputError(f"dtype must be one of float32, float16, bfloat16; got {dtype!r}")
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    try:
+        device = torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r} is not a torch device (use 'cpu' or 'cuda')") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r} requested but CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"device {str(device)!r} is not supported (use 'cpu' or 'cuda')")
+    return device
+
+
+def convert_tensors(state_dict: dict, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    def target(key: str, tensor: torch.Tensor) -> torch.dtype:
+        if not tensor.is_floating_point():
+            return tensor.dtype
+        return torch.float32 if key.endswith(FLOAT32_PARAMS) else dtype
+    return {key: t.to(device=device, dtype=target(key, t)) for key, t in state_dict.items()}
+
+
+class PretrainedMixin:
+    """Loading and saving shared by RwkvModel and RwkvForCausalLM; `base_prefix` is "rwkv." for the bare model."""
+
+    base_prefix = ""
+
+    @classmethod
+    def from_pretrained(cls, repo_id_or_path: str | Path, revision: str | None = None,
+                        dtype: torch.dtype | str | None = None, device: torch.device | str | None = None,
+                        cache_dir: str | Path | None = None, local_files_only: bool | None = None):
+        """Load from a local HF directory, a BlinkDL .pth, or a Hub repo id (through huggingface_hub's cache).
+
+        The model comes back in eval mode. Nothing is kept if any step fails.
+        """
+        dtype, device = resolve_dtype(dtype), resolve_device(device)
+        path = resolve_model_dir(repo_id_or_path, revision=revision, cache_dir=cache_dir,
+                                 local_files_only=local_files_only)
+        config, state_dict = load_checkpoint(path)
+        if config.tie_word_embeddings:
+            state_dict.pop("head.weight", None)
+        check_state_dict(state_dict, config, require_head=cls.base_prefix == "")
+        state_dict = convert_tensors(state_dict, dtype, device)
+        return cls._from_state_dict(config, state_dict)
+
+    @classmethod
+    def _from_state_dict(cls, config: RwkvConfig, state_dict: dict[str, torch.Tensor]):
+        own = {key[len(cls.base_prefix):]: value for key, value in state_dict.items()
+               if key.startswith(cls.base_prefix)}
+        if "head.weight" not in own and config.tie_word_embeddings and cls.base_prefix == "":
+            own["head.weight"] = own["rwkv.embeddings.weight"]
+        with torch.device("meta"):
+            model = cls(config)
+        try:
+            model.load_state_dict(own, strict=True, assign=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"weights do not fit the model: {err}") from None
+        model.tie_weights()
+        return model.eval()
+
+    def tie_weights(self) -> None:
+        """Overridden by the causal LM, whose head may share the embedding matrix."""
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json and model.safetensors. Weights are never stored rescaled."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state_dict = {key: value.detach() for key, value in self.state_dict().items()}
+        if self.config.tie_word_embeddings:
+            state_dict.pop("head.weight", None)
+        save_state_dict(state_dict, directory)
+        self.config.save_pretrained(directory)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.rwkv_base().embeddings.weight.dtype
+
+    def rwkv_base(self):
+        return getattr(self, "rwkv", self)

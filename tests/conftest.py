@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random configs and models, and the kernel-impl override."""
+import pytest
+import torch
+
+from rwkv_app import RwkvConfig, RwkvForCausalLM
+
+
+def tiny_config(**overrides) -> RwkvConfig:
+    values = dict(vocab_size=97, hidden_size=32, num_hidden_layers=4, context_length=64, rescale_every=2)
+    values.update(overrides)
+    return RwkvConfig(**values)
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights with realistic scales; time parameters perturbed so no structure hides a bug."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        noise = torch.randn(param.shape, generator=generator)
+        if name.endswith("time_decay"):
+            param.copy_(noise * 2.0)  # decays from very fast to very slow
+        elif name.endswith("time_first"):
+            param.copy_(noise)
+        elif "time_mix" in name:
+            param.copy_(torch.rand(param.shape, generator=generator))
+        elif name.endswith("embeddings.weight"):
+            param.copy_(noise)
+        elif "ln" in name.split(".")[-2]:
+            param.copy_(1.0 + 0.1 * noise if name.endswith("weight") else 0.1 * noise)
+        else:
+            param.copy_(noise / param.shape[-1] ** 0.5)
+    return model
+
+
+@pytest.fixture
+def tiny_lm():
+    """A factory: tiny_lm(**config_overrides) -> eval-mode RwkvForCausalLM with random weights."""
+    def build(seed: int = 0, **overrides) -> RwkvForCausalLM:
+        torch.manual_seed(seed)
+        return randomize(RwkvForCausalLM(tiny_config(**overrides)), seed).eval()
+    return build
