@@ -31,7 +31,11 @@ def token_shift(x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
 
 
 class RwkvSelfAttention(nn.Module):
-    """Time mixing: token-shifted key, value and receptance feeding the WKV recurrence."""
+    """Time mixing: token-shifted key, value and receptance feeding the WKV recurrence.
+
+    The projections are nn.Linear for HF's parameter names, called through F.linear: decode runs
+    a few hundred tiny ops per token and nn.Module's call machinery is a visible share of them.
+    """
 
     def __init__(self, config: RwkvConfig, layer_id: int):
         super().__init__()
@@ -49,15 +53,15 @@ class RwkvSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: LayerState, out_scale: float, wkv_impl: str) -> torch.Tensor:
         shifted = token_shift(x, layer.att_shift)  # (B, T, H)
-        key = self.key(torch.lerp(shifted, x, self.time_mix_key))  # (B, T, A)
-        value = self.value(torch.lerp(shifted, x, self.time_mix_value))  # (B, T, A)
-        receptance = torch.sigmoid(self.receptance(torch.lerp(shifted, x, self.time_mix_receptance)))  # (B, T, A)
+        key = F.linear(torch.lerp(shifted, x, self.time_mix_key), self.key.weight)  # (B, T, A)
+        value = F.linear(torch.lerp(shifted, x, self.time_mix_value), self.value.weight)  # (B, T, A)
+        receptance = F.linear(torch.lerp(shifted, x, self.time_mix_receptance), self.receptance.weight).sigmoid()  # (B, T, A)
         wkv, layer.wkv = kernels.wkv(self.time_decay, self.time_first, key, value, layer.wkv, impl=wkv_impl)
         layer.att_shift = x[:, -1]  # (B, H)
         mixed = receptance * wkv  # (B, T, A)
         if out_scale != 1.0:
             mixed = mixed * out_scale  # a power of two: the same as scaling the output weights
-        return self.output(mixed)  # (B, T, H)
+        return F.linear(mixed, self.output.weight)  # (B, T, H)
 
 
 class RwkvFeedForward(nn.Module):
@@ -75,12 +79,12 @@ class RwkvFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: LayerState, out_scale: float) -> torch.Tensor:
         shifted = token_shift(x, layer.ffn_shift)  # (B, T, H)
-        key = torch.relu(self.key(torch.lerp(shifted, x, self.time_mix_key))).square()  # (B, T, I)
-        receptance = torch.sigmoid(self.receptance(torch.lerp(shifted, x, self.time_mix_receptance)))  # (B, T, H)
+        key = F.linear(torch.lerp(shifted, x, self.time_mix_key), self.key.weight).relu().square()  # (B, T, I)
+        receptance = F.linear(torch.lerp(shifted, x, self.time_mix_receptance), self.receptance.weight).sigmoid()  # (B, T, H)
         layer.ffn_shift = x[:, -1]  # (B, H)
         if out_scale != 1.0:
             key = key * out_scale  # a power of two: the same as scaling the value weights
-        return receptance * self.value(key)  # (B, T, H)
+        return receptance * F.linear(key, self.value.weight)  # (B, T, H)
 
 
 class RwkvBlock(nn.Module):
