@@ -152,4 +152,13 @@ def render_markdown(rows: list[Row], facts: dict, settings: CpuBenchSettings) ->
         hf = "" if row.hf is None else f"{row.hf:.1f}"
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
         lines.append(f"| {row.metric} | {row.ours:.1f} {row.unit} | {hf} | {ratio} |")
+    lines += ["", NOTES]
     return "\n".join(lines) + "\n"
+
+
+NOTES = """Prefill: one forward over the prompt returning the state and the last position's logits
+(`logits_to_keep=1` on both sides). Decode: tokens/s of greedy decoding at batch 1, from the
+difference between a long and a short run (prefill and setup cancel), through each library's
+`generate()` and through bare `forward(token, state)` steps. Medians of interleaved repeats.
+Decode at batch 1 reads every weight once per token, so it is bound by memory bandwidth: the
+ceiling row is the best any float32 implementation can do on this machine."""
