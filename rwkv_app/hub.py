@@ -62,10 +62,11 @@ class RepoRef:
 
 
 def resolve_model_dir(repo_id_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
-                      local_files_only: bool | None = None) -> Path:
+                      local_files_only: bool | None = None, tqdm_class=None) -> Path:
     """An existing local path unchanged; otherwise the snapshot folder of Hub repo `org/name` at `revision`.
 
     `local_files_only=None` follows huggingface_hub's own offline mode (`HF_HUB_OFFLINE`).
+    `tqdm_class` is handed to snapshot_download, which drives it with the bytes downloaded.
     """
     if not str(repo_id_or_path).strip():
         raise HubError("no model given: pass a local directory or file, or a Hub repo id like 'org/name'")
@@ -75,9 +76,11 @@ def resolve_model_dir(repo_id_or_path: str | Path, revision: str | None = None, 
     repo = RepoRef(_validate_repo_id(repo_id_or_path), revision, cache_dir, local_files_only)
     offline = is_offline_mode() if local_files_only is None else bool(local_files_only)
     if offline:  # HF_HUB_OFFLINE alone: snapshot_download meets huggingface_hub's own offline mode
-        return _download(repo, _cached_patterns(repo), local_only=bool(local_files_only), network_error=None)
+        return _download(repo, _cached_patterns(repo), local_only=bool(local_files_only), network_error=None,
+                         tqdm_class=tqdm_class)
     patterns, network_error = _remote_patterns(repo)
-    return _download(repo, patterns, local_only=network_error is not None, network_error=network_error)
+    return _download(repo, patterns, local_only=network_error is not None, network_error=network_error,
+                     tqdm_class=tqdm_class)
 
 
 def _validate_repo_id(value: str | Path) -> str:
@@ -149,10 +152,11 @@ def weight_patterns(files: list[str], label: str) -> list[str]:
 
 
 # ---- download and errors --------------------------------------------------------------------------
-def _download(repo: RepoRef, patterns: list[str], local_only: bool, network_error: Exception | None) -> Path:
+def _download(repo: RepoRef, patterns: list[str], local_only: bool, network_error: Exception | None,
+              tqdm_class=None) -> Path:
     try:
         folder = snapshot_download(repo.repo_id, revision=repo.revision, cache_dir=repo.cache_dir,
-                                   local_files_only=local_only, allow_patterns=patterns)
+                                   local_files_only=local_only, allow_patterns=patterns, tqdm_class=tqdm_class)
     except (HfHubHTTPError, LocalEntryNotFoundError, HFValidationError, OfflineModeIsEnabled) as err:
         raise to_hub_error(err, repo, network_error) from err
     except Exception as err:
