@@ -160,7 +160,9 @@ def _download(repo: RepoRef, patterns: list[str], local_only: bool, network_erro
     except (HfHubHTTPError, LocalEntryNotFoundError, HFValidationError, OfflineModeIsEnabled) as err:
         raise to_hub_error(err, repo, network_error) from err
     except Exception as err:
-        if not _is_network_error(err):
+        # A connection that breaks mid-file (httpx2 transport errors), or a file that arrives short or cannot be
+        # written (OSError, e.g. huggingface_hub's "Consistency check failed"); the partial file is deleted.
+        if not (_is_network_error(err) or isinstance(err, OSError)):
             raise
         raise to_hub_error(err, repo, network_error) from err
     return Path(folder)
@@ -186,8 +188,23 @@ def to_hub_error(err: Exception, repo: RepoRef, network_error: Exception | None 
     if isinstance(err, LocalEntryNotFoundError):
         return _not_cached_error(err, repo, network_error)
     if isinstance(err, HfHubHTTPError):
-        return HubError(f"the Hugging Face Hub refused {repo.label}: {_first_line(err)}")
-    return HubError(f"could not reach the Hugging Face Hub for {repo.label} ({type(err).__name__}: {_first_line(err)})")
+        return _http_error(err, repo)
+    if isinstance(err, OfflineModeIsEnabled):
+        return HubError(f"offline (HF_HUB_OFFLINE=1) and {repo.label} needs the Hugging Face Hub: {_first_line(err)}")
+    if _is_network_error(err):  # snapshot_download handles a Hub it cannot reach: this broke mid-download
+        return HubError(f"the connection to the Hugging Face Hub failed while downloading {repo.label} "
+                        f"({type(err).__name__}: {_first_line(err)}); files already complete stay in the cache, "
+                        "run again to fetch the rest")
+    return HubError(f"downloading {repo.label} into the cache at {repo.cache_root} failed "
+                    f"({type(err).__name__}: {_first_line(err)})")
+
+
+def _http_error(err: HfHubHTTPError, repo: RepoRef) -> HubError:
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(status, int) and status >= 500:
+        return HubError(f"the Hugging Face Hub failed with HTTP {status} while serving {repo.label}; "
+                        f"try again later ({_first_line(err)})")
+    return HubError(f"the Hugging Face Hub refused {repo.label}: {_first_line(err)}")
 
 
 def _not_cached_error(err: LocalEntryNotFoundError, repo: RepoRef, network_error: Exception | None) -> HubError:
