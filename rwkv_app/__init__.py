@@ -2,9 +2,11 @@
 from .config import RwkvConfig
 from .errors import CheckpointError, ConfigError, HubError, InputError, RwkvError
 from .modeling import RwkvForCausalLM, RwkvModel
+from .sampling import SamplingSettings
 from .stopping import StoppingCriteria
+from .tokenizer import RwkvTokenizer
 
 __all__ = [
-    "RwkvConfig", "RwkvModel", "RwkvForCausalLM", "StoppingCriteria",
+    "RwkvConfig", "RwkvModel", "RwkvForCausalLM", "StoppingCriteria", "RwkvTokenizer", "SamplingSettings",
     "RwkvError", "ConfigError", "CheckpointError", "HubError", "InputError",
 ]

@@ -1,74 +1,274 @@
-"""`model.generate`: prefill the prompt in one parallel forward, then decode one token at a time on the state.
+"""`model.generate` and `model.stream_generate`: prefill the prompt in one parallel forward, then decode one
+token at a time on the recurrent state.
 
-Sampling here is the small core (greedy, temperature, top-k, top-p); richer samplers build on the same loop.
+One loop serves both: per step it picks each row's token with that row's `Sampler`, records it (eos, stop
+strings, streamed text), asks the stopping criteria, and feeds the tokens back. `generate` returns prompt +
+new tokens like Hugging Face; `stream_generate` yields a `TokenEvent` per token and a `FinishEvent` per row.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
 
 import torch
 
 from .errors import InputError
-from .stopping import should_stop
+from .sampling import Sampler, SamplingSettings, token_probs
+from .stopping import StopStrings, stopped_rows
+from .tokenizer import RwkvTokenizer
 
 FROM_CONFIG = object()  # eos_token_id default: the config's, as in Hugging Face
+LENGTH, EOS, STOP, CRITERIA = "length", "eos", "stop", "criteria"  # finish reasons
 
 
-def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    logits = logits.float() / max(temperature, 1e-6)  # (B, V)
-    if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
-        drop = sorted_probs.cumsum(-1) - sorted_probs > top_p  # (B, V) keep the smallest set reaching top_p
-        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
-        probs = probs / probs.sum(-1, keepdim=True)
-    return probs
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token. `prob` and `top` are the model's own probabilities (softmax of its logits,
+    before penalties, temperature or truncation); `delta` is the newly shown text (None without a tokenizer)."""
+
+    row: int
+    index: int  # position among this row's generated tokens
+    token: int
+    delta: str | None
+    prob: float
+    top: tuple[tuple[int, float], ...]  # (token id, probability), most likely first
 
 
-def next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int, top_p: float,
-                generator: torch.Generator | None) -> torch.Tensor:
-    if not do_sample:
-        return logits.argmax(dim=-1)  # (B,)
-    probs = logits_to_probs(logits, temperature, top_k, top_p)  # (B, V)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+@dataclass(frozen=True)
+class FinishEvent:
+    """A row is done. `state` has taken in the prompt and every generated token (a stop string's too);
+    its tensors are (1, C, L). `text` is the whole generated text, cut before a stop string."""
+
+    row: int
+    reason: str  # "length" | "eos" | "stop" | "criteria"
+    tokens: tuple[int, ...]
+    delta: str | None  # text released at the end (held-back bytes or a possible stop-string start)
+    text: str | None
+    seed: int | None  # the sampler's seed (None when greedy): pass it back to repeat the run
+    state: list[torch.Tensor] | None = field(default=None, repr=False)
 
 
-def check_generate_args(max_new_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if temperature < 0:
-        raise InputError(f"temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise InputError(f"top_p must be in (0, 1], got {top_p}")
-    if top_k < 0:
-        raise InputError(f"top_k must be >= 0 (0 disables it), got {top_k}")
+@dataclass
+class GenerationOutput:
+    """`generate(..., return_dict_in_generate=True)`: sequences (B, T + N), the final state, per-row results."""
+
+    sequences: torch.LongTensor
+    state: list[torch.Tensor]
+    finish_reasons: list[str]
+    texts: list[str] | None
+    seeds: list[int | None]
+
+
+class RowTracker:
+    """One sequence's bookkeeping: its sampler, its streamed text, its stop strings, its finish reason."""
+
+    def __init__(self, sampler: Sampler, tokenizer: RwkvTokenizer | None, stops: Sequence[str], eos: int | None):
+        self.sampler, self.eos = sampler, eos
+        self.decoder = tokenizer.stream_decoder(skip_special_tokens=True) if tokenizer is not None else None
+        self.stops = StopStrings(stops)
+        self.tokens: list[int] = []
+        self.text: list[str] = []
+        self.reason: str | None = None
+
+    def record(self, token: int) -> str | None:
+        """Take in a generated token; returns its newly shown text and sets `reason` on eos or a stop string."""
+        self.tokens.append(token)
+        self.sampler.observe(token)
+        if token == self.eos:
+            self.reason = EOS
+            return None if self.decoder is None else ""
+        if self.decoder is None:
+            return None
+        shown = self.stops.feed(self.decoder.step(token))
+        self.text.append(shown)
+        if self.stops.stopped:
+            self.reason = STOP
+        return shown
+
+    def finish(self, reason: str) -> str | None:
+        """Close the row (unless already closed); returns the text it still held."""
+        self.reason = self.reason or reason
+        if self.decoder is None:
+            return None
+        tail = self.stops.feed(self.decoder.flush()) + self.stops.flush()
+        self.text.append(tail)
+        return tail
 
 
 class GenerationMixin:
-    @torch.inference_mode()
-    def generate(self, input_ids, max_new_tokens: int = 20, stopping_criteria=(), do_sample: bool = False,
-                 temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, eos_token_id=FROM_CONFIG,
-                 state=None, seed: int | None = None, **unused) -> torch.LongTensor:
-        """Returns prompt + new tokens, (B, T + N). Stops at eos (all rows), a criterion, or max_new_tokens."""
-        if unused:
-            raise InputError(f"generate() got unknown arguments: {sorted(unused)}")
-        check_generate_args(max_new_tokens, temperature, top_k, top_p)
-        do_sample = do_sample and temperature > 0
-        if eos_token_id is FROM_CONFIG:
-            eos_token_id = self.config.eos_token_id
-        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        input_ids = torch.as_tensor(input_ids, device=self.device)
-        out = self(input_ids=input_ids, state=state, use_cache=True, logits_to_keep=1)
-        tokens, finished = input_ids, torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
-        for _ in range(max_new_tokens):
-            scores = out.logits[:, -1]  # (B, V)
-            token = next_tokens(scores, do_sample, temperature, top_k, top_p, generator)  # (B,)
-            if eos_token_id is not None:
-                token = token.masked_fill(finished, eos_token_id)
-                finished |= token == eos_token_id
-            tokens = torch.cat([tokens, token[:, None]], dim=1)  # (B, T + n)
-            if bool(finished.all()) or should_stop(stopping_criteria, tokens, scores):
-                break
-            out = self(input_ids=token[:, None], state=out.state, use_cache=True)
+    @torch.no_grad()
+    def generate(self, input_ids, max_new_tokens: int | None = None, stopping_criteria=(), *,
+                 sampling: SamplingSettings | None = None, tokenizer: RwkvTokenizer | None = None,
+                 eos_token_id=FROM_CONFIG, pad_token_id: int | None = None, state=None, attention_mask=None,
+                 return_dict_in_generate: bool = False, **settings):
+        """Prompt + new tokens, (B, T + N), as Hugging Face returns them; rows that finish early are padded.
+
+        Sampling settings come from `sampling` (a SamplingSettings, e.g. a preset) with keyword overrides:
+        do_sample, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, presence_penalty,
+        frequency_penalty, penalty_decay, banned_tokens, logit_bias, seed, stop (or stop_strings; needs
+        `tokenizer`). Row i of a batch samples with seed + i. A row stops at eos, at a stop string, when a
+        criterion `(input_ids, scores) -> bool | (B,) bool` says so, or after max_new_tokens.
+        With return_dict_in_generate=True: a GenerationOutput carrying the final state too.
+        """
+        run = self._start(input_ids, tokenizer, sampling, dict(settings, max_new_tokens=max_new_tokens),
+                          eos_token_id, pad_token_id, state, attention_mask, stopping_criteria)
+        finished: dict[int, FinishEvent] = {}
+        for events in run.steps(want_state=return_dict_in_generate, top_k=None):
+            finished.update((e.row, e) for e in events if isinstance(e, FinishEvent))
+        if not return_dict_in_generate:
+            return run.sequences
+        rows = [finished[i] for i in range(len(finished))]
+        return GenerationOutput(sequences=run.sequences, state=run.final_state,
+                                finish_reasons=[r.reason for r in rows],
+                                texts=None if tokenizer is None else [r.text for r in rows],
+                                seeds=[r.seed for r in rows])
+
+    @torch.no_grad()
+    def stream_generate(self, input_ids, max_new_tokens: int | None = None, stopping_criteria=(), *,
+                        sampling: SamplingSettings | None = None, tokenizer: RwkvTokenizer | None = None,
+                        eos_token_id=FROM_CONFIG, pad_token_id: int | None = None, state=None, attention_mask=None,
+                        top_alternatives: int = 5, **settings) -> Iterator[TokenEvent | FinishEvent]:
+        """Like `generate`, yielding a TokenEvent per token as it comes and a FinishEvent per row at its end.
+
+        `input_ids` may be a string when a tokenizer is given. Each row's tokens equal generate()'s.
+        """
+        run = self._start(input_ids, tokenizer, sampling, dict(settings, max_new_tokens=max_new_tokens),
+                          eos_token_id, pad_token_id, state, attention_mask, stopping_criteria)
+        for events in run.steps(want_state=True, top_k=max(top_alternatives, 0)):
+            yield from events
+
+    def _start(self, input_ids, tokenizer, sampling, overrides, eos_token_id, pad_token_id, state, attention_mask,
+               criteria) -> GenerationRun:
+        settings = resolve_settings(sampling, overrides)
+        if settings.stop and tokenizer is None:
+            raise InputError("stop strings need a tokenizer: generate(..., stop=[...], tokenizer=RwkvTokenizer...)")
+        if tokenizer is not None and not isinstance(tokenizer, RwkvTokenizer):
+            raise InputError(f"tokenizer must be an RwkvTokenizer, got {type(tokenizer).__name__}")
+        eos = self.config.eos_token_id if eos_token_id is FROM_CONFIG else eos_token_id
+        input_ids = as_input_ids(input_ids, tokenizer, self.device)  # (B, T)
+        rows = [RowTracker(self._sampler(settings, i, input_ids[i], tokenizer), tokenizer, settings.stop, eos)
+                for i in range(input_ids.size(0))]
+        fill = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
+        return GenerationRun(self, input_ids, rows, list(criteria or ()), settings.max_new_tokens, fill, state,
+                             attention_mask)
+
+    def _sampler(self, settings: SamplingSettings, row: int, prompt: torch.Tensor,
+                 tokenizer: RwkvTokenizer | None) -> Sampler:
+        if settings.seed is not None and row:
+            settings = settings.replace(seed=(settings.seed + row) % 2 ** 64)
+        exempt = None
+        if tokenizer is not None and (settings.presence_penalty or settings.frequency_penalty):
+            exempt = tokenizer.penalty_exempt_mask(self.config.vocab_size)  # (V,)
+        return Sampler(settings, self.config.vocab_size, prompt.tolist(), exempt, self.device)
+
+    def _next_logits(self, tokens: torch.Tensor, state: list[torch.Tensor]):
+        """One decode step: (B,) tokens on the state -> (B, V) logits and the new state."""
+        out = self(input_ids=tokens[:, None], state=state, use_cache=True)
+        return out.logits[:, -1], out.state  # (B, V)
+
+
+def resolve_settings(sampling: SamplingSettings | None, overrides: dict) -> SamplingSettings:
+    """`sampling` (or the defaults) with keyword overrides; None values mean "not given", as in HF."""
+    if sampling is not None and not isinstance(sampling, SamplingSettings):
+        raise InputError(f"sampling must be a SamplingSettings, got {type(sampling).__name__}")
+    if "stop_strings" in overrides:
+        overrides["stop"] = overrides.pop("stop_strings")
+    return (sampling or SamplingSettings()).replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def as_input_ids(input_ids, tokenizer: RwkvTokenizer | None, device: torch.device) -> torch.Tensor:
+    if isinstance(input_ids, str):
+        if tokenizer is None:
+            raise InputError("a text prompt needs a tokenizer: pass tokenizer=RwkvTokenizer.from_pretrained(...)")
+        input_ids = tokenizer.encode(input_ids)
+    input_ids = torch.as_tensor(input_ids, device=device)
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]  # (1, T)
+    if input_ids.dim() != 2 or input_ids.size(1) == 0 or input_ids.dtype.is_floating_point:
+        raise InputError(f"input_ids must be non-empty integer token ids shaped (batch, sequence), "
+                         f"got {input_ids.dtype} {tuple(input_ids.shape)}")
+    return input_ids.long()
+
+
+class GenerationRun:
+    """The decode loop over a batch; `steps()` yields each step's events. Rows that finish are fed `fill`."""
+
+    def __init__(self, model, input_ids: torch.Tensor, rows: list[RowTracker], criteria: list, max_new_tokens: int,
+                 fill: int, state, attention_mask):
+        self.model, self.rows, self.criteria, self.fill = model, rows, criteria, fill
+        B, T = input_ids.shape
+        self.prompt_len, self.max_new_tokens = T, max_new_tokens
+        self.buffer = torch.full((B, T + max_new_tokens), fill, dtype=torch.long, device=input_ids.device)  # (B, T+N)
+        self.buffer[:, :T] = input_ids
+        self.steps_done = 0
+        self.final_state: list[torch.Tensor] | None = None
+        out = model(input_ids=input_ids, state=state, use_cache=True, logits_to_keep=1, attention_mask=attention_mask)
+        self.logits, self.state = out.logits[:, -1], out.state  # (B, V)
+
+    @property
+    def sequences(self) -> torch.LongTensor:
+        return self.buffer[:, :self.prompt_len + self.steps_done]  # (B, T + n)
+
+    def steps(self, want_state: bool, top_k: int | None) -> Iterator[list[TokenEvent | FinishEvent]]:
+        """Each step's events; `top_k` None: no TokenEvents (generate), else each with its top k alternatives."""
+        active = list(range(len(self.rows)))
+        for step in range(self.max_new_tokens):
+            tokens = self.choose(active)  # (B,)
+            self.buffer[:, self.prompt_len + step] = tokens
+            self.steps_done = step + 1
+            events = self.record(active, tokens, step, top_k)
+            done = self.closing_rows(active, step)
+            active = [i for i in active if i not in done]
+            if want_state or active:
+                self.logits, self.state = self.model._next_logits(tokens, self.state)  # (B, V)
+            if want_state:
+                self.keep_state(done)
+            yield events + [self.finish_event(i, want_state) for i in done]
+            if not active:
+                return
+
+    def choose(self, active: list[int]) -> torch.Tensor:
+        """(B,) next tokens: each active row's sampler on its logits; finished rows get `fill`."""
+        if len(self.rows) == 1 and active:
+            return self.rows[0].sampler.choose(self.logits[0]).view(1)  # (1,)
+        tokens = torch.full((len(self.rows),), self.fill, dtype=torch.long, device=self.logits.device)  # (B,)
+        for i in active:
+            tokens[i] = self.rows[i].sampler.choose(self.logits[i])
         return tokens
+
+    def record(self, active: list[int], tokens: torch.Tensor, step: int, top_k: int | None) -> list[TokenEvent]:
+        ids = tokens.tolist()
+        deltas = {i: self.rows[i].record(ids[i]) for i in active}
+        if top_k is None:
+            return []
+        probs, top_ids, top_probs = (t.tolist() for t in token_probs(self.logits, tokens, top_k))
+        return [TokenEvent(row=i, index=step, token=ids[i], delta=deltas[i], prob=probs[i],
+                           top=tuple(zip(top_ids[i], top_probs[i]))) for i in active]
+
+    def closing_rows(self, active: list[int], step: int) -> list[int]:
+        """Rows that end at this step: eos or a stop string (already marked), a criterion, or the length limit."""
+        if self.criteria:
+            stopped = stopped_rows(self.criteria, self.sequences, self.logits).tolist()
+            for i in active:
+                if stopped[i] and self.rows[i].reason is None:
+                    self.rows[i].reason = CRITERIA
+        last = step + 1 == self.max_new_tokens
+        return [i for i in active if self.rows[i].reason is not None or last]
+
+    def keep_state(self, done: list[int]) -> None:
+        """Copy the rows that just finished out of the running state, which goes on taking fill tokens."""
+        if not done:
+            return
+        if self.final_state is None:
+            self.final_state = self.state if len(self.rows) == 1 else [s.clone() for s in self.state]
+        for final, running in zip(self.final_state, self.state):
+            if final is not running:
+                final[done] = running[done]
+
+    def finish_event(self, i: int, want_state: bool) -> FinishEvent:
+        row = self.rows[i]
+        tail = row.finish(LENGTH)
+        state = [s[i:i + 1] for s in self.final_state] if want_state else None
+        text = None if row.decoder is None else "".join(row.text)
+        return FinishEvent(row=i, reason=row.reason, tokens=tuple(row.tokens), delta=tail, text=text,
+                           seed=row.sampler.seed, state=state)
