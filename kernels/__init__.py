@@ -3,11 +3,14 @@
     output, (num, den, max) = wkv(time_decay, time_first, key, value, state=None, impl="auto")
 
 impl: "reference" (the token-by-token oracle), "cpu" (chunked torch ops, any device), "triton"
-(CUDA kernels, a later addition; `wkv_triton` in kernels/wkv_triton.py), or "auto": triton for CUDA
-tensors when that module and the triton package are present, else cpu.
+(CUDA tensors only; `wkv_triton` in kernels/wkv_triton.py, whose kernels also run on CPU tensors under
+TRITON_INTERPRET=1 for tests), or "auto": triton for CUDA tensors when the triton package is present,
+else cpu. kernels/triton_decode.py holds the fused single-token decode kernels (rwkv_app/fused_decode.py).
+Nothing here imports triton until a CUDA tensor asks for it.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -15,19 +18,27 @@ import torch
 from .cpu import wkv_cpu, wkv_cpu_step
 from .reference import State, wkv_reference
 
-__all__ = ["IMPLS", "wkv", "wkv_cpu", "wkv_cpu_step", "wkv_reference"]
+__all__ = ["IMPLS", "triton_available", "wkv", "wkv_cpu", "wkv_cpu_step", "wkv_reference"]
 
 IMPLS = ("auto", "reference", "cpu", "triton")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+@functools.cache
 def _triton_impl():
-    """`wkv_triton` from kernels/wkv_triton.py, or None while that module or the triton package is absent."""
+    """`wkv_triton` from kernels/wkv_triton.py, or None where the triton package is absent or does not import."""
     if importlib.util.find_spec("triton") is None or importlib.util.find_spec(f"{__name__}.wkv_triton") is None:
         return None
-    from .wkv_triton import wkv_triton
-
+    try:
+        from .wkv_triton import wkv_triton
+    except ImportError:  # a triton build that does not fit this platform: the CPU path, silently
+        return None
     return wkv_triton
+
+
+def triton_available() -> bool:
+    """Whether the Triton kernels can be used (for CUDA tensors); imports triton on first call."""
+    return _triton_impl() is not None
 
 
 def _check_tensor(name: str, x, ndim: int) -> None:
@@ -80,9 +91,12 @@ def _pick(impl: str, key: torch.Tensor):
     if impl == "auto":
         impl = "triton" if key.is_cuda and _triton_impl() is not None else "cpu"
     if impl == "triton":
+        if not key.is_cuda:
+            raise RuntimeError(f"impl='triton': the Triton kernels are not available for {key.device.type} tensors "
+                               "(CUDA only; the kernel tests call kernels.wkv_triton directly under TRITON_INTERPRET=1)")
         triton_impl = _triton_impl()
         if triton_impl is None:
-            raise RuntimeError("impl='triton': the Triton kernels are not available yet (kernels/wkv_triton.py)")
+            raise RuntimeError("impl='triton': the Triton kernels are not available: the triton package is not installed")
         return triton_impl
     return wkv_reference if impl == "reference" else wkv_cpu
 

@@ -13,6 +13,7 @@ from torch import nn
 
 import kernels
 
+from . import fused_decode
 from .config import RwkvConfig
 from .errors import InputError
 from .generation import GenerationMixin
@@ -239,6 +240,7 @@ class RwkvForCausalLM(GenerationMixin, PretrainedMixin, nn.Module):
         self.head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         nn.init.normal_(self.head.weight, std=0.5 / math.sqrt(config.hidden_size))
         self.tie_weights()
+        self.cuda_decode = "graph"  # one-token steps on CUDA: "graph" | "fused" | "ops"; see rwkv_app/fused_decode.py
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:
@@ -254,6 +256,10 @@ class RwkvForCausalLM(GenerationMixin, PretrainedMixin, nn.Module):
 
     def forward(self, input_ids=None, inputs_embeds=None, state=None, use_cache=None, labels=None,
                 output_hidden_states=None, return_dict=None, attention_mask=None, logits_to_keep: int = 0):
+        if fused_decode.applies(self, input_ids, inputs_embeds, state, labels, output_hidden_states, attention_mask):
+            logits, state = fused_decode.causal_lm_step(self, input_ids, state)  # CUDA, one token: fused kernels
+            output = RwkvCausalLMOutput(logits=logits, state=state)
+            return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
         base = self.rwkv(input_ids=input_ids, inputs_embeds=inputs_embeds, state=state, use_cache=use_cache,
                          output_hidden_states=output_hidden_states, return_dict=True, attention_mask=attention_mask)
         hidden = base.last_hidden_state  # (B, T, H)
