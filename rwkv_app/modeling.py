@@ -119,7 +119,8 @@ class RwkvModel(PretrainedMixin, nn.Module):
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(RwkvBlock(config, i) for i in range(config.num_hidden_layers))
         self.ln_out = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
-        self.init_weights()
+        if not self.embeddings.weight.is_meta:  # from_pretrained builds on "meta" and loads real weights after
+            self.init_weights()
 
     def rescale_factor(self, layer_id: int) -> float:
         """At inference the residual stream is halved every `rescale_every` blocks (HF's float16 guard)."""
@@ -238,7 +239,8 @@ class RwkvForCausalLM(GenerationMixin, PretrainedMixin, nn.Module):
         self.config = config
         self.rwkv = RwkvModel(config)
         self.head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        nn.init.normal_(self.head.weight, std=0.5 / math.sqrt(config.hidden_size))
+        if not self.head.weight.is_meta:
+            nn.init.normal_(self.head.weight, std=0.5 / math.sqrt(config.hidden_size))
         self.tie_weights()
         self.cuda_decode = "graph"  # one-token steps on CUDA: "graph" | "fused" | "ops"; see rwkv_app/fused_decode.py
 
