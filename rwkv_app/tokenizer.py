@@ -48,9 +48,11 @@ class RwkvTokenizer:
         return cls(backend, str(path))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> RwkvTokenizer:
-        """Load `<directory>/tokenizer.json` (a checkpoint folder, e.g. a Hub snapshot); a file path works too."""
-        path = Path(directory)
+    def from_pretrained(cls, repo_id_or_path: str | Path, revision: str | None = None, **hub_options) -> RwkvTokenizer:
+        """`tokenizer.json` of a checkpoint: a local folder or file, or a Hub repo id (through the Hub cache)."""
+        from .hub import resolve_model_dir
+
+        path = resolve_model_dir(repo_id_or_path, revision=revision, **hub_options)
         return cls.from_file(path / TOKENIZER_FILE if path.is_dir() else path)
 
     def __repr__(self) -> str:
