@@ -37,7 +37,8 @@ class TokenEvent:
 @dataclass(frozen=True)
 class FinishEvent:
     """A row is done. `state` has taken in the prompt and every generated token (a stop string's too);
-    its tensors are (1, C, L). `text` is the whole generated text, cut before a stop string."""
+    its tensors are (1, C, L), and `logits` (V,) are the model's after the last token, so a caller can
+    resume from (state, logits) without a forward. `text` is the whole generated text, cut before a stop string."""
 
     row: int
     reason: str  # "length" | "eos" | "stop" | "criteria"
@@ -46,6 +47,7 @@ class FinishEvent:
     text: str | None
     seed: int | None  # the sampler's seed (None when greedy): pass it back to repeat the run
     state: list[torch.Tensor] | None = field(default=None, repr=False)
+    logits: torch.Tensor | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -62,8 +64,9 @@ class GenerationOutput:
 class RowTracker:
     """One sequence's bookkeeping: its sampler, its streamed text, its stop strings, its finish reason."""
 
-    def __init__(self, sampler: Sampler, tokenizer: RwkvTokenizer | None, stops: Sequence[str], eos: int | None):
-        self.sampler, self.eos = sampler, eos
+    def __init__(self, sampler: Sampler, tokenizer: RwkvTokenizer | None, stops: Sequence[str], eos: int | None,
+                 limit: int | None = None):
+        self.sampler, self.eos, self.limit = sampler, eos, limit  # limit: this row's max_new_tokens
         self.decoder = tokenizer.stream_decoder(skip_special_tokens=True) if tokenizer is not None else None
         self.stops = StopStrings(stops)
         self.tokens: list[int] = []
@@ -98,20 +101,27 @@ class RowTracker:
 class GenerationMixin:
     @torch.no_grad()
     def generate(self, input_ids, max_new_tokens: int | None = None, stopping_criteria=(), *,
-                 sampling: SamplingSettings | None = None, tokenizer: RwkvTokenizer | None = None,
+                 sampling: SamplingSettings | Sequence[SamplingSettings] | None = None,
+                 tokenizer: RwkvTokenizer | None = None,
                  eos_token_id=FROM_CONFIG, pad_token_id: int | None = None, state=None, attention_mask=None,
-                 return_dict_in_generate: bool = False, **settings):
+                 return_dict_in_generate: bool = False, start_logits: torch.Tensor | None = None, **settings):
         """Prompt + new tokens, (B, T + N), as Hugging Face returns them; rows that finish early are padded.
 
         Sampling settings come from `sampling` (a SamplingSettings, e.g. a preset) with keyword overrides:
         do_sample, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, presence_penalty,
         frequency_penalty, penalty_decay, banned_tokens, logit_bias, seed, stop (or stop_strings; needs
-        `tokenizer`). Row i of a batch samples with seed + i. A row stops at eos, at a stop string, when a
-        criterion `(input_ids, scores) -> bool | (B,) bool` says so, or after max_new_tokens.
-        With return_dict_in_generate=True: a GenerationOutput carrying the final state too.
+        `tokenizer`). Row i of a batch samples with seed + i; `sampling` may instead be a list with one
+        SamplingSettings per row, each row then sampling with exactly its own settings (seed, length, stops).
+        A row stops at eos, at a stop string, when a criterion `(input_ids, scores) -> bool | (B,) bool` says
+        so, or after max_new_tokens. With return_dict_in_generate=True: a GenerationOutput carrying the final
+        state too.
+
+        Resuming without a prefill: pass `state` (batch B) and `start_logits` (B, V), the logits after the
+        last token the state took in. `input_ids` are then context only, already in the state and not run
+        again (the repetition penalty's prompt and the head of the returned sequences); None for none.
         """
         run = self._start(input_ids, tokenizer, sampling, dict(settings, max_new_tokens=max_new_tokens),
-                          eos_token_id, pad_token_id, state, attention_mask, stopping_criteria)
+                          eos_token_id, pad_token_id, state, attention_mask, stopping_criteria, start_logits)
         finished: dict[int, FinishEvent] = {}
         for events in run.steps(want_state=return_dict_in_generate, top_k=None):
             finished.update((e.row, e) for e in events if isinstance(e, FinishEvent))
@@ -125,37 +135,41 @@ class GenerationMixin:
 
     @torch.no_grad()
     def stream_generate(self, input_ids, max_new_tokens: int | None = None, stopping_criteria=(), *,
-                        sampling: SamplingSettings | None = None, tokenizer: RwkvTokenizer | None = None,
+                        sampling: SamplingSettings | Sequence[SamplingSettings] | None = None,
+                        tokenizer: RwkvTokenizer | None = None,
                         eos_token_id=FROM_CONFIG, pad_token_id: int | None = None, state=None, attention_mask=None,
-                        top_alternatives: int = 5, **settings) -> Iterator[TokenEvent | FinishEvent]:
+                        top_alternatives: int = 5, start_logits: torch.Tensor | None = None,
+                        **settings) -> Iterator[TokenEvent | FinishEvent]:
         """Like `generate`, yielding a TokenEvent per token as it comes and a FinishEvent per row at its end.
 
         `input_ids` may be a string when a tokenizer is given. Each row's tokens equal generate()'s.
+        Each FinishEvent carries the row's final state and the logits after its last token.
         """
         run = self._start(input_ids, tokenizer, sampling, dict(settings, max_new_tokens=max_new_tokens),
-                          eos_token_id, pad_token_id, state, attention_mask, stopping_criteria)
+                          eos_token_id, pad_token_id, state, attention_mask, stopping_criteria, start_logits)
         for events in run.steps(want_state=True, top_k=max(top_alternatives, 0)):
             yield from events
 
     def _start(self, input_ids, tokenizer, sampling, overrides, eos_token_id, pad_token_id, state, attention_mask,
-               criteria) -> GenerationRun:
-        settings = resolve_settings(sampling, overrides)
-        if settings.stop and tokenizer is None:
-            raise InputError("stop strings need a tokenizer: generate(..., stop=[...], tokenizer=RwkvTokenizer...)")
+               criteria, start_logits=None) -> GenerationRun:
         if tokenizer is not None and not isinstance(tokenizer, RwkvTokenizer):
             raise InputError(f"tokenizer must be an RwkvTokenizer, got {type(tokenizer).__name__}")
+        if start_logits is None:
+            input_ids = as_input_ids(input_ids, tokenizer, self.device)  # (B, T)
+        else:
+            start_logits, input_ids = as_start(start_logits, input_ids, tokenizer, state, self.device)  # (B, V), (B, T)
+        per_row = row_settings(sampling, overrides, input_ids.size(0))
+        if any(s.stop for s in per_row) and tokenizer is None:
+            raise InputError("stop strings need a tokenizer: generate(..., stop=[...], tokenizer=RwkvTokenizer...)")
         eos = self.config.eos_token_id if eos_token_id is FROM_CONFIG else eos_token_id
-        input_ids = as_input_ids(input_ids, tokenizer, self.device)  # (B, T)
-        rows = [RowTracker(self._sampler(settings, i, input_ids[i], tokenizer), tokenizer, settings.stop, eos)
-                for i in range(input_ids.size(0))]
+        rows = [RowTracker(self._sampler(s, input_ids[i], tokenizer), tokenizer, s.stop, eos, s.max_new_tokens)
+                for i, s in enumerate(per_row)]
         fill = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
-        return GenerationRun(self, input_ids, rows, list(criteria or ()), settings.max_new_tokens, fill, state,
-                             attention_mask)
+        longest = max(s.max_new_tokens for s in per_row)
+        return GenerationRun(self, input_ids, rows, list(criteria or ()), longest, fill, state, attention_mask,
+                             start_logits)
 
-    def _sampler(self, settings: SamplingSettings, row: int, prompt: torch.Tensor,
-                 tokenizer: RwkvTokenizer | None) -> Sampler:
-        if settings.seed is not None and row:
-            settings = settings.replace(seed=(settings.seed + row) % 2 ** 64)
+    def _sampler(self, settings: SamplingSettings, prompt: torch.Tensor, tokenizer: RwkvTokenizer | None) -> Sampler:
         exempt = None
         if tokenizer is not None and (settings.presence_penalty or settings.frequency_penalty):
             exempt = tokenizer.penalty_exempt_mask(self.config.vocab_size)  # (V,)
@@ -176,6 +190,38 @@ def resolve_settings(sampling: SamplingSettings | None, overrides: dict) -> Samp
     return (sampling or SamplingSettings()).replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def row_settings(sampling, overrides: dict, batch: int) -> list[SamplingSettings]:
+    """One SamplingSettings per row: a list as given (each with the overrides), or one shared, row i at seed + i."""
+    if isinstance(sampling, (list, tuple)):
+        if len(sampling) != batch:
+            raise InputError(f"sampling has {len(sampling)} settings for a batch of {batch} rows: give one per row")
+        return [resolve_settings(s, dict(overrides)) for s in sampling]
+    settings = resolve_settings(sampling, dict(overrides))
+    if settings.seed is None:
+        return [settings] * batch
+    return [settings.replace(seed=(settings.seed + i) % 2 ** 64) if i else settings for i in range(batch)]
+
+
+def as_start(start_logits, input_ids, tokenizer: RwkvTokenizer | None, state, device: torch.device):
+    """Checked (B, V) start logits and (B, T) context ids (T may be 0) for a run that resumes without a prefill."""
+    start_logits = torch.as_tensor(start_logits, device=device)
+    if start_logits.dim() == 1:
+        start_logits = start_logits[None]  # (1, V)
+    if start_logits.dim() != 2 or not start_logits.is_floating_point() or start_logits.size(0) == 0:
+        raise InputError(f"start_logits must be float logits shaped (batch, vocab), got "
+                         f"{start_logits.dtype} {tuple(start_logits.shape)}")
+    batch = start_logits.size(0)
+    if not isinstance(state, (list, tuple)) or not state or not isinstance(state[0], torch.Tensor) \
+            or state[0].size(0) != batch:
+        raise InputError(f"start_logits needs the state they came from: state=[5 tensors of batch {batch}]")
+    if input_ids is None or (not isinstance(input_ids, str) and torch.as_tensor(input_ids).numel() == 0):
+        return start_logits, torch.zeros(batch, 0, dtype=torch.long, device=device)  # (B, 0)
+    context = as_input_ids(input_ids, tokenizer, device)  # (B or 1, T)
+    if context.size(0) not in (1, batch):
+        raise InputError(f"input_ids (context) has batch {context.size(0)} but start_logits has {batch}")
+    return start_logits, context.expand(batch, -1)  # (B, T)
+
+
 def as_input_ids(input_ids, tokenizer: RwkvTokenizer | None, device: torch.device) -> torch.Tensor:
     if isinstance(input_ids, str):
         if tokenizer is None:
@@ -194,7 +240,7 @@ class GenerationRun:
     """The decode loop over a batch; `steps()` yields each step's events. Rows that finish are fed `fill`."""
 
     def __init__(self, model, input_ids: torch.Tensor, rows: list[RowTracker], criteria: list, max_new_tokens: int,
-                 fill: int, state, attention_mask):
+                 fill: int, state, attention_mask, start_logits: torch.Tensor | None = None):
         self.model, self.rows, self.criteria, self.fill = model, rows, criteria, fill
         B, T = input_ids.shape
         self.prompt_len, self.max_new_tokens = T, max_new_tokens
@@ -202,6 +248,9 @@ class GenerationRun:
         self.buffer[:, :T] = input_ids
         self.steps_done = 0
         self.final_state: list[torch.Tensor] | None = None
+        if start_logits is not None:  # resuming: the state already took in input_ids
+            self.logits, self.state = start_logits, state  # (B, V)
+            return
         out = model(input_ids=input_ids, state=state, use_cache=True, logits_to_keep=1, attention_mask=attention_mask)
         self.logits, self.state = out.logits[:, -1], out.state  # (B, V)
 
@@ -252,8 +301,8 @@ class GenerationRun:
             for i in active:
                 if stopped[i] and self.rows[i].reason is None:
                     self.rows[i].reason = CRITERIA
-        last = step + 1 == self.max_new_tokens
-        return [i for i in active if self.rows[i].reason is not None or last]
+        at_limit = [step + 1 >= (self.rows[i].limit or self.max_new_tokens) for i in range(len(self.rows))]
+        return [i for i in active if self.rows[i].reason is not None or at_limit[i]]
 
     def keep_state(self, done: list[int]) -> None:
         """Copy the rows that just finished out of the running state, which goes on taking fill tokens."""
@@ -269,6 +318,7 @@ class GenerationRun:
         row = self.rows[i]
         tail = row.finish(LENGTH)
         state = [s[i:i + 1] for s in self.final_state] if want_state else None
+        logits = self.logits[i].clone() if want_state else None  # (V,) after this row's last token
         text = None if row.decoder is None else "".join(row.text)
         return FinishEvent(row=i, reason=row.reason, tokens=tuple(row.tokens), delta=tail, text=text,
-                           seed=row.sampler.seed, state=state)
+                           seed=row.sampler.seed, state=state, logits=logits)

@@ -1,0 +1,187 @@
+"""Chat on the session tree, in the RWKV chat format:
+
+    {system}
+
+    User: {message}
+
+    Bot: {reply}
+
+    User: ...
+
+Each turn is a node: a user node holds "User: {message}\\n\\nBot:" (after any separator the path still
+needs), a bot node the reply's tokens up to and including the "\\n\\n" that ended it (the double-newline
+stop), so the next turn starts from the state right after it. `current` is the node the conversation is
+at; retry, undo, edit and switching branches only move it or add siblings, never lose a turn.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from .continuation import resolve_sampling
+from .nodes import BOT, SYSTEM, USER, Change, SessionError
+from .tree import SessionTree
+
+TURN_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    user: str = "User"
+    bot: str = "Bot"
+
+    def __post_init__(self) -> None:
+        for name in (self.user, self.bot):
+            if not isinstance(name, str) or not name.strip() or any(c in name for c in ":\n\r"):
+                raise SessionError(f"chat names must be non-empty, on one line and without ':', got {name!r}")
+
+    def user_turn(self, message: str, lead: str) -> str:
+        """The text of a user node: separator the path needs, the message, and the bot's cue."""
+        return f"{lead}{self.user}: {message}{TURN_SEPARATOR}{self.bot}:"
+
+
+def clean_message(message: str) -> str:
+    """ChatRWKV's: strip, normalize newlines, and no blank line inside (it would end the turn)."""
+    if not isinstance(message, str):
+        raise SessionError(f"a chat message must be a string, got {type(message).__name__}")
+    text = message.strip().replace("\r\n", "\n").replace("\r", "\n")
+    while TURN_SEPARATOR in text:
+        text = text.replace(TURN_SEPARATOR, "\n")
+    if not text:
+        raise SessionError("a chat message cannot be empty")
+    return text
+
+
+def separator_after(tail: str) -> str:
+    """What must come before the next turn so that turns are separated by one blank line."""
+    if not tail or tail.endswith(TURN_SEPARATOR):
+        return ""
+    return "\n" if tail.endswith("\n") else TURN_SEPARATOR
+
+
+class ChatSession:
+    """A chat held in a SessionTree (saved with it: the format and the current node live in tree.meta)."""
+
+    def __init__(self, tree: SessionTree, *, user: str = "User", bot: str = "Bot", system: str | None = None,
+                 sampling=None):
+        tree.require_tokenizer()
+        self.tree, self.format = tree, ChatFormat(user, bot)
+        self.sampling = "chat" if sampling is None else sampling  # a preset name, SamplingSettings or dict
+        saved = self.sampling if isinstance(self.sampling, str) else resolve_sampling(self.sampling, {}).to_dict()
+        tree.meta["chat"] = {"user": user, "bot": bot, "system": system or "", "sampling": saved,
+                             "current": tree.root}
+        if system and system.strip():
+            text = system.strip()
+            self.current = tree.extend_tokens(tree.root, tree.tokenizer.encode(text + TURN_SEPARATOR), SYSTEM,
+                                              text).node
+
+    @classmethod
+    def resume(cls, tree: SessionTree, sampling=None) -> ChatSession:
+        """The chat saved in a tree (e.g. after import_session), at its current node, with its saved sampling
+        settings unless `sampling` is given."""
+        saved = tree.meta.get("chat")
+        if not isinstance(saved, dict) or saved.get("current") not in tree.nodes:
+            raise SessionError("this session holds no chat")
+        chat = cls.__new__(cls)
+        chat.tree, chat.format = tree, ChatFormat(saved.get("user", "User"), saved.get("bot", "Bot"))
+        chat.sampling = sampling or saved.get("sampling") or "chat"
+        resolve_sampling(chat.sampling, {})  # a saved file's settings are checked now, not at the first reply
+        return chat
+
+    @property
+    def current(self) -> str:
+        return self.tree.meta["chat"]["current"]
+
+    @current.setter
+    def current(self, node_id: str) -> None:
+        self.tree.meta["chat"]["current"] = self.tree.node(node_id).id
+
+    # ---- turns ---------------------------------------------------------------------------------------
+    def send(self, message: str, sampling=None, **overrides) -> Iterator:
+        """Add a user turn at the current node and stream the bot's reply (events, then a Change)."""
+        resolve_sampling(sampling or self.sampling, overrides)  # bad settings: fail before adding the turn
+        self.current = self.add_user(self.current, message).node
+        return self.reply(sampling, **overrides)
+
+    def reply(self, sampling=None, *, fresh_seed: bool = False, **overrides) -> Iterator:
+        """Stream a bot turn under the current node; at its end the reply becomes the current node.
+
+        `sampling` (default: the chat's) with keyword overrides; the reply always stops at a blank line.
+        """
+        parent = self.current
+        if self.tree.node(parent).role != USER:
+            raise SessionError("the bot replies to a user turn: send a message first")
+        spec = sampling or self.sampling
+        settings = resolve_sampling(spec, overrides)
+        stop = settings.stop if TURN_SEPARATOR in settings.stop else settings.stop + (TURN_SEPARATOR,)
+        settings = settings.replace(stop=stop, **({"seed": None} if fresh_seed else {}))
+        label = spec if isinstance(spec, str) else None
+        return self.follow(self.tree.generate(parent, settings, role=BOT, label=label))
+
+    def retry(self, sampling=None, **overrides) -> Iterator:
+        """A new reply to the same user turn, with a fresh seed unless one is given; the current reply stays
+        as a branch beside it."""
+        node = self.tree.node(self.current)
+        if node.role == BOT:
+            self.current = node.parent
+        return self.reply(sampling, fresh_seed=overrides.get("seed") is None, **overrides)
+
+    def undo(self) -> Change:
+        """Step back before the last user turn (it and its reply stay in the tree as a branch)."""
+        for node in reversed(self.tree.path(self.current)):
+            if node.role == USER:
+                self.current = node.parent
+                return Change(node.parent)
+        raise SessionError("nothing to undo")
+
+    def edit(self, node_id: str, message: str) -> Change:
+        """A new version of a message beside the old one; the conversation moves to it.
+
+        A user message: then call reply() for the bot's answer to it. A bot message: its text is replaced.
+        """
+        node = self.tree.node(node_id)
+        if node.role == USER:
+            change = self.add_user(node.parent, message, {"edited_from": node.id})
+        elif node.role == BOT:
+            text = " " + clean_message(message)
+            change = self.tree.extend_tokens(node.parent, self.tree.tokenizer.encode(text + TURN_SEPARATOR), BOT,
+                                             text, {"edited_from": node.id})
+        else:
+            raise SessionError(f"only user and bot messages can be edited, not a {node.role} node")
+        self.current = change.node
+        return change
+
+    def goto(self, node_id: str) -> Change:
+        """Switch the conversation to another node (another branch)."""
+        self.current = node_id
+        return Change(node_id)
+
+    def delete(self, node_id: str) -> Change:
+        """Delete a turn and everything after it; the conversation moves up if it was inside."""
+        inside = any(node.id == node_id for node in self.tree.path(self.current))
+        change = self.tree.delete(node_id)
+        if inside:
+            self.current = change.node
+        return change
+
+    # ---- reading -------------------------------------------------------------------------------------
+    def messages(self, node_id: str | None = None) -> list[dict[str, str]]:
+        return self.tree.chat_messages(node_id or self.current)
+
+    def siblings(self, node_id: str) -> list[str]:
+        """The alternatives to a turn (itself included), in creation order: the UI's "< 2/3 >"."""
+        node = self.tree.node(node_id)
+        return [node.id] if node.parent is None else list(self.tree.node(node.parent).children)
+
+    # ---- helpers -------------------------------------------------------------------------------------
+    def add_user(self, parent: str, message: str, meta: dict | None = None) -> Change:
+        text = clean_message(message)
+        tail = self.tree.tokenizer.decode(self.tree.path_tokens(parent)[-16:])
+        tokens = self.tree.tokenizer.encode(self.format.user_turn(text, separator_after(tail)))
+        return self.tree.extend_tokens(parent, tokens, USER, text, meta)
+
+    def follow(self, events: Iterator) -> Iterator:
+        for item in events:
+            if isinstance(item, Change):
+                self.current = item.node
+            yield item
