@@ -1,62 +1,90 @@
-"""RWKV Playground entry point.
+"""RWKV Playground: the Gradio web app (chat, playground tree, compare, state inspector, models, sessions).
 
-Until the web UI lands this is a command-line check of the model core: it loads a checkpoint (Hub repo id,
-local HF directory or BlinkDL .pth), prints what it loaded, and completes --prompt when the checkpoint
-ships a tokenizer.json.
+    python app.py [--model NAME|REPO|DIR|demo] [--device cpu|cuda] [--dtype ...] [--host H] [--port P] [--share]
+
+With no --model it uses RWKV/rwkv-4-169m-pile when that is cached or the Hub answers, and otherwise starts at
+once on the bundled demo model (demo-model/), saying so. `--prompt TEXT` skips the web app and prints one
+completion (a quick check of the model core). Visitors choose only among presets/models.yaml unless the
+operator passes --allow-any-model.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import torch
+from rwkv_app import RwkvError
+from rwkv_app.default_model import choose_default_model
 
-from rwkv_app import RwkvError, RwkvForCausalLM
+ROOT = Path(__file__).resolve().parent
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="RWKV/rwkv-4-169m-pile", help="Hub repo id, local directory or .pth file")
-    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit to pin")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    parser.add_argument("--prompt", default="The quick brown fox", help="text to complete (needs tokenizer.json)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--host", default="127.0.0.1", help="for the web UI (not yet built)")
-    parser.add_argument("--port", type=int, default=7860, help="for the web UI (not yet built)")
-    parser.add_argument("--share", action="store_true", help="for the web UI (not yet built)")
+    parser.add_argument("--model", default=None,
+                        help="preset name, Hub repo id, local directory, .pth file, or 'demo' for the bundled demo "
+                             "model (default: RWKV/rwkv-4-169m-pile when cached or reachable, else the demo model)")
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit to pin (with --prompt)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: per device)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    parser.add_argument("--allow-any-model", action="store_true",
+                        help="let visitors load any Hub repo id or server directory (off: presets only)")
+    parser.add_argument("--max-upload-mb", type=float, default=64.0, help="largest session file accepted")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="most tokens one request may generate")
+    parser.add_argument("--max-queue", type=int, default=32, help="generations that may wait for the engine")
+    parser.add_argument("--prompt", default=None, help="print one completion of this text and exit (no web app)")
     return parser.parse_args(argv)
 
 
-def find_tokenizer(model_source: str, model: RwkvForCausalLM, revision: str | None):
-    from tokenizers import Tokenizer
+def complete_once(source: str, args) -> int:
+    """The command-line check: load, complete --prompt, print."""
+    from rwkv_app.manager import ModelManager
 
-    from rwkv_app.hub import resolve_model_dir
+    manager = ModelManager()
+    with manager.use(source, revision=args.revision, device=args.device or "cpu", dtype=args.dtype or "float32") as m:
+        print(f"loaded {m.key.describe()}")
+        if m.tokenizer is None:
+            print("no tokenizer.json beside the weights: skipping the completion")
+            return 0
+        import torch
 
-    directory = Path(resolve_model_dir(model_source, revision=revision))
-    directory = directory if directory.is_dir() else directory.parent
-    path = directory / "tokenizer.json"
-    return Tokenizer.from_file(str(path)) if path.exists() else None
+        prompt = torch.tensor([m.tokenizer.encode(args.prompt)], device=m.model.device)
+        tokens = m.model.generate(prompt, max_new_tokens=min(args.max_new_tokens, 256))
+        print(args.prompt + m.tokenizer.decode(tokens[0, prompt.size(1):].tolist()))
+    return 0
+
+
+def build(args, source: str, message: str = ""):
+    """The playground service with its default model loaded, and the Blocks app on it."""
+    from rwkv_app.playground import Playground, PlaygroundOptions
+    from rwkv_app.ui import build_app
+
+    options = PlaygroundOptions(device=args.device, dtype=args.dtype, allow_any_model=args.allow_any_model,
+                                max_upload_mb=args.max_upload_mb, max_new_tokens=args.max_new_tokens,
+                                max_queue=args.max_queue)
+    playground = Playground(options)
+    loaded = playground.start(source)
+    print(f"loaded {loaded.key.describe()}", flush=True)
+    return playground, build_app(playground, message)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        start = time.perf_counter()
-        model = RwkvForCausalLM.from_pretrained(args.model, revision=args.revision, dtype=args.dtype, device=args.device)
-        config = model.config
-        params = sum(p.numel() for p in model.parameters())
-        print(f"loaded {args.model}: {params / 1e6:.1f}M parameters, {config.num_hidden_layers} layers x "
-              f"{config.hidden_size}, {model.dtype} on {model.device} in {time.perf_counter() - start:.1f}s")
-        tokenizer = find_tokenizer(args.model, model, args.revision)
-        if tokenizer is None:
-            print("no tokenizer.json beside the weights: skipping the completion")
-            return 0
-        prompt = torch.tensor([tokenizer.encode(args.prompt).ids], device=model.device)
-        tokens = model.generate(prompt, max_new_tokens=args.max_new_tokens)
-        print(args.prompt + tokenizer.decode(tokens[0, prompt.size(1):].tolist()))
+        choice = choose_default_model(args.model)
+        if choice.message:
+            print(choice.message, flush=True)
+        if args.prompt is not None:
+            return complete_once(choice.source, args)
+        from rwkv_app.ui.builder import CSS, THEME
+
+        _, demo = build(args, choice.source, choice.message)
+        demo.queue(default_concurrency_limit=4)
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS,
+                    max_file_size=f"{args.max_upload_mb:g}mb")
         return 0
     except RwkvError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""The model manager: loads models by preset name, Hub repo id or local path, shares them between sessions,
-and keeps as many loaded as a memory budget allows, evicting the least recently used idle one.
+"""The model manager: loads models by preset name, Hub repo id, local path or `demo` (the bundled demo model),
+shares them between sessions, and keeps as many loaded as a memory budget allows, evicting the least recently
+used idle one.
 
     manager = ModelManager(budget_bytes=8 * 2**30)
     with manager.use("rwkv-4-169m-pile", progress=print) as loaded:
@@ -22,6 +23,7 @@ import torch
 
 from .checkpoints import expected_shapes
 from .config import CONFIG_NAME, RwkvConfig
+from .default_model import resolve_demo
 from .errors import RwkvError
 from .hub import resolve_model_dir
 from .model_presets import ModelPreset, load_model_presets
@@ -133,7 +135,7 @@ class ModelManager:
     def key_for(self, source: str, revision: str | None, device: str | None,
                 dtype: str | None) -> tuple[ModelKey, ModelPreset | None]:
         preset = self.presets.get(source)
-        target = preset.repo if preset else str(source)
+        target = preset.repo if preset else resolve_demo(str(source))  # "demo": the bundled demo-model/ folder
         resolved_device = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         name = dtype or auto_dtype(resolved_device, preset)
         resolve_dtype(name)  # validates the name

@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m rwkv_app.bench cpu` (more suites join as the project grows)."""
+"""Benchmarks: `python -m rwkv_app.bench cpu | gpu | report | load` (see __main__.py), written to docs/BENCHMARKS.md."""

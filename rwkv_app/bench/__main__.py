@@ -1,5 +1,7 @@
 """`python -m rwkv_app.bench cpu [--prefill-len 512] [--repeats 3] [--no-write]`
-`python -m rwkv_app.bench gpu [--repeats 3] [--no-write] [--placeholder]`"""
+`python -m rwkv_app.bench gpu [--repeats 3] [--no-write] [--placeholder]`
+`python -m rwkv_app.bench report [--quick] [--repeats 3] [--no-rwkv] [--no-memory] [--no-write]`
+`python -m rwkv_app.bench load [--rounds 3] [--clients 1 4 16] [--no-write]`"""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +13,8 @@ from .report import write_section
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
 GPU_TITLE = "GPU: Triton kernels, fused decode, CUDA graphs"
+REPORT_TITLE = "Report: this project vs transformers and rwkv, engine throughput, memory (CPU)"
+LOAD_TITLE = "Engine load test (CPU)"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,7 +31,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     gpu.add_argument("--decode-tokens", type=int, default=64)
     gpu.add_argument("--placeholder", action="store_true",
                      help="measure nothing: write the table with every row 'not measured yet'")
-    for suite in (cpu, gpu):
+    report = sub.add_parser("report", help="the full CPU report: this project vs transformers (and the rwkv "
+                                           "package), float32/bfloat16, engine throughput, memory, then the load test")
+    report.add_argument("--repeats", type=int, default=3)
+    report.add_argument("--quick", action="store_true", help="smaller run (prefill T=128/512, fewer tokens, "
+                                                             "repeats 1, one load round): a couple of minutes")
+    report.add_argument("--no-rwkv", action="store_true", help="leave out the rwkv pip package even if installed")
+    report.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
+    load = sub.add_parser("load", help="the engine load test: N concurrent streaming generations, TTFT, RSS")
+    load.add_argument("--rounds", type=int, default=3)
+    load.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    load.add_argument("--prompt-len", type=int, default=256)
+    load.add_argument("--new-tokens", type=int, default=32)
+    for suite in (report, load):
+        suite.add_argument("--threads", type=int, default=None,
+                           help="torch.set_num_threads for every contender (default: torch's own choice); "
+                                "on a machine whose cores other jobs share, fewer threads avoid OpenMP stalls")
+    for suite in (cpu, gpu, report, load):
         suite.add_argument("--no-write", action="store_true", help=f"print only; do not update {DOCS.name}")
         suite.add_argument("--out", type=Path, default=DOCS, help="the markdown file to update")
     return parser.parse_args(argv)
@@ -78,9 +98,57 @@ def main_gpu(args: argparse.Namespace) -> int:
     return 1 if any(row.verdict == "FAIL" for row in rows) else 0
 
 
+def report_settings(args: argparse.Namespace):
+    from .full import ReportSettings
+    from .load import LoadSettings
+
+    if not args.quick:
+        return ReportSettings(repeats=args.repeats, rwkv=not args.no_rwkv, memory=not args.no_memory)
+    return ReportSettings(prefill_lens=(128, 512), decode_tokens=16, engine_tokens=24, repeats=1,
+                          rwkv=not args.no_rwkv, memory=not args.no_memory,
+                          load=LoadSettings(rounds=1, new_tokens=16))
+
+
+def main_report(args: argparse.Namespace) -> int:
+    from .full import run_report
+    from .full_tables import render_load_section, render_report
+
+    settings = report_settings(args)
+    report = run_report(settings)
+    table, load = render_report(report, settings), render_load_section(report, settings)
+    print(table)
+    print(load)
+    if not args.no_write:
+        write_section(args.out, REPORT_TITLE, "python -m rwkv_app.bench report", table)
+        write_section(args.out, LOAD_TITLE, "python -m rwkv_app.bench report  (or: python -m rwkv_app.bench load)",
+                      load)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def main_load(args: argparse.Namespace) -> int:
+    from .load import LoadSettings, random_model, render_load, run_load
+
+    settings = LoadSettings(clients=tuple(args.clients), rounds=args.rounds, prompt_len=args.prompt_len,
+                            new_tokens=args.new_tokens)
+    model = random_model()
+    table = render_load(run_load(model, settings, log=lambda line: print(line, file=sys.stderr, flush=True)),
+                        settings)
+    print(table)
+    if not args.no_write:
+        write_section(args.out, LOAD_TITLE, "python -m rwkv_app.bench load", table)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return main_cpu(args) if args.suite == "cpu" else main_gpu(args)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    suites = {"cpu": main_cpu, "gpu": main_gpu, "report": main_report, "load": main_load}
+    return suites[args.suite](args)
 
 
 if __name__ == "__main__":

@@ -35,3 +35,24 @@ def read_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
     buffer.sum()
     seconds = min(median_seconds(buffer.sum, 1) for _ in range(repeats))
     return buffer.numel() * 4 / seconds / 1e9
+
+
+def interleaved_values(runs: dict[str, Callable[[], float]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Like `interleaved`, for runs that measure themselves: the median of the values they return."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            samples[name].append(run())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def copy_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
+    """Measured memory copy bandwidth (GB/s), counted as STREAM does: bytes read plus bytes written."""
+    source = torch.ones(megabytes * 2**20 // 4)  # float32
+    target = torch.empty_like(source)
+    target.copy_(source)
+    seconds = min(median_seconds(lambda: target.copy_(source), 1) for _ in range(repeats))
+    return 2 * source.numel() * 4 / seconds / 1e9

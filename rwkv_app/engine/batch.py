@@ -1,0 +1,65 @@
+"""The running batch: every decoding generation's state stacked along the batch dimension.
+
+Rows are independent in the model, so generations of any origin share one decode forward. A row joins when
+its prefill ends (or straight away when it starts from a kept state and logits) and leaves when it finishes;
+both rebuild the stacked tensors, which the forward replaces every step anyway.
+"""
+from __future__ import annotations
+
+import torch
+
+from .requests import Request
+
+
+def stack_states(states: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Per-generation 5 x (1, C, L) states -> one 5 x (B, C, L) state."""
+    return [torch.cat(parts, dim=0) for parts in zip(*states)]  # 5 x (B, C, L)
+
+
+def row_state(state: list[torch.Tensor], i: int) -> list[torch.Tensor]:
+    """Row i of a batched state, as its own 5 x (1, C, L) tensors (copies: no view keeps the batch alive)."""
+    return [s[i:i + 1].clone() for s in state]  # 5 x (1, C, L)
+
+
+def finite_rows(logits: torch.Tensor) -> list[bool]:
+    """(B, V) -> per row, whether every logit is finite (NaN or inf ends that row alone)."""
+    return torch.isfinite(logits).all(dim=-1).tolist()  # (B,)
+
+
+class DecodeBatch:
+    """The requests decoding now, row i of `state` and `logits` being requests[i]'s."""
+
+    def __init__(self):
+        self.requests: list[Request] = []
+        self.state: list[torch.Tensor] | None = None  # 5 x (B, C, L)
+        self.logits: torch.Tensor | None = None  # (B, V) after each row's last token
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def join(self, requests: list[Request]) -> None:
+        """Add requests whose `state` and `logits` are ready (prefill done, or a start given)."""
+        if not requests:
+            return
+        states = ([] if self.state is None else [self.state]) + [r.state for r in requests]
+        logits = ([] if self.logits is None else [self.logits]) + [r.logits[None] for r in requests]  # (1, V) each
+        self.state = stack_states(states)  # 5 x (B, C, L)
+        self.logits = torch.cat(logits, dim=0)  # (B, V)
+        self.requests += requests
+        for request in requests:
+            request.state = request.logits = None  # the batch holds them now
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these rows (in this order); the others have left."""
+        if len(rows) == len(self.requests):
+            return
+        self.requests = [self.requests[i] for i in rows]
+        if not rows:
+            self.state = self.logits = None
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=self.logits.device)  # (B',)
+        self.state = [s.index_select(0, index) for s in self.state]  # 5 x (B', C, L)
+        self.logits = self.logits.index_select(0, index)  # (B', V)
+
+    def update(self, logits: torch.Tensor, state: list[torch.Tensor]) -> None:
+        self.logits, self.state = logits, state  # (B, V), 5 x (B, C, L)

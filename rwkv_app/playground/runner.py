@@ -1,0 +1,96 @@
+"""Generation for the playground, run through the shared Engine: a node's kept state and logits go in, the
+finished (or stopped) continuation comes back as a new node of the session tree.
+
+The session tree generates with the model's own decode loop; here the same continuation is submitted to the
+engine instead (state=, logits=, context= as the tree keeps them), so every user's generation shares one
+batched decode forward per step and a queue with a size limit. The node is added with the tree's own helpers
+(continuation.add_finished / keep_partial), so it reads exactly like one the tree generated itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ..engine import CANCELLED, EngineBusy, ErrorFinish
+from ..errors import RwkvError
+from ..generation import FinishEvent, TokenEvent
+from ..session import SessionError
+from ..session.continuation import Branch, Row, add_finished, in_branch_order, resolve_row
+
+POLL_S = 0.05
+
+
+class QueueFull(RwkvError):
+    """The shared engine's queue is full: the UI says so and the user tries again."""
+
+
+@dataclass
+class Job:
+    """The generations one user action started; `cancel()` stops them all (the Stop button)."""
+
+    handles: list = field(default_factory=list)
+    stopped: bool = False
+
+    def cancel(self) -> None:
+        self.stopped = True
+        for handle in self.handles:
+            handle.cancel()
+
+
+def submit_rows(engine, tree, parent: str, branches: list[Branch], job: Job) -> list[Row]:
+    """Resolve the branches (settings checked now) and queue one engine request per branch."""
+    rows = [resolve_row(tree, branch) for branch in branches]
+    state, logits = tree.state_at(parent)  # 5 x (1, C, L), (V,): copies, the tree's own stay untouched
+    if logits is None:
+        raise SessionError("nothing to continue at the root: give some text first")
+    context = tree.path_tokens(parent)
+    try:
+        for index, row in enumerate(rows):
+            job.handles.append(engine.submit(sampling=row.settings, state=state, logits=logits, context=context,
+                                             top_alternatives=tree.top_alternatives, row=index))
+    except EngineBusy as err:
+        job.cancel()
+        raise QueueFull(f"The server is busy ({err}). Please try again in a moment.") from None
+    return rows
+
+
+def stream_rows(engine, tree, parent: str, branches: list[Branch], role: str, job: Job) -> Iterator:
+    """Yield (row index, text so far) as tokens arrive; at the end the new node ids, in branch order."""
+    rows = submit_rows(engine, tree, parent, branches, job)
+    texts = [""] * len(rows)
+    live = list(range(len(rows)))
+    while live:
+        for index in list(live):
+            event = next_event(job.handles[index])
+            if event is None:
+                continue
+            if isinstance(event, TokenEvent):
+                rows[index].take(event)
+                texts[index] += event.delta or ""
+            elif isinstance(event, FinishEvent):
+                live.remove(index)
+                texts[index] = finish_row(tree, parent, rows[index], event, role) or texts[index]
+            yield index, texts[index]
+    in_branch_order(tree, parent, rows)
+    yield None, [row.node for row in rows]
+
+
+def next_event(handle):
+    try:
+        return handle.next_event(timeout=POLL_S)
+    except TimeoutError:
+        return None
+
+
+def finish_row(tree, parent: str, row: Row, event: FinishEvent, role: str) -> str | None:
+    """Add the row's node; a stopped row keeps its tokens (no state is kept unless the engine returned one)."""
+    if isinstance(event, ErrorFinish):
+        raise RwkvError(f"generation failed: {event.error}")
+    if not event.tokens:
+        return ""
+    if event.state is None or event.logits is None:  # cancelled before it ran: nothing to keep
+        return ""
+    row.node = add_finished(tree, parent, row, event, role)
+    if event.reason == CANCELLED:
+        tree.node(row.node).meta["reason"] = "cancelled"
+    return tree.node(row.node).text

@@ -1,0 +1,112 @@
+"""The shared part of the playground: the model manager, one Engine per loaded model, the operator's limits.
+
+One Playground per server process; it hands out a UserSession per browser session. Models are loaded once
+(through the ModelManager) and shared by every session that uses them; a session holds its model borrowed
+until it switches model or ends.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine import Engine
+from ..errors import InputError, RwkvError
+from ..manager import LoadedModel, ModelManager, ModelKey, gib
+from ..presets import list_sampling_presets
+
+MIB = 2 ** 20
+
+
+@dataclass(frozen=True)
+class PlaygroundOptions:
+    device: str | None = None
+    dtype: str | None = None
+    allow_any_model: bool = False  # visitors may load any Hub repo id or server-side directory
+    max_upload_mb: float = 64.0  # session files
+    max_prompt_chars: int = 20_000  # a longer message or prompt is refused with a clear error
+    max_new_tokens: int = 512  # the most one request may ask for
+    max_batch: int = 16
+    max_queue: int = 32
+    session_ttl_s: int = 3600  # a session idle this long is freed even if its tab stays open
+
+
+class Playground:
+    def __init__(self, options: PlaygroundOptions | None = None, manager: ModelManager | None = None):
+        self.options = options or PlaygroundOptions()
+        self.manager = manager or ModelManager()
+        self.default_source: str | None = None
+        self._engines: dict[ModelKey, Engine] = {}
+        self._lock = threading.Lock()
+        self.sessions = 0  # live sessions (tests check that closing frees them)
+
+    # ---- models --------------------------------------------------------------------------------------
+    def start(self, source: str, progress=None) -> LoadedModel:
+        """Load the default model (the server's own choice: any source is allowed here)."""
+        loaded = self.manager.acquire(source, device=self.options.device, dtype=self.options.dtype,
+                                      progress=progress)
+        self.manager.release(loaded)
+        self.default_source = source
+        return loaded
+
+    def model_choices(self) -> list[str]:
+        return list(self.manager.presets)
+
+    def check_source(self, source: str) -> str:
+        """What a visitor may load: a preset name, the current default, or (operator flag) any id or path."""
+        source = (source or "").strip()
+        if not source:
+            raise InputError("choose a model first")
+        if source in self.manager.presets or source == self.default_source:
+            return source
+        if not self.options.allow_any_model:
+            raise InputError(f"unknown model {source[:80]!r}: choose one of the presets "
+                             f"({', '.join(self.manager.presets)}); loading other repo ids or server paths is "
+                             "off on this server (the operator enables it with --allow-any-model)")
+        if "/" not in source and not Path(source).exists():
+            raise InputError(f"unknown model {source[:80]!r}: not a preset, a Hub repo id 'org/name' or a directory")
+        return source
+
+    def acquire(self, source: str, progress=None) -> LoadedModel:
+        source = self.check_source(source)
+        return self.manager.acquire(source, device=self.options.device, dtype=self.options.dtype,
+                                    progress=progress)
+
+    def engine_for(self, loaded: LoadedModel) -> Engine:
+        with self._lock:
+            engine = self._engines.get(loaded.key)
+            if engine is None or engine.closed:
+                engine = Engine(loaded.model, loaded.tokenizer, max_batch=self.options.max_batch,
+                                max_queue=self.options.max_queue)
+                self._engines[loaded.key] = engine
+            return engine
+
+    def memory_report(self) -> list[dict]:
+        return [{**m, "memory": gib(m["bytes"])} for m in self.manager.loaded()]
+
+    def sampling_presets(self) -> list[str]:
+        return list_sampling_presets()
+
+    # ---- sessions ------------------------------------------------------------------------------------
+    def new_session(self):
+        from .session import UserSession
+
+        if self.default_source is None:
+            raise RwkvError("the playground has no model yet: call start() first")
+        session = UserSession(self, self.acquire_default())
+        with self._lock:
+            self.sessions += 1
+        return session
+
+    def acquire_default(self) -> LoadedModel:
+        return self.manager.acquire(self.default_source, device=self.options.device, dtype=self.options.dtype)
+
+    def session_closed(self) -> None:
+        with self._lock:
+            self.sessions -= 1
+
+    def close(self) -> None:
+        with self._lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.close()

@@ -1,0 +1,277 @@
+"""One browser session's data: its session tree, chat, the node it is at, its comparison, its running job.
+
+Everything the UI shows comes from here as plain data (text, lists, dicts); bad input raises an RwkvError
+subclass with a message for the user, and leaves the session as it was.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from ..errors import InputError
+from ..session import Branch, ChatSession, SessionError, SessionTree
+from ..session.chat import TURN_SEPARATOR
+from ..session.continuation import resolve_sampling
+from ..session.nodes import BOT, GENERATED, SYSTEM, USER
+from . import transfer
+from .runner import Job, stream_rows
+
+KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty")
+
+
+class UserSession:
+    def __init__(self, playground, loaded):
+        self.playground, self.options = playground, playground.options
+        self.loaded = loaded
+        self.tree = self.new_tree()
+        self.chat: ChatSession | None = None
+        self.current = self.tree.root  # the playground's selected node
+        self.compared: list[str] = []  # the last comparison's nodes, in column order
+        self.last_run: list[str] = []  # nodes the last generation added (the state tab's "over the last generation")
+        self.job = Job()
+        self._busy = threading.Lock()
+        self.closed = False
+
+    def new_tree(self) -> SessionTree:
+        return SessionTree(self.loaded.model, self.loaded.tokenizer, model_id=self.loaded.key.source)
+
+    @property
+    def engine(self):
+        return self.playground.engine_for(self.loaded)
+
+    def close(self) -> None:
+        """Free everything this session holds (Gradio's delete callback calls this when the session ends)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.job.cancel()
+        self.playground.manager.release(self.loaded)
+        self.tree = self.chat = None
+        self.playground.session_closed()
+
+    # ---- checks --------------------------------------------------------------------------------------
+    @contextmanager
+    def busy(self):
+        if not self._busy.acquire(blocking=False):
+            raise InputError("this session is already generating: wait for it or press Stop")
+        try:
+            self.job = Job()
+            yield self.job
+        finally:
+            self._busy.release()
+
+    def check_text(self, text, what: str = "message") -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"the {what} is empty: type something first")
+        if len(text) > self.options.max_prompt_chars:
+            raise InputError(f"the {what} has {len(text):,} characters; this server takes at most "
+                             f"{self.options.max_prompt_chars:,} per {what}")
+        return text
+
+    def branch(self, preset: str | None, max_new_tokens=None, seed=None, **knobs) -> Branch:
+        if preset and preset not in self.playground.sampling_presets():
+            raise InputError(f"unknown sampling preset {str(preset)[:40]!r}")
+        overrides = {k: v for k, v in knobs.items() if v is not None}
+        if max_new_tokens is not None:
+            count = int(max_new_tokens)
+            if not 1 <= count <= self.options.max_new_tokens:
+                raise InputError(f"max_new_tokens must be between 1 and {self.options.max_new_tokens}, got {count}")
+            overrides["max_new_tokens"] = count
+        if seed is not None and seed != "":
+            overrides["seed"] = int(seed)
+        resolve_sampling(preset or None, overrides)  # bad settings fail now, before anything is added
+        return Branch(preset or None, label=preset or None, overrides=overrides)
+
+    # ---- playground ----------------------------------------------------------------------------------
+    def generate(self, prompt: str, preset: str | None, max_new_tokens=None, seed=None) -> Iterator[str]:
+        """Complete `prompt` from an empty state; yields the continuation so far. The new node becomes current."""
+        return self.continue_from(self.tree.root, prompt, preset, max_new_tokens, seed)
+
+    def continue_from(self, node_id: str, text: str | None, preset: str | None, max_new_tokens=None,
+                      seed=None) -> Iterator[str]:
+        """Append `text` (optional) under the node, then generate; yields the continuation so far."""
+        node_id = node_id or self.current
+        self.tree.node(node_id)
+        if node_id == self.tree.root or text:
+            self.check_text(text, "prompt")
+        branch = self.branch(preset, max_new_tokens, seed)
+        return self._continue(node_id, text, branch)
+
+    def _continue(self, node_id: str, text: str | None, branch: Branch) -> Iterator[str]:
+        with self.busy() as job:
+            if text:
+                node_id = self.tree.extend(node_id, text).node
+                self.current = node_id
+            for index, value in stream_rows(self.engine, self.tree, node_id, [branch], GENERATED, job):
+                if index is None:
+                    self.last_run = [n for n in value if n]
+                    self.current = self.last_run[0] if self.last_run else node_id
+                else:
+                    yield value
+
+    def select(self, node_id: str) -> None:
+        self.current = self.tree.node(node_id).id
+
+    def rewind(self, node_id: str, position: int) -> str:
+        """Rewind to the state after the node's first `position` tokens; that point becomes current."""
+        self.current = self.tree.fork(node_id, int(position)).node
+        return self.current
+
+    def force(self, node_id: str, position: int, token: int) -> str:
+        self.current = self.tree.force_token(node_id, int(position), int(token)).node
+        return self.current
+
+    def delete(self, node_id: str) -> None:
+        change = self.tree.delete(node_id)
+        if self.current not in self.tree.nodes:
+            self.current = change.node
+        if self.chat is not None and self.chat.current not in self.tree.nodes:
+            self.chat.current = change.node
+
+    def stop(self) -> bool:
+        """Stop what this session is generating (what was generated so far is kept)."""
+        running = self._busy.locked()
+        self.job.cancel()
+        return running
+
+    # ---- compare -------------------------------------------------------------------------------------
+    def compare(self, node_id: str | None, columns: list[tuple], max_new_tokens=None) -> Iterator[list[str]]:
+        """2 to 4 continuations of the node, each (preset, seed); yields every column's text so far."""
+        node_id = node_id or self.current
+        self.tree.node(node_id)
+        if not 2 <= len(columns) <= 4:
+            raise InputError(f"compare takes 2 to 4 columns, got {len(columns)}")
+        branches = [self.branch(preset, max_new_tokens, seed) for preset, seed in columns]
+        return self._compare(node_id, branches)
+
+    def _compare(self, node_id: str, branches: list[Branch]) -> Iterator[list[str]]:
+        texts = [""] * len(branches)
+        with self.busy() as job:
+            for index, value in stream_rows(self.engine, self.tree, node_id, branches, GENERATED, job):
+                if index is None:
+                    self.compared = value
+                    self.last_run = [n for n in value if n]
+                else:
+                    texts[index] = value
+                    yield list(texts)
+
+    def keep(self, column: int) -> str:
+        """Make a compared column the session's current branch (the playground's and the chat's)."""
+        if not 0 <= int(column) < len(self.compared) or self.compared[int(column)] is None:
+            raise InputError("run a comparison first, then keep one of its columns")
+        self.current = self.compared[int(column)]
+        if self.chat is not None and self.tree.node(self.current).role == BOT:
+            self.chat.current = self.current
+        return self.current
+
+    # ---- files and models ----------------------------------------------------------------------------
+    def export(self, directory) -> str:
+        return transfer.export_to(self, directory)
+
+    def load_file(self, path) -> None:
+        tree = transfer.import_from(self, path)
+        self.tree, self.compared, self.last_run = tree, [], []
+        self.chat = ChatSession.resume(tree) if "chat" in tree.meta else None
+        self.current = self.chat.current if self.chat else tree.root
+
+    def switch_model(self, source: str, progress=None) -> None:
+        """Load (or borrow) another model; the session starts a new tree on it. On error nothing changes."""
+        loaded = self.playground.acquire(source, progress)
+        if self._busy.locked():
+            self.playground.manager.release(loaded)
+            raise InputError("stop the running generation before switching model")
+        old, self.loaded = self.loaded, loaded
+        self.playground.manager.release(old)
+        self.tree, self.chat, self.compared, self.last_run = self.new_tree(), None, [], []
+        self.current = self.tree.root
+
+    # ---- chat ----------------------------------------------------------------------------------------
+    def ensure_chat(self, system: str | None, user: str | None, bot: str | None) -> ChatSession:
+        if self.chat is None:
+            self.chat = ChatSession(self.tree, user=user or "User", bot=bot or "Bot", system=system or None)
+        return self.chat
+
+    def new_chat(self, system: str | None, user: str | None, bot: str | None) -> None:
+        """Start a new conversation (the old one stays in the tree)."""
+        self.chat = None
+        self.ensure_chat(system, user, bot)
+
+    def chat_send(self, message: str, branch: Branch, system=None, user=None, bot=None) -> Iterator[list[dict]]:
+        self.check_text(message)
+        chat = self.ensure_chat(system, user, bot)
+        with self.busy():
+            pass  # fail now (before the user turn is added) if a generation runs
+        chat.current = chat.add_user(chat.current, message).node
+        return self._reply(branch)
+
+    def chat_retry(self, branch: Branch) -> Iterator[list[dict]]:
+        chat = self.require_chat()
+        node = self.tree.node(chat.current)
+        if node.role == BOT:
+            chat.current = node.parent
+        if self.tree.node(chat.current).role != USER:
+            raise SessionError("nothing to retry: send a message first")
+        if "seed" not in branch.overrides:
+            branch = Branch(branch.sampling, label=branch.label, overrides={**branch.overrides, "seed": None})
+        return self._reply(branch)
+
+    def _reply(self, branch: Branch) -> Iterator[list[dict]]:
+        chat, parent = self.chat, self.chat.current
+        settings = resolve_sampling(branch.sampling, branch.overrides)
+        stop = settings.stop if TURN_SEPARATOR in settings.stop else settings.stop + (TURN_SEPARATOR,)
+        reply = Branch(settings.replace(stop=stop), label=branch.label)
+        before = chat.messages()
+        with self.busy() as job:
+            yield before + [{"role": "assistant", "content": ""}]
+            for index, value in stream_rows(self.engine, self.tree, parent, [reply], BOT, job):
+                if index is None:
+                    self.last_run = [n for n in value if n]
+                    if self.last_run:
+                        chat.current = self.last_run[0]
+                else:
+                    yield before + [{"role": "assistant", "content": value.strip()}]
+        yield chat.messages()
+
+    def require_chat(self) -> ChatSession:
+        if self.chat is None:
+            raise SessionError("no conversation yet: send a message first")
+        return self.chat
+
+    def chat_undo(self) -> list[dict]:
+        self.require_chat().undo()
+        return self.chat.messages()
+
+    def turns(self) -> list[str]:
+        """The node of each message shown (system, user and bot turns on the conversation's path)."""
+        if self.chat is None:
+            return []
+        nodes = [n for n in self.tree.path(self.chat.current) if n.role in (SYSTEM, USER, BOT)]
+        merged: list = []
+        for node in nodes:  # consecutive nodes of one role are one message, as chat_messages shows them
+            if merged and self.tree.node(merged[-1]).role == node.role:
+                merged[-1] = node.id
+            else:
+                merged.append(node.id)
+        return merged
+
+    def turn_node(self, index: int) -> str:
+        turns = self.turns()
+        if not 0 <= int(index) < len(turns):
+            raise InputError(f"there is no message {index} in this conversation")
+        return turns[int(index)]
+
+    def chat_edit(self, index: int, text: str) -> list[dict]:
+        self.check_text(text)
+        self.require_chat().edit(self.turn_node(index), text)
+        return self.chat.messages()
+
+    def chat_switch(self, index: int, step: int) -> list[dict]:
+        """Show the previous (-1) or next (+1) sibling of message `index`, following its latest branch down."""
+        node_id = self.turn_node(index)
+        siblings = self.require_chat().siblings(node_id)
+        target = siblings[(siblings.index(node_id) + int(step)) % len(siblings)]
+        while self.tree.node(target).children:
+            target = self.tree.node(target).children[-1]
+        self.chat.goto(target)
+        return self.chat.messages()

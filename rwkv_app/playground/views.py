@@ -1,0 +1,73 @@
+"""What the UI draws, as plain data: the tree as rows, a node's tokens with their probabilities, a token's
+alternatives, the chat's branch points, the models panel."""
+from __future__ import annotations
+
+from ..session.nodes import GENERATED, BOT
+
+BUCKETS = ((0.5, "p ≥ 0.5"), (0.2, "p ≥ 0.2"), (0.05, "p ≥ 0.05"), (0.0, "p < 0.05"))
+PREVIEW = 48
+
+
+def bucket(prob: float) -> str:
+    return next(name for floor, name in BUCKETS if prob >= floor)
+
+
+def preview(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW else text[:PREVIEW - 1] + "…"
+
+
+def tree_rows(tree, current: str) -> list[dict]:
+    """Every node, depth first, as {id, depth, label, role, current}: the tree drawn as an indented list."""
+    rows, stack = [], [(tree.root, 0, "")]
+    while stack:
+        node_id, depth, lead = stack.pop()
+        node = tree.nodes[node_id]
+        text = "(start)" if node.parent is None else f"{node.role}: {preview(node.text) or '∅'}"
+        extra = []
+        if node.meta.get("preset"):
+            extra.append(str(node.meta["preset"]))
+        if node.meta.get("seed") is not None:
+            extra.append(f"seed {node.meta['seed']}")
+        if node.meta.get("reason") == "cancelled":
+            extra.append("stopped")
+        label = lead + text + (f"  [{', '.join(extra)}]" if extra else "") + ("  ◀" if node_id == current else "")
+        rows.append({"id": node_id, "depth": depth, "label": label, "role": node.role, "current": node_id == current})
+        children = node.children
+        for i, child in reversed(list(enumerate(children))):
+            stack.append((child, depth + 1, "    " * depth + ("└─ " if i == len(children) - 1 else "├─ ")))
+    return rows
+
+
+def token_rows(tree, node_id: str) -> list[dict]:
+    """The node's tokens: {text, prob (None for text that was typed), bucket, position}."""
+    node = tree.node(node_id)
+    rows = []
+    for position, token in enumerate(node.tokens):
+        prob = node.probs[position] if node.probs is not None else None
+        rows.append({"text": tree.decode([token]) if tree.tokenizer else str(token), "prob": prob,
+                     "bucket": bucket(prob) if prob is not None else None, "position": position})
+    return rows
+
+
+def path_token_rows(tree, node_id: str) -> list[dict]:
+    """The whole path's text: earlier nodes as plain text, the node's own tokens coloured."""
+    before = "".join(n.text for n in tree.path(node_id)[:-1])
+    rows = [{"text": before, "prob": None, "bucket": None, "position": None}] if before else []
+    return rows + token_rows(tree, node_id)
+
+
+def alternatives(tree, node_id: str, position: int) -> list[dict]:
+    """The token at `position` and the model's most likely alternatives there: {token, text, prob, chosen}."""
+    node = tree.node(node_id)
+    if node.top is None or not 0 <= position < len(node.tokens):
+        return []
+    chosen = node.tokens[position]
+    rows = [{"token": t, "text": tree.decode([t]), "prob": p, "chosen": t == chosen} for t, p in node.top[position]]
+    if all(not r["chosen"] for r in rows):
+        rows.insert(0, {"token": chosen, "text": tree.decode([chosen]), "prob": node.probs[position], "chosen": True})
+    return rows
+
+
+def can_branch(tree, node_id: str) -> bool:
+    return tree.node(node_id).role in (GENERATED, BOT)

@@ -1,0 +1,71 @@
+"""What every tab shares: the per-session state, turning service errors into visible messages, ZeroGPU."""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import gradio as gr
+
+from ..errors import RwkvError
+
+try:  # Hugging Face ZeroGPU Spaces: GPU work runs inside @spaces.GPU; elsewhere this is a no-op
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:  # not on a Space
+    def gpu(fn):
+        return fn
+
+USER_ERRORS = (RwkvError, ValueError, KeyError, OSError)
+
+
+class Context:
+    """The shared playground plus the per-session gr.State every callback takes as its last input."""
+
+    def __init__(self, playground):
+        self.playground = playground
+        self.state = gr.State(None, time_to_live=playground.options.session_ttl_s, delete_callback=close_session)
+        self.presets = playground.sampling_presets()
+
+    def ensure(self, session):
+        """This browser session's UserSession, created on its first action (API clients included)."""
+        if session is None or session.closed:
+            session = self.playground.new_session()
+        return session
+
+
+def close_session(session) -> None:
+    if session is not None:
+        session.close()
+
+
+def message(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text[0].upper() + text[1:] if text else text
+
+
+def guarded(fn):
+    """Service errors become a visible gr.Error; the session itself is untouched and keeps working."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except USER_ERRORS as err:
+                raise gr.Error(message(err)) from None
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            raise gr.Error(message(err)) from None
+    return call
+
+
+def number(value, default=None):
+    """A gr.Number's value as an int (None stays None)."""
+    if value is None or value == "":
+        return default
+    return int(value)

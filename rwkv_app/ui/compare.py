@@ -1,0 +1,66 @@
+"""Compare tab: 2 to 4 continuations of the selected node, each with its own preset and seed, streamed side by
+side in one batch; "keep this one" makes a column the session's current branch."""
+from __future__ import annotations
+
+import gradio as gr
+
+from .common import gpu, guarded, number
+
+MAX_COLUMNS = 4
+
+
+def build(ctx, refresh):
+    presets = ctx.presets
+    defaults = (presets * MAX_COLUMNS)[:MAX_COLUMNS]
+    source = gr.Markdown("Select a node in the Playground tab (or chat first); the comparison starts there.",
+                         elem_id="cmp-source")
+    with gr.Row():
+        count = gr.Slider(2, MAX_COLUMNS, value=3, step=1, label="Columns")
+        length = gr.Slider(1, ctx.playground.options.max_new_tokens, value=40, step=1, label="Max new tokens")
+    columns, settings, texts, keeps = [], [], [], []
+    with gr.Row():
+        for i in range(MAX_COLUMNS):
+            with gr.Column(visible=i < 3, min_width=200) as column:
+                preset = gr.Dropdown(presets, value=defaults[i], label=f"Preset {i + 1}")
+                seed = gr.Number(i + 1, label=f"Seed {i + 1}", precision=0)
+                text = gr.Textbox(label=f"Column {i + 1}", lines=8, elem_id=f"cmp-text-{i}")
+                keep = gr.Button("Keep this one", elem_id=f"cmp-keep-{i}")
+            columns.append(column)
+            settings += [preset, seed]
+            texts.append(text)
+            keeps.append(keep)
+    with gr.Row():
+        run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
+        stop = gr.Button("Stop", variant="stop")
+    status = gr.Markdown()
+    wire(ctx, refresh, locals())
+    return {"source": source}
+
+
+def wire(ctx, refresh, c):
+    state = ctx.state
+
+    @gpu
+    @guarded
+    def compare(count, length, *values):
+        *settings, session = values
+        session = ctx.ensure(session)
+        pairs = [(settings[2 * i], number(settings[2 * i + 1])) for i in range(int(count))]
+        blank = [""] * MAX_COLUMNS
+        for texts in session.compare(None, pairs, number(length)):
+            yield (*texts, *blank[len(texts):], session)
+
+    @guarded
+    def keep(index, session):
+        session = ctx.ensure(session)
+        session.keep(index)
+        return f"Kept column {index + 1}: it is now the current node (Playground, State) and the chat's branch.", session
+
+    c["count"].change(lambda n: [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)], [c["count"]],
+                      c["columns"], api_visibility="private")
+    refresh.append(c["run"].click(compare, [c["count"], c["length"], *c["settings"], state], [*c["texts"], state],
+                   api_name="compare", concurrency_limit=None))
+    c["stop"].click(lambda s: s.stop() if s else None, [state], None, api_name="compare_stop", concurrency_limit=None)
+    for i, button in enumerate(c["keeps"]):
+        refresh.append(button.click(lambda s, i=i: keep(i, s), [state], [c["status"], state],
+                                    api_name=f"keep_{i + 1}"))

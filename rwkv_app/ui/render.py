@@ -1,0 +1,37 @@
+"""HTML for what Gradio has no component for: the state heatmap (SVG), drawn from the service layer's data."""
+from __future__ import annotations
+
+import html
+
+CELL_W, CELL_H = 4, 18
+
+
+def colour(value: float, low: float, high: float) -> str:
+    """Diverging blue-white-red around 0 (or a white-to-red ramp when every value has one sign)."""
+    span = max(abs(low), abs(high)) or 1.0
+    t = max(-1.0, min(1.0, value / span))
+    if t >= 0:
+        g = int(255 * (1 - t))
+        return f"rgb(255,{g},{g})"
+    b = int(255 * (1 + t))
+    return f"rgb({b},{b},255)"
+
+
+def heatmap_html(data: dict) -> str:
+    values = data["values"]
+    if not values:
+        return "<p>No state.</p>"
+    rows, cols = len(values), len(values[0])
+    low, high = data["min"], data["max"]
+    cells = [f'<rect x="{40 + c * CELL_W}" y="{r * CELL_H}" width="{CELL_W}" height="{CELL_H}" '
+             f'fill="{colour(v, low, high)}"><title>layer {r}, channel {c * data["channels_per_column"]}: '
+             f'{v:.4g}</title></rect>'
+             for r, row in enumerate(values) for c, v in enumerate(row)]
+    labels = [f'<text x="0" y="{r * CELL_H + 13}" font-size="11">L{r}</text>' for r in range(rows)]
+    width, height = 40 + cols * CELL_W, rows * CELL_H
+    caption = (f"{html.escape(data['tensor'])}: layers (rows) x channels (columns"
+               f"{', ' + str(data['channels_per_column']) + ' channels averaged per column' if data['channels_per_column'] > 1 else ''})"
+               f"; min {low:.4g}, max {high:.4g}; red positive, blue negative")
+    return (f'<div class="state-heatmap"><svg width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(labels)}{"".join(cells)}</svg>'
+            f'<p style="font-size:12px">{caption}</p></div>')

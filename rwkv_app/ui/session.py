@@ -1,0 +1,41 @@
+"""Session tab: download this session as a file, upload one to resume it (size-limited, validated)."""
+from __future__ import annotations
+
+import tempfile
+
+import gradio as gr
+
+from .common import guarded
+
+
+def build(ctx, refresh):
+    limit = ctx.playground.options.max_upload_mb
+    gr.Markdown(f"A session file holds the whole tree (every branch, chat and kept state). It only loads on the "
+                f"same model. Uploads are limited to {limit:g} MiB.")
+    with gr.Row():
+        export = gr.Button("Prepare download", elem_id="session-export")
+        download = gr.File(label="Session file", interactive=False, elem_id="session-download")
+    upload = gr.File(label="Upload a session file (.zip)", file_types=[".zip"], type="filepath",
+                     elem_id="session-upload")
+    load = gr.Button("Resume the uploaded session", variant="primary")
+    status = gr.Markdown()
+    folder = tempfile.mkdtemp(prefix="rwkv-sessions-")
+    wire(ctx, refresh, locals())
+    return {}
+
+
+def wire(ctx, refresh, c):
+    @guarded
+    def export(session):
+        session = ctx.ensure(session)
+        return session.export(c["folder"]), session
+
+    @guarded
+    def load(path, session):
+        session = ctx.ensure(session)
+        session.load_file(path)
+        return f"Resumed the uploaded session ({len(session.tree.nodes)} nodes).", session
+
+    c["export"].click(export, [ctx.state], [c["download"], ctx.state], api_name="export_session")
+    refresh.append(c["load"].click(load, [c["upload"], ctx.state], [c["status"], ctx.state],
+                    api_name="import_session"))

@@ -1,0 +1,57 @@
+"""State tab: plots of the recurrent state at a node, the decay per layer, the last generation, a diff."""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from ..playground import inspect as state_data
+from ..state import STATE_NAMES
+from .common import guarded
+from .render import heatmap_html
+
+NOTE = ("Values are the state as stored, in float32. This model rescales activations only (`rescale_every`); the "
+        "state is never rescaled (token shifts are stored after the layer norm, WKV sums come from unrescaled "
+        "key/value projections), so the plots mean the same in every dtype.")
+
+
+def build(ctx, refresh):
+    gr.Markdown(NOTE)
+    with gr.Row():
+        node = gr.Dropdown([], label="Node (default: the current one)", elem_id="st-node")
+        other = gr.Dropdown([], label="Compare with node (for the difference)")
+        tensor = gr.Radio(list(STATE_NAMES), value="num", label="Heatmap of")
+        show = gr.Button("Show state", variant="primary", elem_id="st-show")
+    with gr.Row():
+        norms = gr.LinePlot(x="layer", y="norm", color="tensor", title="Per-layer norm of each state tensor",
+                            elem_id="st-norms")
+        decay = gr.LinePlot(x="channel rank", y="decay", color="layer",
+                            title="Effective decay exp(-exp(time_decay)) per layer (channels sorted)")
+    heat = gr.HTML(elem_id="st-heatmap")
+    with gr.Row():
+        trace = gr.LinePlot(x="token", y="norm", color="layer",
+                            title="WKV numerator norm per layer over the node's tokens (last generation)")
+        diff = gr.LinePlot(x="layer", y="norm", color="tensor", title="Norm of (compared node - node) per layer")
+    wire(ctx, locals())
+    return {"node": node, "other": other}
+
+
+def frame(rows, *columns):
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def wire(ctx, c):
+    @guarded
+    def show(node_id, other_id, tensor, session):
+        session = ctx.ensure(session)
+        tree = session.tree
+        node_id = node_id if node_id in tree.nodes else session.current
+        state, _ = tree.state_at(node_id)
+        other_rows = state_data.diff_rows(tree, node_id, other_id) if other_id in tree.nodes else []
+        return (frame(state_data.layer_norms(state), "layer", "tensor", "norm"),
+                frame(state_data.decay_rows(tree.model), "layer", "channel rank", "decay"),
+                heatmap_html(state_data.heatmap(state, tensor or "num")),
+                frame(state_data.trace_rows(tree, node_id), "token", "layer", "norm"),
+                frame(other_rows, "layer", "tensor", "norm"), session)
+
+    c["show"].click(show, [c["node"], c["other"], c["tensor"], ctx.state],
+                    [c["norms"], c["decay"], c["heat"], c["trace"], c["diff"], ctx.state], api_name="state")

@@ -1,0 +1,24 @@
+"""Shared by the app tests: a tiny local model directory (random weights + a small BPE tokenizer) and a
+playground service on it."""
+from rwkv_app import RwkvConfig, RwkvForCausalLM
+from rwkv_app.manager import ModelManager
+from rwkv_app.playground import Playground, PlaygroundOptions
+
+from .conftest import randomize
+from .test_tokenizer import build_backend
+
+
+def write_tiny_model(directory, seed: int = 1, hidden_size: int = 16):
+    backend = build_backend(vocab_size=400)
+    model = randomize(RwkvForCausalLM(RwkvConfig(vocab_size=backend.get_vocab_size(), hidden_size=hidden_size,
+                                                 num_hidden_layers=2)), seed)
+    model.save_pretrained(directory)
+    backend.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+def tiny_playground(directory, **options) -> Playground:
+    playground = Playground(PlaygroundOptions(device="cpu", dtype="float32", **options),
+                            ModelManager(local_files_only=True))
+    playground.start(str(directory))
+    return playground

@@ -1,0 +1,115 @@
+"""The web app launched on a free port with a tiny local model, driven through gradio_client."""
+import socket
+import threading
+
+import pytest
+
+gradio = pytest.importorskip("gradio")
+from gradio_client import Client  # noqa: E402
+
+from rwkv_app.ui import build_app  # noqa: E402
+
+from .app_helpers import tiny_playground, write_tiny_model  # noqa: E402
+
+
+def text(message: dict) -> str:
+    """A Gradio 6 chat message's text (its content is a list of parts)."""
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+
+
+def users(messages: list) -> list[str]:
+    return [text(m) for m in messages if m["role"] == "user"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    directory = write_tiny_model(tmp_path_factory.mktemp("app") / "tiny")
+    playground = tiny_playground(directory, max_prompt_chars=5000)
+    demo = build_app(playground)
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True, max_file_size="2mb")
+    yield url, playground
+    demo.close()
+    playground.close()
+
+
+@pytest.fixture
+def client(served):
+    return Client(served[0], verbose=False)
+
+
+def test_api_lists_the_named_endpoints(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/generate", "/chat", "/continue", "/compare", "/keep_1", "/rewind", "/force", "/state",
+            "/export_session", "/import_session", "/load_model", "/chat_retry", "/chat_undo"} <= names
+
+
+def test_generate(client):
+    text = client.predict("Hello there", "balanced", 12, 3, api_name="/generate")
+    assert isinstance(text, str) and text
+    assert client.predict("Hello there", "balanced", 12, 3, api_name="/generate") == text  # same seed
+
+
+def test_chat_over_several_turns(client):
+    messages = client.predict("hi bot", api_name="/chat")
+    messages = client.predict("second message", api_name="/chat")
+    messages = client.predict("third", api_name="/chat")
+    assert users(messages) == ["hi bot", "second message", "third"] and messages[-1]["role"] == "assistant"
+    assert len(client.predict(api_name="/chat_undo")) == 4
+
+
+def test_bad_input_is_a_visible_error_and_the_session_goes_on(client):
+    with pytest.raises(Exception, match="empty"):
+        client.predict("   ", api_name="/chat")
+    with pytest.raises(Exception, match="at most"):
+        client.predict("x" * 100_000, "balanced", 4, 1, api_name="/generate")
+    with pytest.raises(Exception, match="allow-any-model"):
+        client.predict("someone/unknown-model", api_name="/load_model")
+    assert client.predict("still works", api_name="/chat")[-1]["role"] == "assistant"
+
+
+def test_fork_and_compare(client):
+    client.predict("Once upon a time", "balanced", 8, 1, api_name="/generate")
+    texts = client.predict(3, 8, "balanced", 1, "creative", 2, "deterministic", 3, "balanced", 4,
+                           api_name="/compare")
+    assert len(texts) == 4 and all(texts[:3]) and texts[3] == ""
+    client.predict(api_name="/keep_2")
+    assert client.predict(None, 2, "balanced", 5, 9, api_name="/rewind")
+
+
+def test_export_and_import(client, served, tmp_path):
+    client.predict("keep this conversation", api_name="/chat")
+    path = client.predict(api_name="/export_session")
+    other = Client(served[0], verbose=False)
+    from gradio_client import handle_file
+    status = other.predict(handle_file(path), api_name="/import_session")
+    assert "Resumed" in status
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"\xff\xfe\x80 not utf-8, not a zip")
+    with pytest.raises(Exception, match="zip"):
+        other.predict(handle_file(str(bad)), api_name="/import_session")
+
+
+def test_two_clients_do_not_see_each_other(served):
+    a, b = Client(served[0], verbose=False), Client(served[0], verbose=False)
+    results = {}
+
+    def talk(name, client, text):
+        results[name] = client.predict(text, api_name="/chat")
+
+    threads = [threading.Thread(target=talk, args=("a", a, "I am client A")),
+               threading.Thread(target=talk, args=("b", b, "I am client B"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert users(results["a"]) == ["I am client A"] and users(results["b"]) == ["I am client B"]
+    assert users(a.predict("again", api_name="/chat")) == ["I am client A", "again"]

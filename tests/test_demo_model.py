@@ -1,0 +1,103 @@
+"""The bundled demo model (demo-model/): it loads through the normal paths, scores its recorded held-out sample as
+recorded, writes English, and the app falls back to it with no Hub."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import is_offline_mode
+from safetensors import safe_open
+
+from rwkv_app import RwkvConfig, RwkvForCausalLM, RwkvTokenizer
+from rwkv_app.default_model import DEFAULT_REPO, DEMO_DIR, choose_default_model, is_cached
+from rwkv_app.manager import ModelManager
+from rwkv_app.sampling import SamplingSettings
+from rwkv_app.train.evaluate import evaluate_text
+
+from .conftest import randomize
+from .hub_fixtures import populate_hub_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = DEMO_DIR / "heldout-sample.txt"
+RECORDED = json.loads((DEMO_DIR / "heldout-sample.json").read_text(encoding="utf-8"))
+WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
+
+
+def english_fraction(text: str) -> float:
+    """Share of the whitespace-separated pieces that are words (letters with punctuation around them)."""
+    pieces = text.split()
+    return sum(bool(WORD.fullmatch(p.strip(".,;:!?\"'()_-"))) for p in pieces) / max(len(pieces), 1)
+
+
+def test_demo_folder_is_a_small_hub_checkpoint():
+    files = {p.name: p.stat().st_size for p in DEMO_DIR.iterdir() if p.is_file()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(files)
+    assert sum(files.values()) < 10.5e6
+    with safe_open(str(DEMO_DIR / "model.safetensors"), "pt") as weights:
+        assert weights.get_slice("rwkv.embeddings.weight").get_dtype() == "F16"
+
+
+def test_demo_loads_in_float32_and_scores_the_recorded_heldout_loss():
+    model = RwkvForCausalLM.from_pretrained(DEMO_DIR)
+    tokenizer = RwkvTokenizer.from_pretrained(DEMO_DIR)
+    assert model.dtype == torch.float32 and not model.training
+    result = evaluate_text(model, tokenizer, SAMPLE.read_text(encoding="utf-8"))
+    assert (result.tokens, result.chars) == (RECORDED["tokens"], RECORDED["chars"])
+    assert result.loss == pytest.approx(RECORDED["loss"], abs=2e-3)
+    assert result.bits_per_char == pytest.approx(RECORDED["bits_per_char"], abs=1e-3)
+    assert result.bits_per_char < 2.5  # the target: well under 3 bits per character on unseen prose
+
+
+def test_manager_loads_demo_by_name_and_it_writes_english():
+    manager = ModelManager(presets={}, local_files_only=True)
+    with manager.use("demo", device="cpu") as loaded:
+        assert loaded.key.source == str(DEMO_DIR) and loaded.tokenizer is not None
+        settings = SamplingSettings(do_sample=True, temperature=0.8, top_p=0.9, max_new_tokens=60, seed=1)
+        text = "".join(event.delta or "" for event in loaded.model.stream_generate(
+            "It was a fine morning, and", sampling=settings, tokenizer=loaded.tokenizer))
+    assert len(text.split()) >= 20 and english_fraction(text) > 0.8, text
+
+
+def test_default_choice_names_the_demo_or_passes_through():
+    demo = choose_default_model("demo", probe=pytest.fail)
+    assert demo.is_demo and demo.source == str(DEMO_DIR) and "demo model" in demo.message
+    named = choose_default_model("org/model", probe=pytest.fail)
+    assert named.source == "org/model" and not named.is_demo and named.message == ""
+
+
+def test_default_without_cache_or_hub_is_the_demo(tmp_path):
+    choice = choose_default_model(None, cache_dir=tmp_path, probe=lambda timeout: False)
+    assert choice.is_demo and choice.source == str(DEMO_DIR)
+    assert DEFAULT_REPO in choice.message and "demo model" in choice.message
+
+
+@pytest.mark.skipif(is_offline_mode(), reason="HF_HUB_OFFLINE is set: the Hub is never probed")
+def test_default_with_a_reachable_hub_is_the_169m_model(tmp_path):
+    asked = []
+    choice = choose_default_model(None, cache_dir=tmp_path, probe=lambda timeout: asked.append(timeout) or True)
+    assert choice.source == DEFAULT_REPO and not choice.is_demo and asked
+
+
+def test_default_with_the_169m_model_cached_never_probes(tmp_path):
+    folder = tmp_path / "model"
+    randomize(RwkvForCausalLM(RwkvConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2))).save_pretrained(folder)
+    cache = tmp_path / "cache"
+    assert not is_cached(DEFAULT_REPO, cache)
+    populate_hub_cache(cache, DEFAULT_REPO, {name: folder / name for name in ("config.json", "model.safetensors")})
+    choice = choose_default_model(None, cache_dir=cache, probe=pytest.fail)
+    assert choice.source == DEFAULT_REPO and not choice.is_demo and "cache" in choice.message
+
+
+def test_app_starts_offline_with_an_empty_cache_on_the_demo_model(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty-cache"), HF_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--prompt", "She was", "--max-new-tokens", "24"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "demo model" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
+    completion = done.stdout.split("She was", 1)[1]
+    assert len(completion.split()) >= 5 and english_fraction(completion) > 0.8, done.stdout

@@ -1,0 +1,158 @@
+"""The service calls behind each tab (chat, playground, compare, state, models, session), on a tiny model."""
+import pytest
+
+from rwkv_app.errors import InputError
+from rwkv_app.playground import inspect, views
+from rwkv_app.session import SessionError, SessionFileError
+
+from .app_helpers import tiny_playground, write_tiny_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("pg") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def playground(model_dir):
+    service = tiny_playground(model_dir, max_prompt_chars=1000, max_upload_mb=1)
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def session(playground):
+    s = playground.new_session()
+    yield s
+    s.close()
+
+
+def test_generate_streams_and_repeats_with_a_seed(session):
+    texts = list(session.generate("Hello there", "balanced", 10, 7))
+    assert texts and texts[-1]
+    node = session.tree.node(session.current)
+    assert node.role == "generated" and len(node.tokens) == 10 and node.meta["seed"] == 7
+    again = list(session.generate("Hello there", "balanced", 10, 7))
+    assert again[-1] == texts[-1]
+
+
+def test_chat_turns_retry_undo_edit_and_branches(session):
+    branch = session.branch("chat", 8, None)
+    first = list(session.chat_send("hi bot", branch))[-1]
+    assert [m["role"] for m in first] == ["user", "assistant"] and first[0]["content"] == "hi bot"
+    second = list(session.chat_send("and again", branch))[-1]
+    assert [m["content"] for m in second][::2] == ["hi bot", "and again"]
+    list(session.chat_retry(branch))
+    assert len(session.chat.siblings(session.chat.current)) == 2  # the retried reply sits beside the first
+    assert len(session.chat_switch(3, -1)) == 4
+    assert len(session.chat_undo()) == 2
+    edited = session.chat_edit(0, "hello instead")
+    assert edited[0]["content"] == "hello instead"
+    assert len(session.chat.siblings(session.turn_node(0))) == 2
+
+
+@pytest.mark.parametrize("text, words", [("", "empty"), ("   ", "empty"), ("x" * 100_000, "at most")])
+def test_bad_messages_are_clear_errors_and_the_session_keeps_working(session, text, words):
+    with pytest.raises(InputError, match=words):
+        list(session.chat_send(text, session.branch("chat", 4)))
+    assert list(session.chat_send("fine", session.branch("chat", 4)))[-1][0]["content"] == "fine"
+
+
+def test_tree_tokens_rewind_and_force(session):
+    list(session.generate("Once upon", "balanced", 6, 1))
+    node = session.current
+    rows = views.tree_rows(session.tree, node)
+    assert rows[0]["label"] == "(start)" and rows[-1]["current"] and "seed 1" in rows[-1]["label"]
+    tokens = views.token_rows(session.tree, node)
+    assert len(tokens) == 6 and all(0 <= t["prob"] <= 1 and t["bucket"] for t in tokens)
+    alternatives = views.alternatives(session.tree, node, 2)
+    assert any(a["chosen"] for a in alternatives)
+    point = session.rewind(node, 3)
+    assert session.tree.node(point).tokens == session.tree.node(node).tokens[:3]
+    assert list(session.continue_from(point, None, "balanced", 4, 2))
+    other = next(a["token"] for a in alternatives if not a["chosen"])
+    forced = session.force(node, 2, other)
+    assert session.tree.node(forced).tokens[2] == other
+    list(session.continue_from(forced, " more", "balanced", 3, 2))
+    assert session.tree.node(session.current).parent != forced  # the text became its own node first
+
+
+def test_compare_columns_and_keep(session):
+    list(session.generate("The cat", "balanced", 4, 1))
+    start = session.current
+    columns = list(session.compare(None, [("balanced", 1), ("creative", 2), ("deterministic", None)], 6))
+    assert len(columns[-1]) == 3 and all(columns[-1])
+    assert [session.tree.node(n).parent for n in session.compared] == [start] * 3
+    assert session.keep(1) == session.compared[1] == session.current
+    with pytest.raises(InputError, match="2 to 4"):
+        session.compare(None, [("balanced", 1)], 4)
+    with pytest.raises(InputError, match="unknown sampling preset"):
+        session.compare(None, [("balanced", 1), ("nope", 1)], 4)
+
+
+def test_state_inspector_data(session):
+    list(session.generate("Hello", "balanced", 5, 1))
+    state, _ = session.tree.state_at(session.current)
+    norms = inspect.layer_norms(state)
+    assert len(norms) == 5 * 2 and all(r["norm"] >= 0 for r in norms)
+    heat = inspect.heatmap(state, "att_shift")
+    assert len(heat["values"]) == 2 and len(heat["values"][0]) == 16
+    decay = inspect.decay_rows(session.tree.model)
+    assert all(0 < r["decay"] < 1 for r in decay)
+    assert len(inspect.trace_rows(session.tree, session.current)) == 5 * 2
+    parent = session.tree.node(session.current).parent
+    assert any(r["norm"] > 0 for r in inspect.diff_rows(session.tree, parent, session.current))
+    root = session.tree.root
+    assert all(r["norm"] == 0 for r in inspect.layer_norms(session.tree.state_at(root)[0]))
+
+
+def test_export_import_and_bad_files(session, playground, tmp_path):
+    list(session.chat_send("remember me", session.branch("chat", 4)))
+    path = session.export(tmp_path)
+    other = playground.new_session()
+    try:
+        other.load_file(path)
+        assert other.chat.messages()[0]["content"] == "remember me"
+        bad = tmp_path / "bad.zip"
+        bad.write_bytes(b"\xff\xfe not a zip \x80")
+        with pytest.raises(SessionFileError):
+            other.load_file(bad)
+        big = tmp_path / "big.zip"
+        big.write_bytes(b"0" * (2 * 2 ** 20))
+        with pytest.raises(InputError, match="at most 1 MiB"):
+            other.load_file(big)
+        assert other.chat.messages()[0]["content"] == "remember me"  # still the good session
+    finally:
+        other.close()
+
+
+def test_session_file_for_another_model_is_refused(session, tmp_path, model_dir):
+    list(session.generate("Hi", "balanced", 3, 1))
+    path = session.export(tmp_path)
+    other_dir = write_tiny_model(tmp_path / "other", seed=5)
+    service = tiny_playground(other_dir)
+    try:
+        stranger = service.new_session()
+        with pytest.raises(SessionFileError, match="model"):
+            stranger.load_file(path)
+        stranger.close()
+    finally:
+        service.close()
+
+
+def test_models_only_presets_unless_allowed(session, playground, tmp_path):
+    with pytest.raises(InputError, match="allow-any-model"):
+        session.switch_model("someone/else")
+    with pytest.raises(InputError, match="allow-any-model"):
+        session.switch_model("/etc")
+    assert list(session.generate("still", "balanced", 2, 1))  # the current model keeps working
+    report = playground.memory_report()
+    assert report and report[0]["device"] == "cpu" and report[0]["memory"].endswith("GiB")
+
+
+def test_closing_a_session_frees_it(playground):
+    before = playground.sessions
+    s = playground.new_session()
+    assert playground.sessions == before + 1
+    s.close()
+    assert playground.sessions == before and s.tree is None

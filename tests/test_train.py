@@ -1,0 +1,93 @@
+"""`python -m rwkv_app.train` on a tiny corpus: the loss goes down, a resumed run replays the uninterrupted one
+exactly, and the output folder loads like a Hub checkpoint."""
+import json
+import random
+
+import pytest
+import torch
+
+from rwkv_app import RwkvForCausalLM, RwkvTokenizer
+from rwkv_app.train.loop import TrainConfig, Trainer, fit
+from rwkv_app.train.__main__ import main as train_main
+from rwkv_app.train.data import EOS_ID, random_windows, split_heldout
+from rwkv_app.train.loop import learning_rate
+
+NAMES = ["Anne", "Elizabeth", "Mr. Darcy", "Emma", "Captain Wentworth", "Mrs. Smith", "Lady Russell"]
+VERBS = ["walked to", "wrote to", "thought of", "spoke with", "laughed at", "waited for", "looked at"]
+PLACES = ["the garden", "Bath", "the park", "the house", "Lyme", "the library", "the village"]
+
+
+def tiny_corpus(seed: int = 0, sentences: int = 900) -> str:
+    """Simple, learnable English: template sentences in paragraphs, two documents."""
+    rng = random.Random(seed)
+    lines = [f"{rng.choice(NAMES)} {rng.choice(VERBS)} {rng.choice(NAMES)} in {rng.choice(PLACES)}."
+             for _ in range(sentences)]
+    paragraphs = [" ".join(lines[i:i + 5]) for i in range(0, len(lines), 5)]
+    half = len(paragraphs) // 2
+    return "\n\n".join(paragraphs[:half]) + "\n<|endoftext|>\n" + "\n\n".join(paragraphs[half:]) + "\n"
+
+
+def tiny_config(tmp_path, name: str, **overrides) -> TrainConfig:
+    corpus = tmp_path / "corpus.txt"
+    if not corpus.exists():
+        corpus.write_text(tiny_corpus(), encoding="utf-8")
+    values = dict(text=str(corpus), out=str(tmp_path / name), heldout_fraction=0.1, vocab_size=300, num_layers=2,
+                  hidden_size=32, context=32, batch_size=4, steps=8, warmup=2, lr=3e-3, eval_every=4,
+                  eval_tokens=256, checkpoint_every=100, progress=False)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
+    config = tiny_config(tmp_path, "lr", steps=100, warmup=10, lr=1e-3, min_lr=1e-4)
+    rates = [learning_rate(config, step) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] == pytest.approx(1e-4, rel=0.01)
+
+
+def test_heldout_split_and_windows():
+    documents = ["one\n\ntwo\n\nthree", "four\n\nfive\n\nsix\n\nseven"]
+    train, heldout = split_heldout(documents, 0.3)
+    assert heldout and "seven" in heldout[-1] and "seven" not in "".join(train)
+    ids = torch.arange(50)
+    windows = random_windows(ids, 3, 10, torch.Generator().manual_seed(0))  # (3, 10)
+    assert windows.shape == (3, 10) and bool((windows[:, 1:] - windows[:, :-1] == 1).all())
+
+
+def test_training_lowers_the_loss_and_exports_a_hub_checkpoint(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "run", steps=40, eval_every=20, eval_tokens=2048))
+    before = trainer.evaluate(2048).loss
+    result = fit(trainer)
+    assert sum(trainer.losses[-5:]) / 5 < sum(trainer.losses[:5]) / 5 - 0.5
+    assert result["heldout"]["loss"] < before - 0.5 and result["steps"] == 40
+    out = tmp_path / "run"
+    model = RwkvForCausalLM.from_pretrained(out)  # config.json + model.safetensors (float16) -> float32
+    tokenizer = RwkvTokenizer.from_pretrained(out)
+    assert model.dtype == torch.float32 and tokenizer.eos_token_id == EOS_ID
+    assert json.loads((out / "training.json").read_text())["heldout"] == result["heldout"]
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_replays_the_uninterrupted_run_exactly(tmp_path):
+    whole = Trainer(tiny_config(tmp_path, "whole"))
+    fit(whole)
+    first = Trainer(tiny_config(tmp_path, "split", stop_after=3))
+    assert fit(first) is None and first.step == 3
+    assert first.losses == whole.losses[:3]
+    resumed = Trainer.resume(tmp_path / "split", progress=False)
+    assert resumed.step == 3 and resumed.history == first.history
+    fit(resumed)
+    assert resumed.losses == whole.losses[3:]  # same batches, learning rates and optimizer state: same losses
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_cli_trains_and_refuses_to_overwrite_a_run(tmp_path, capsys):
+    config = tiny_config(tmp_path, "cli")
+    argv = ["--text", config.text, "--out", config.out, "--vocab-size", "300", "--num-layers", "1",
+            "--hidden-size", "16", "--context", "16", "--batch-size", "2", "--steps", "3", "--warmup", "1",
+            "--eval-every", "3", "--eval-tokens", "64", "--heldout-fraction", "0.1", "--no-progress"]
+    assert train_main(argv) == 0
+    assert "bits/char" in capsys.readouterr().out
+    assert train_main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
