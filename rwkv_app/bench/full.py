@@ -118,6 +118,9 @@ def run_report(s: ReportSettings) -> dict:
     """Everything the tables show, measured in this one run."""
     cpu = CpuBenchSettings(vocab_size=s.vocab_size, hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers)
     load_before = os.getloadavg()[0]
+    if load_before > 0.5 and torch.get_num_threads() > 1:
+        log(f"other jobs are running (load average {load_before:.1f}): with {torch.get_num_threads()} threads each, "
+            "OpenMP stalls can slow every contender many times over; --threads 1 gives steadier figures")
     ours, hf = build_models(cpu)
     with torch.inference_mode(), tempfile.TemporaryDirectory(prefix="rwkv-bench-") as tmp:
         directory = Path(tmp)
