@@ -105,6 +105,12 @@ class Playground:
         with self._lock:
             self.sessions -= 1
 
+    def stats(self) -> dict:
+        """For the operator (app.py --stats, the soak test): live sessions and each engine's counters."""
+        with self._lock:
+            engines = {key.describe(): vars(engine.stats()) for key, engine in self._engines.items()}
+            return {"sessions": self.sessions, "engines": engines}
+
     def close(self) -> None:
         with self._lock:
             engines, self._engines = list(self._engines.values()), {}
