@@ -35,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-upload-mb", type=float, default=64.0, help="largest session file accepted")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="most tokens one request may generate")
     parser.add_argument("--max-queue", type=int, default=32, help="generations that may wait for the engine")
+    parser.add_argument("--stats", action="store_true",
+                        help="operator only: add a /server_stats API endpoint (live sessions, engine counters, "
+                             "memory) that the soak test reads; off by default, so visitors never see it")
     parser.add_argument("--prompt", default=None, help="print one completion of this text and exit (no web app)")
     return parser.parse_args(argv)
 
@@ -81,7 +84,11 @@ def main(argv=None) -> int:
             return complete_once(choice.source, args)
         from rwkv_app.ui.builder import CSS, THEME
 
-        _, demo = build(args, choice.source, choice.message)
+        playground, demo = build(args, choice.source, choice.message)
+        if args.stats:
+            from rwkv_app.ui.stats import add_stats_endpoint
+
+            add_stats_endpoint(demo, playground)
         demo.queue(default_concurrency_limit=4)
         demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS,
                     max_file_size=f"{args.max_upload_mb:g}mb")

@@ -1,7 +1,8 @@
 """`python -m rwkv_app.bench cpu [--prefill-len 512] [--repeats 3] [--no-write]`
 `python -m rwkv_app.bench gpu [--repeats 3] [--no-write] [--placeholder]`
 `python -m rwkv_app.bench report [--quick] [--repeats 3] [--no-rwkv] [--no-memory] [--no-write]`
-`python -m rwkv_app.bench load [--rounds 3] [--clients 1 4 16] [--no-write]`"""
+`python -m rwkv_app.bench load [--rounds 3] [--clients 1 4 16] [--no-write]`
+`python -m rwkv_app.bench soak [--users 16] [--rounds 50] [--model demo] [--no-write] [--report-only]`"""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,9 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
 GPU_TITLE = "GPU: Triton kernels, fused decode, CUDA graphs"
 REPORT_TITLE = "Report: this project vs transformers and rwkv, engine throughput, memory (CPU)"
 LOAD_TITLE = "Engine load test (CPU)"
+RELIABILITY = DOCS.parent / "RELIABILITY.md"
+SOAK_TITLE = "Soak test: figures"
+RELIABILITY_HEADER = "# Reliability\n\nThe soak test's section is written by `python -m rwkv_app.bench soak`.\n"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,6 +47,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     load.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     load.add_argument("--prompt-len", type=int, default=256)
     load.add_argument("--new-tokens", type=int, default=32)
+    soak = sub.add_parser("soak", help="the web app under N concurrent gradio_client users for R rounds of mixed "
+                                       "actions: errors, TTFT, tokens/s, memory per round, sessions freed")
+    soak.add_argument("--users", type=int, default=16)
+    soak.add_argument("--rounds", type=int, default=50)
+    soak.add_argument("--model", default="demo", help="the app's --model (default: the bundled demo model)")
+    soak.add_argument("--seed", type=int, default=0, help="seeds every user's choice of actions and arguments")
+    soak.add_argument("--min-tokens", type=int, default=16)
+    soak.add_argument("--max-tokens", type=int, default=48)
+    soak.add_argument("--app-log", type=Path, default=None, help="write the app's own output here")
+    soak.add_argument("--report-only", action="store_true", help="exit 0 even when a target is missed")
+    soak.add_argument("--no-write", action="store_true", help=f"print only; do not update {RELIABILITY.name}")
+    soak.add_argument("--out", type=Path, default=RELIABILITY, help="the markdown file to update")
     for suite in (report, load):
         suite.add_argument("--threads", type=int, default=None,
                            help="torch.set_num_threads for every contender (default: torch's own choice); "
@@ -141,13 +157,33 @@ def main_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def soak_command(args: argparse.Namespace) -> str:
+    command = f"python -m rwkv_app.bench soak --users {args.users} --rounds {args.rounds}"
+    return command + (f" --model {args.model}" if args.model != "demo" else "")
+
+
+def main_soak(args: argparse.Namespace) -> int:
+    from .soak import SoakSettings, run_soak
+    from .soak_report import missed, render
+
+    settings = SoakSettings(users=args.users, rounds=args.rounds, model=args.model, seed=args.seed,
+                            min_tokens=args.min_tokens, max_tokens=args.max_tokens, log_path=args.app_log)
+    result = run_soak(settings, log=lambda line: print(line, file=sys.stderr, flush=True))
+    body = render(result, soak_command(args))
+    print(body)
+    if not args.no_write:
+        write_section(args.out, SOAK_TITLE, soak_command(args), body, header=RELIABILITY_HEADER)
+        print(f"wrote {args.out}")
+    return 1 if missed(result) and not args.report_only else 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
-    suites = {"cpu": main_cpu, "gpu": main_gpu, "report": main_report, "load": main_load}
+    suites = {"cpu": main_cpu, "gpu": main_gpu, "report": main_report, "load": main_load, "soak": main_soak}
     return suites[args.suite](args)
 
 

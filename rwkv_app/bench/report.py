@@ -1,4 +1,5 @@
-"""docs/BENCHMARKS.md: one section per suite, each replaced in place when its command runs again."""
+"""docs/BENCHMARKS.md (and docs/RELIABILITY.md): one section per suite, each replaced in place when its command
+runs again."""
 from __future__ import annotations
 
 import datetime
@@ -8,8 +9,8 @@ from pathlib import Path
 HEADER = "# Benchmarks\n\nWritten by `python -m rwkv_app.bench <suite>`; each section is replaced when its suite reruns.\n"
 
 
-def write_section(path: Path, title: str, command: str, body: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+def write_section(path: Path, title: str, command: str, body: str, header: str = HEADER) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else header
     stamp = datetime.date.today().isoformat()
     section = f"## {title}\n\n`{command}` ({stamp})\n\n{body}"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)

@@ -1,0 +1,166 @@
+"""The soak test's results: the targets' verdicts and the markdown section of docs/RELIABILITY.md."""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+
+from .soak_user import UserLog
+
+MIB = 2 ** 20
+PASS, FAIL, NOT_JUDGED = "PASS", "FAIL", "not judged"
+
+
+@dataclass
+class RoundMemory:
+    """The app after one round (every user done with its action), before the next starts."""
+
+    round: int  # 1-based
+    seconds: float  # the round's wall time
+    rss: int  # VmRSS of the app process, read from /proc by the soak
+    rss_trimmed: int | None = None  # from /server_stats: RSS after gc.collect() and malloc_trim(0)
+    sessions: int | None = None  # the playground's live sessions
+    trees: int | None = None  # live SessionTree objects (a closed session frees its tree)
+    tensor_bytes: int | None = None  # bytes of every live tensor's storage, weights included
+
+
+@dataclass
+class SoakTargets:
+    max_errors: int = 0
+    growth_limit: float = 0.05  # memory growth from the end of warm-up to the last round
+    warmup_rounds: int = 10  # growth is judged from this round on, and only when there are twice as many
+
+
+@dataclass
+class SoakResult:
+    users: int
+    rounds: int
+    tokens: tuple[int, int]
+    logs: list[UserLog]
+    memory: list[RoundMemory]
+    final: dict  # /server_stats once every client closed
+    free_seconds: float  # how long the app took to get there
+    wall_s: float
+    machine: str
+    targets: SoakTargets = field(default_factory=SoakTargets)
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for log in self.logs for e in log.errors]
+
+    @property
+    def refusals(self) -> list[str]:
+        return [r for log in self.logs for r in log.refusals]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100]); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def memory_figure(m: RoundMemory) -> int:
+    """The figure memory growth is judged on: RSS after gc + malloc_trim where the app reported it."""
+    return m.rss_trimmed if m.rss_trimmed is not None else m.rss
+
+
+def growth(result: SoakResult, figure=memory_figure) -> tuple[float, RoundMemory, RoundMemory] | None:
+    """Relative growth from the end of warm-up to the last round (None when the run is too short to judge)."""
+    warm = result.targets.warmup_rounds
+    if len(result.memory) < 2 * warm:
+        return None
+    base, last = result.memory[warm - 1], result.memory[-1]
+    return (figure(last) - figure(base)) / figure(base), base, last
+
+
+def freed(final: dict) -> bool:
+    return all(final.get(k) == 0 for k in ("sessions", "open_user_sessions", "session_trees"))
+
+
+def verdicts(result: SoakResult) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for each of the issue's targets."""
+    t = result.targets
+    errors = len(result.errors)
+    rows = [(f"{result.users} users x {result.rounds} rounds with at most {t.max_errors} errors",
+             f"{errors} errors ({len(result.refusals)} expected 'busy' refusals besides)",
+             PASS if errors <= t.max_errors else FAIL)]
+    grew = growth(result)
+    target = f"memory growth from round {t.warmup_rounds} to the last under {t.growth_limit:.0%}"
+    if grew is None:
+        rows.append((target, f"only {len(result.memory)} rounds", NOT_JUDGED))
+    else:
+        change, base, last = grew
+        rows.append((target, f"{change:+.1%} ({memory_figure(base) / MIB:.0f} -> {memory_figure(last) / MIB:.0f} "
+                             f"MiB RSS after gc + malloc_trim)", PASS if change < t.growth_limit else FAIL))
+    f = result.final
+    rows.append(("every closed session freed (live sessions and session trees 0 once every client closed)",
+                 f"{f.get('sessions')} live sessions, {f.get('open_user_sessions')} open UserSessions, "
+                 f"{f.get('session_trees')} session trees after {result.free_seconds:.0f} s",
+                 PASS if freed(f) else FAIL))
+    return rows
+
+
+def missed(result: SoakResult) -> bool:
+    return any(verdict == FAIL for _, _, verdict in verdicts(result))
+
+
+def seconds(values: list[float]) -> str:
+    return "-" if not values else f"{statistics.median(values):.2f} / {percentile(values, 95):.2f}"
+
+
+def rates(values: list[float]) -> str:
+    return "-" if not values else f"{statistics.median(values):.0f} / {percentile(values, 5):.0f}"
+
+
+def user_row(name: str, logs: list[UserLog]) -> str:
+    samples = [s for log in logs for s in log.samples]
+    ttft = [s.ttft for s in samples if s.ttft is not None]
+    rate = [s.rate for s in samples if s.rate is not None]
+    actions = sum(sum(log.actions.values()) for log in logs)
+    return (f"| {name} | {actions} | {sum(log.sessions for log in logs)} | {len(samples)} | {seconds(ttft)} | "
+            f"{rates(rate)} | {sum(len(log.errors) for log in logs)} | {sum(len(log.refusals) for log in logs)} |")
+
+
+def memory_rows(memory: list[RoundMemory]) -> list[str]:
+    picked = [m for m in memory if m.round <= 3 or m.round % 5 == 0 or m is memory[-1]]
+    rows = ["| round | round time | RSS | RSS after gc + malloc_trim | live sessions | session trees | "
+            "tensor storage |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    mib = lambda b: "-" if b is None else f"{b / MIB:.1f} MiB"  # noqa: E731
+    for m in picked:
+        rows.append(f"| {m.round} | {m.seconds:.1f} s | {mib(m.rss)} | {mib(m.rss_trimmed)} | "
+                    f"{'-' if m.sessions is None else m.sessions} | {'-' if m.trees is None else m.trees} | "
+                    f"{mib(m.tensor_bytes)} |")
+    return rows
+
+
+def render(result: SoakResult, command: str) -> str:
+    actions: dict[str, int] = {}
+    for log in result.logs:
+        for name, count in log.actions.items():
+            actions[name] = actions.get(name, 0) + count
+    lines = [
+        f"{result.users} users (threads, each its own gradio_client Client = its own session) x {result.rounds} "
+        f"rounds against app.py on loopback, {result.tokens[0]}-{result.tokens[1]} new tokens per generation; "
+        f"{result.wall_s / 60:.1f} min in all. Machine: {result.machine}.",
+        "", "Actions: " + ", ".join(f"{name} {count}" for name, count in sorted(actions.items())) + ".",
+        "", "| target | measured | verdict |", "|---|---|---|",
+        *[f"| {target} | {measured} | **{verdict}** |" for target, measured, verdict in verdicts(result)],
+        "", "Per user: TTFT is the time from submit to the first update carrying generated text; tok/s are "
+            "streamed updates per second after it (the app sends one per token), per streamed call.",
+        "", "| user | actions | sessions | streamed calls | TTFT median / p95 (s) | tok/s median / p5 | errors | "
+            "busy refusals |", "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *[user_row(str(log.user), [log]) for log in result.logs], user_row("**all**", result.logs),
+        "", "App memory after each round (every user done, before the next round):", "", *memory_rows(result.memory),
+    ]
+    f = result.final
+    lines += ["", f"Once every client closed: {f.get('sessions')} live sessions, {f.get('open_user_sessions')} open "
+                  f"UserSessions, {f.get('session_trees')} session trees (after {result.free_seconds:.0f} s); "
+                  f"RSS after gc + malloc_trim {f.get('rss_trimmed_bytes', 0) / MIB:.1f} MiB."]
+    for title, items in (("Errors", result.errors), ("Busy refusals", result.refusals)):
+        if items:
+            lines += ["", f"{title} (first {min(5, len(items))} of {len(items)}):", "",
+                      *[f"- `{item}`" for item in items[:5]]]
+    lines += ["", f"Rerun: `{command}`."]
+    return "\n".join(lines) + "\n"

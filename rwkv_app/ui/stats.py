@@ -1,0 +1,73 @@
+"""The operator-only stats endpoint (`python app.py --stats`): live sessions and session trees, live tensors,
+engine counters and the process's memory. Off by default, so visitors never see it; the soak test
+(`python -m rwkv_app.bench soak`) reads it after every round."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+
+import gradio as gr
+import torch
+
+from ..playground.session import UserSession
+from ..session import SessionTree
+
+API_NAME = "server_stats"
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process, from /proc/<pid>/status (0 where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def malloc_trim() -> bool:
+    """Give glibc's free heap pages back to the system, so RSS counts what is in use (False off glibc)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0)) if name else False
+    except (OSError, AttributeError):
+        return False
+
+
+def live_objects() -> dict:
+    """After a full collection: live UserSessions, session trees (open ones hold their own), CPU tensors."""
+    gc.collect()
+    sessions = trees = tensors = 0
+    storages: dict[int, int] = {}  # data pointer -> bytes, so views of one storage count once
+    for obj in gc.get_objects():
+        kind = type(obj)  # not isinstance: that reads __class__, which some lazy module objects warn about
+        if kind is UserSession:
+            sessions += not obj.closed
+        elif kind is SessionTree:
+            trees += 1
+        elif issubclass(kind, torch.Tensor) and not obj.is_meta:
+            tensors += 1
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return {"open_user_sessions": sessions, "session_trees": trees, "tensors": tensors,
+            "tensor_bytes": sum(storages.values())}
+
+
+def server_stats(playground) -> dict:
+    """Everything the stats endpoint returns (plain JSON)."""
+    rss = rss_bytes()
+    objects = live_objects()
+    trimmed = malloc_trim()
+    return {**playground.stats(), **objects, "rss_bytes": rss, "rss_trimmed_bytes": rss_bytes() if trimmed else rss}
+
+
+def add_stats_endpoint(demo: gr.Blocks, playground) -> None:
+    """Add /server_stats to the app (API only: nothing shows on the page)."""
+    def stats() -> dict:
+        return server_stats(playground)
+
+    with demo:
+        gr.api(stats, api_name=API_NAME, concurrency_limit=None)

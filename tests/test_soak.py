@@ -1,0 +1,149 @@
+"""The soak test's pieces (action mix, output parsing, verdicts, report), the operator stats, and (slow) a
+short soak end to end against the real app in a subprocess."""
+from collections import Counter
+
+import pytest
+
+from rwkv_app.bench.report import write_section
+from rwkv_app.bench.soak_calls import Sample, generated_text, is_refusal, raw_payload
+from rwkv_app.bench.soak_report import (FAIL, NOT_JUDGED, PASS, RoundMemory, SoakResult, missed, percentile,
+                                        render, verdicts)
+from rwkv_app.bench.soak_user import ACTIONS, UserLog, plan
+
+MIB = 2 ** 20
+FREED = {"sessions": 0, "open_user_sessions": 0, "session_trees": 0, "rss_trimmed_bytes": 500 * MIB}
+
+
+def test_plan_is_seeded_and_a_short_soak_does_every_action():
+    names = {name for name, _ in ACTIONS}
+    plans = [plan(0, user, 4, 5) for user in range(4)]
+    assert plans == [plan(0, user, 4, 5) for user in range(4)]  # same seed, same actions
+    assert all(len(p) == 5 for p in plans)
+    assert {action for p in plans for action in p} == names  # 4 users x 5 rounds cover all 8 actions
+    assert plan(0, 0, 16, 50) != plan(1, 0, 16, 50)  # another seed, another mix
+
+
+def test_plan_follows_the_weights():
+    counts = Counter(plan(3, 0, 1, 2000))
+    weights = dict(ACTIONS)
+    assert set(counts) == set(weights)
+    for name, weight in weights.items():
+        assert counts[name] / 2000 == pytest.approx(weight / sum(weights.values()), abs=0.03)
+
+
+def test_generated_text_of_each_endpoint_output():
+    assert generated_text("so far") == "so far"
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"text": "Hel", "type": "text"}]}]
+    assert generated_text(chat) == "Hel"
+    assert generated_text([{"role": "user", "content": "hi"}]) == ""  # no reply yet
+    assert generated_text(("a", "bc", "", "")) == "a\x00bc\x00\x00"
+    assert generated_text(None) == ""
+
+
+def test_only_busy_is_an_expected_refusal():
+    assert is_refusal("The server is busy (queue full). Please try again in a moment.")
+    assert not is_refusal("this session is already generating: wait for it or press Stop")
+    assert not is_refusal("generation failed: nan in logits")
+
+
+def test_sample_rate():
+    assert Sample("/generate", 0.2, 33, 0.5).rate == pytest.approx(64.0)
+    assert Sample("/generate", 0.2, 1, 0.0).rate is None
+    assert Sample("/generate", None, 0, 0.0).rate is None
+
+
+def test_raw_payload_puts_the_state_where_the_endpoint_takes_it():
+    class FakeClient:
+        session_hash = "abc"
+        config = {"components": [{"id": 1, "type": "textbox"}, {"id": 2, "type": "state"},
+                                 {"id": 3, "type": "slider"}],
+                  "dependencies": [{"id": 7, "api_name": "generate", "inputs": [1, 3, 2]}]}
+
+    payload = raw_payload(FakeClient(), "/generate", ("prompt", 16))
+    assert payload["data"] == ["prompt", 16, None] and payload["fn_index"] == 7 and payload["session_hash"] == "abc"
+    with pytest.raises(KeyError):
+        raw_payload(FakeClient(), "/nope", ())
+
+
+def test_percentile():
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile(list(range(1, 101)), 95) == 95
+    assert percentile([], 50) != percentile([], 50)  # NaN
+
+
+def result(rss_mib: list[float], errors=(), refusals=(), final=FREED) -> SoakResult:
+    log = UserLog(0, samples=[Sample("/generate", 0.3, 20, 0.4), Sample("/chat", 0.5, 10, 0.3)],
+                  actions={"generate": len(rss_mib)}, errors=list(errors), refusals=list(refusals))
+    memory = [RoundMemory(i + 1, 1.0, int(m * MIB), int(m * MIB), 1, 1, 18 * MIB) for i, m in enumerate(rss_mib)]
+    return SoakResult(1, len(rss_mib), (16, 48), [log], memory, dict(final), 2.0, 120.0, "test machine")
+
+
+def test_verdicts_from_given_numbers():
+    flat = [500.0] * 9 + [600.0] + [610.0] * 40  # +1.7% from round 10 to 50
+    assert [v for _, _, v in verdicts(result(flat))] == [PASS, PASS, PASS]
+    assert not missed(result(flat))
+    grows = [600.0] * 10 + [600 + 2 * i for i in range(1, 41)]  # +13%
+    assert [v for _, _, v in verdicts(result(grows))] == [PASS, FAIL, PASS]
+    assert missed(result(grows))
+    assert verdicts(result(flat, errors=["user 0, chat: AppError: boom"]))[0][2] == FAIL
+    assert verdicts(result(flat, refusals=["user 0, chat: AppError: busy"]))[0][2] == PASS  # refusals are apart
+    left = {**FREED, "sessions": 2, "session_trees": 2}
+    assert verdicts(result(flat, final=left))[2][2] == FAIL
+    assert verdicts(result([500.0] * 5))[1][2] == NOT_JUDGED  # too short to judge growth
+    assert not missed(result([500.0] * 5))
+
+
+def test_report_renders_the_tables_verdicts_and_errors():
+    text = render(result([500.0] * 20, errors=["user 0, fork: AppError: boom"]), "python -m rwkv_app.bench soak")
+    assert "| target | measured | verdict |" in text and "**FAIL**" in text and "**PASS**" in text
+    assert "| 0 | 20 | 1 | 2 | 0.40 / 0.50 | 39 / 30 | 1 | 0 |" in text  # TTFT median/p95, tok/s median/p5
+    assert "| 20 | 1.0 s | 500.0 MiB |" in text and "| 4 |" not in text  # rounds 1-3, every 5th, the last
+    assert "`user 0, fork: AppError: boom`" in text
+    assert "Rerun: `python -m rwkv_app.bench soak`." in text
+
+
+def test_the_soak_section_replaces_itself_and_keeps_the_others(tmp_path):
+    path = tmp_path / "RELIABILITY.md"
+    path.write_text("# Reliability\n\n## Soak test: figures\n\nold\n\n## Faults survived\n\nkept\n")
+    write_section(path, "Soak test: figures", "python -m rwkv_app.bench soak", "new table\n")
+    text = path.read_text()
+    assert "old" not in text and "new table" in text and "## Faults survived\n\nkept" in text
+    write_section(tmp_path / "fresh.md", "Soak test: figures", "cmd", "body\n", header="# Reliability\n")
+    assert (tmp_path / "fresh.md").read_text().startswith("# Reliability\n\n## Soak test: figures")
+
+
+def test_operator_stats_count_live_sessions_and_freed_trees(tmp_path):
+    pytest.importorskip("gradio")
+    from rwkv_app.ui.stats import server_stats
+
+    from .app_helpers import tiny_playground, write_tiny_model
+
+    playground = tiny_playground(write_tiny_model(tmp_path / "tiny"))
+    try:
+        before = server_stats(playground)
+        sessions = [playground.new_session() for _ in range(3)]
+        live = server_stats(playground)
+        assert live["sessions"] == live["open_user_sessions"] == 3
+        assert live["session_trees"] == before["session_trees"] + 3
+        for session in sessions:
+            session.close()
+        after = server_stats(playground)
+        assert after["sessions"] == after["open_user_sessions"] == 0
+        assert after["session_trees"] == before["session_trees"]  # every closed session's tree is gone
+        assert after["rss_bytes"] > 0 and after["rss_trimmed_bytes"] > 0
+    finally:
+        playground.close()
+
+
+@pytest.mark.slow
+def test_short_soak_against_the_real_app(tmp_path):
+    pytest.importorskip("gradio_client")
+    from rwkv_app.bench.soak import SoakSettings, run_soak
+
+    outcome = run_soak(SoakSettings(users=4, rounds=5, log_path=tmp_path / "app.log"), log=lambda _: None)
+    assert outcome.errors == []
+    assert len(outcome.memory) == 5 and all(m.rss > 0 for m in outcome.memory)
+    assert outcome.final["sessions"] == 0 and outcome.final["session_trees"] == 0  # every session freed
+    assert sum(len(log.samples) for log in outcome.logs) >= 10
+    assert all(s.ttft is not None for log in outcome.logs for s in log.samples if s.updates)
+    assert sum(log.sessions for log in outcome.logs) > 4  # the disconnect action opened a new session
