@@ -5,9 +5,14 @@ The session tree generates with the model's own decode loop; here the same conti
 engine instead (state=, logits=, context= as the tree keeps them), so every user's generation shares one
 batched decode forward per step and a queue with a size limit. The node is added with the tree's own helpers
 (continuation.add_finished / keep_partial), so it reads exactly like one the tree generated itself.
+
+A stream that ends early (its generator closed: the browser went away or Gradio cancelled the event; or a
+row failed) cancels every engine request of its job at once, so the engine frees their slots within one
+step, and keeps what was streamed so far as nodes, as the Stop button does.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -15,9 +20,11 @@ from ..engine import CANCELLED, EngineBusy, ErrorFinish
 from ..errors import RwkvError
 from ..generation import FinishEvent, TokenEvent
 from ..session import SessionError
-from ..session.continuation import Branch, Row, add_finished, in_branch_order, resolve_row
+from ..session.continuation import Branch, Row, add_finished, in_branch_order, keep_partial, resolve_row
 
 POLL_S = 0.05
+IDLE_YIELD_S = 0.25  # with no token for this long (queued, or a slow step), yield the text unchanged: a
+# generator can only be closed (the client went away, Gradio cancelled the event) while it is suspended
 
 
 class QueueFull(RwkvError):
@@ -26,10 +33,12 @@ class QueueFull(RwkvError):
 
 @dataclass
 class Job:
-    """The generations one user action started; `cancel()` stops them all (the Stop button)."""
+    """The generations one user action started; `cancel()` stops them all (the Stop button).
+    `nodes`: once the stream has ended (however it ended), the node each row added (None: nothing kept)."""
 
     handles: list = field(default_factory=list)
     stopped: bool = False
+    nodes: list = field(default_factory=list)
 
     def cancel(self) -> None:
         self.stopped = True
@@ -51,28 +60,62 @@ def submit_rows(engine, tree, parent: str, branches: list[Branch], job: Job) -> 
     except EngineBusy as err:
         job.cancel()
         raise QueueFull(f"The server is busy ({err}). Please try again in a moment.") from None
+    except BaseException:
+        job.cancel()
+        raise
     return rows
 
 
 def stream_rows(engine, tree, parent: str, branches: list[Branch], role: str, job: Job) -> Iterator:
-    """Yield (row index, text so far) as tokens arrive; at the end the new node ids, in branch order."""
+    """Yield (row index, text so far) as tokens arrive; when it ends, `job.nodes` holds the new nodes in branch
+    order. Closed early or failed: the job's requests are cancelled and the rows streamed so far are kept."""
     rows = submit_rows(engine, tree, parent, branches, job)
     texts = [""] * len(rows)
     live = list(range(len(rows)))
-    while live:
-        for index in list(live):
-            event = next_event(job.handles[index])
-            if event is None:
-                continue
-            if isinstance(event, TokenEvent):
-                rows[index].take(event)
-                texts[index] += event.delta or ""
-            elif isinstance(event, FinishEvent):
-                live.remove(index)
-                texts[index] = finish_row(tree, parent, rows[index], event, role) or texts[index]
-            yield index, texts[index]
-    in_branch_order(tree, parent, rows)
-    yield None, [row.node for row in rows]
+    last_yield = time.monotonic()
+    try:
+        while live:
+            for index in list(live):
+                event = next_event(job.handles[index])
+                if event is None:
+                    if time.monotonic() - last_yield < IDLE_YIELD_S:
+                        continue
+                elif isinstance(event, TokenEvent):
+                    rows[index].take(event)
+                    texts[index] += event.delta or ""
+                elif isinstance(event, FinishEvent):
+                    live.remove(index)
+                    texts[index] = finish_row(tree, parent, rows[index], event, role) or texts[index]
+                last_yield = time.monotonic()
+                yield index, texts[index]
+    finally:
+        if live:
+            abandon(job, tree, parent, rows, live, role)
+        in_branch_order(tree, parent, rows)
+        job.nodes = [row.node for row in rows]
+
+
+def abandon(job: Job, tree, parent: str, rows: list[Row], live: list[int], role: str) -> None:
+    """The stream ended before these rows finished: cancel every request of the job (the engine retires them
+    at its next step) and keep what they streamed. Never waits: it may run on Gradio's event loop."""
+    job.cancel()
+    for index in live:
+        event = drain(job.handles[index], rows[index])
+        if isinstance(event, FinishEvent) and not isinstance(event, ErrorFinish):
+            finish_row(tree, parent, rows[index], event, role)
+    keep_partial(tree, parent, [row for i, row in enumerate(rows) if i in live and row.node is None], role)
+
+
+def drain(handle, row: Row) -> FinishEvent | None:
+    """Take the events already delivered (tokens go to the row); the FinishEvent if it has come."""
+    while True:
+        try:
+            event = handle.next_event(timeout=0)
+        except TimeoutError:
+            return None
+        if isinstance(event, FinishEvent):
+            return event
+        row.take(event)
 
 
 def next_event(handle):
@@ -94,3 +137,4 @@ def finish_row(tree, parent: str, row: Row, event: FinishEvent, role: str) -> st
     if event.reason == CANCELLED:
         tree.node(row.node).meta["reason"] = "cancelled"
     return tree.node(row.node).text
+

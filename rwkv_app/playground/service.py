@@ -39,6 +39,7 @@ class Playground:
         self._engines: dict[ModelKey, Engine] = {}
         self._lock = threading.Lock()
         self.sessions = 0  # live sessions (tests check that closing frees them)
+        self._clients: dict[str, object] = {}  # browser session id -> its live UserSession
 
     # ---- models --------------------------------------------------------------------------------------
     def start(self, source: str, progress=None) -> LoadedModel:
@@ -98,12 +99,40 @@ class Playground:
             self.sessions += 1
         return session
 
+    def session_for(self, client: str):
+        """The live UserSession of a browser session (`client`: its id, e.g. Gradio's session hash), made on its
+        first action and registered, so that `client_gone(client)` frees it when that browser session ends.
+        A browser session whose state lost its UserSession (e.g. its first action failed) gets the same one."""
+        with self._lock:
+            session = self._clients.get(client)
+        if session is not None and not session.closed:
+            return session
+        fresh = self.new_session()
+        with self._lock:
+            session = self._clients.get(client)
+            if session is None or session.closed:
+                fresh.client, self._clients[client] = client, fresh
+                return fresh
+        fresh.close()  # another action of the same browser session made one first
+        return session
+
+    def client_gone(self, client: str) -> bool:
+        """The browser session ended (tab closed, client disconnected): free its UserSession now."""
+        with self._lock:
+            session = self._clients.get(client)
+        if session is None:
+            return False
+        session.close()
+        return True
+
     def acquire_default(self) -> LoadedModel:
         return self.manager.acquire(self.default_source, device=self.options.device, dtype=self.options.dtype)
 
-    def session_closed(self) -> None:
+    def session_closed(self, session=None) -> None:
         with self._lock:
             self.sessions -= 1
+            if session is not None and self._clients.get(session.client) is session:
+                del self._clients[session.client]
 
     def stats(self) -> dict:
         """For the operator (app.py --stats, the soak test): live sessions and each engine's counters."""

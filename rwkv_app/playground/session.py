@@ -21,8 +21,9 @@ KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty")
 
 
 class UserSession:
-    def __init__(self, playground, loaded):
+    def __init__(self, playground, loaded, client: str | None = None):
         self.playground, self.options = playground, playground.options
+        self.client = client  # the browser session it belongs to (Gradio's session hash), when known
         self.loaded = loaded
         self.tree = self.new_tree()
         self.chat: ChatSession | None = None
@@ -37,18 +38,24 @@ class UserSession:
         return SessionTree(self.loaded.model, self.loaded.tokenizer, model_id=self.loaded.key.source)
 
     @property
+    def generating(self) -> bool:
+        """Whether one of this session's actions is generating now."""
+        return self._busy.locked()
+
+    @property
     def engine(self):
         return self.playground.engine_for(self.loaded)
 
     def close(self) -> None:
-        """Free everything this session holds (Gradio's delete callback calls this when the session ends)."""
+        """Free everything this session holds: called when its browser session ends (the tab closed: Gradio's
+        unload event; or its state expired: the delete callback). A running generation is cancelled."""
         if self.closed:
             return
         self.closed = True
         self.job.cancel()
         self.playground.manager.release(self.loaded)
         self.tree = self.chat = None
-        self.playground.session_closed()
+        self.playground.session_closed(self)
 
     # ---- checks --------------------------------------------------------------------------------------
     @contextmanager
@@ -103,12 +110,12 @@ class UserSession:
             if text:
                 node_id = self.tree.extend(node_id, text).node
                 self.current = node_id
-            for index, value in stream_rows(self.engine, self.tree, node_id, [branch], GENERATED, job):
-                if index is None:
-                    self.last_run = [n for n in value if n]
-                    self.current = self.last_run[0] if self.last_run else node_id
-                else:
+            try:
+                for _, value in stream_rows(self.engine, self.tree, node_id, [branch], GENERATED, job):
                     yield value
+            finally:  # finished, stopped, failed or abandoned: what was kept becomes current
+                self.last_run = [n for n in job.nodes if n]
+                self.current = self.last_run[0] if self.last_run else node_id
 
     def select(self, node_id: str) -> None:
         self.current = self.tree.node(node_id).id
@@ -148,13 +155,14 @@ class UserSession:
     def _compare(self, node_id: str, branches: list[Branch]) -> Iterator[list[str]]:
         texts = [""] * len(branches)
         with self.busy() as job:
-            for index, value in stream_rows(self.engine, self.tree, node_id, branches, GENERATED, job):
-                if index is None:
-                    self.compared = value
-                    self.last_run = [n for n in value if n]
-                else:
+            try:
+                for index, value in stream_rows(self.engine, self.tree, node_id, branches, GENERATED, job):
                     texts[index] = value
                     yield list(texts)
+            finally:
+                if job.nodes:  # refused at once (busy, bad node): the last comparison stays
+                    self.compared = list(job.nodes)
+                    self.last_run = [n for n in job.nodes if n]
 
     def keep(self, column: int) -> str:
         """Make a compared column the session's current branch (the playground's and the chat's)."""
@@ -224,13 +232,13 @@ class UserSession:
         before = chat.messages()
         with self.busy() as job:
             yield before + [{"role": "assistant", "content": ""}]
-            for index, value in stream_rows(self.engine, self.tree, parent, [reply], BOT, job):
-                if index is None:
-                    self.last_run = [n for n in value if n]
-                    if self.last_run:
-                        chat.current = self.last_run[0]
-                else:
+            try:
+                for _, value in stream_rows(self.engine, self.tree, parent, [reply], BOT, job):
                     yield before + [{"role": "assistant", "content": value.strip()}]
+            finally:
+                self.last_run = [n for n in job.nodes if n]
+                if self.last_run:
+                    chat.current = self.last_run[0]
         yield chat.messages()
 
     def require_chat(self) -> ChatSession:

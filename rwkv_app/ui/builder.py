@@ -28,6 +28,7 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
         for event in refresh:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
         demo.load(redraw, [ctx.state], outputs, api_visibility="private")
+        demo.unload(ctx.unload)
     return demo
 
 

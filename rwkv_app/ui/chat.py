@@ -71,16 +71,17 @@ def wire(ctx, refresh, c):
 
     @gpu
     @guarded
-    def chat(message, preset, temperature, top_p, top_k, penalty, length, system, user, bot, session):
-        session = ctx.ensure(session)
+    def chat(message, preset, temperature, top_p, top_k, penalty, length, system, user, bot, session,
+             request: gr.Request):
+        session = ctx.ensure(session, request)
         branch = branch_of(session, preset, temperature, top_p, top_k, penalty, length)
         for messages in session.chat_send(message, branch, system, user, bot):
             yield messages, session
 
     @gpu
     @guarded
-    def retry(preset, temperature, top_p, top_k, penalty, length, session):
-        session = ctx.ensure(session)
+    def retry(preset, temperature, top_p, top_k, penalty, length, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         for messages in session.chat_retry(branch_of(session, preset, temperature, top_p, top_k, penalty, length)):
             yield messages, session
 
@@ -90,24 +91,24 @@ def wire(ctx, refresh, c):
             session.stop()
 
     @guarded
-    def undo(session):
-        session = ctx.ensure(session)
+    def undo(session, request: gr.Request):
+        session = ctx.ensure(session, request)
         return session.chat_undo(), session
 
     @guarded
-    def new_chat(system, user, bot, session):
-        session = ctx.ensure(session)
+    def new_chat(system, user, bot, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         session.new_chat(system, user, bot)
         return session.chat.messages(), session
 
     @guarded
-    def edit(index, text, session):
-        session = ctx.ensure(session)
+    def edit(index, text, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         return session.chat_edit(number(index, -1), text), session
 
     @guarded
-    def switch(index, step, session):
-        session = ctx.ensure(session)
+    def switch(index, step, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         return session.chat_switch(number(index, -1), step), session
 
     @guarded

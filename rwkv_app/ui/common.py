@@ -27,11 +27,19 @@ class Context:
         self.state = gr.State(None, time_to_live=playground.options.session_ttl_s, delete_callback=close_session)
         self.presets = playground.sampling_presets()
 
-    def ensure(self, session):
-        """This browser session's UserSession, created on its first action (API clients included)."""
-        if session is None or session.closed:
-            session = self.playground.new_session()
-        return session
+    def ensure(self, session, request: gr.Request | None = None):
+        """This browser session's UserSession, created on its first action (API clients included) and
+        registered under the request's session hash, so `unload` frees it as soon as the browser session ends."""
+        if session is not None and not session.closed:
+            return session
+        client = getattr(request, "session_hash", None)
+        return self.playground.session_for(client) if client else self.playground.new_session()
+
+    def unload(self, request: gr.Request) -> None:
+        """Gradio's unload event (the tab closed or the client disconnected): free the session now, rather
+        than when its gr.State is deleted (an hour later); the state's delete callback stays as a second line."""
+        if request is not None and request.session_hash:
+            self.playground.client_gone(request.session_hash)
 
 
 def close_session(session) -> None:

@@ -42,17 +42,17 @@ def wire(ctx, refresh, c):
 
     @gpu
     @guarded
-    def compare(count, length, *values):
+    def compare(request: gr.Request, count, length, *values):
         *settings, session = values
-        session = ctx.ensure(session)
+        session = ctx.ensure(session, request)
         pairs = [(settings[2 * i], number(settings[2 * i + 1])) for i in range(int(count))]
         blank = [""] * MAX_COLUMNS
         for texts in session.compare(None, pairs, number(length)):
             yield (*texts, *blank[len(texts):], session)
 
     @guarded
-    def keep(index, session):
-        session = ctx.ensure(session)
+    def keep(index, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         session.keep(index)
         return f"Kept column {index + 1}: it is now the current node (Playground, State) and the chat's branch.", session
 
@@ -62,5 +62,12 @@ def wire(ctx, refresh, c):
                    api_name="compare", concurrency_limit=None))
     c["stop"].click(lambda s: s.stop() if s else None, [state], None, api_name="compare_stop", concurrency_limit=None)
     for i, button in enumerate(c["keeps"]):
-        refresh.append(button.click(lambda s, i=i: keep(i, s), [state], [c["status"], state],
+        refresh.append(button.click(keeper(keep, i), [state], [c["status"], state],
                                     api_name=f"keep_{i + 1}"))
+
+
+def keeper(keep, index: int):
+    """The callback of the Keep button of column `index`."""
+    def keep_column(session, request: gr.Request):
+        return keep(index, session, request)
+    return keep_column

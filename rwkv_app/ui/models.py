@@ -36,8 +36,8 @@ def build(ctx, refresh):
 
 def wire(ctx, refresh, c):
     @guarded
-    def load(source, session, progress=gr.Progress()):
-        session = ctx.ensure(session)
+    def load(source, session, request: gr.Request, progress=gr.Progress()):
+        session = ctx.ensure(session, request)
 
         def report(stage, fraction, detail):
             progress(fraction if fraction is not None else 0.0, desc=f"{stage}: {detail}")

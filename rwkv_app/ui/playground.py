@@ -72,45 +72,45 @@ def wire(ctx, refresh, c):
 
     @gpu
     @guarded
-    def generate(prompt, preset, length, seed, session):
-        session = ctx.ensure(session)
+    def generate(prompt, preset, length, seed, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         for text in session.generate(prompt, preset, number(length), number(seed)):
             yield text, session
 
     @gpu
     @guarded
-    def resume(node_id, text, preset, length, seed, session):
-        session = ctx.ensure(session)
+    def resume(node_id, text, preset, length, seed, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         for value in session.continue_from(node_id or session.current, text or None, preset, number(length),
                                            number(seed)):
             yield value, session
 
     @guarded
-    def select(node_id, session):
-        session = ctx.ensure(session)
+    def select(node_id, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         if node_id:
             session.select(node_id)
         return tokens_value(session, session.current), node_details(session, session.current), None, session
 
     @guarded
-    def pick_token(session, evt: gr.SelectData):
-        session = ctx.ensure(session)
+    def pick_token(session, evt: gr.SelectData, request: gr.Request):
+        session = ctx.ensure(session, request)
         rows = views.path_token_rows(session.tree, session.current)
         position = rows[evt.index]["position"] if 0 <= evt.index < len(rows) else None
         return position, alternatives_update(session, session.current, position)
 
     @gpu
     @guarded
-    def rewind(node_id, position, preset, length, seed, session):
-        session = ctx.ensure(session)
+    def rewind(node_id, position, preset, length, seed, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         point = session.rewind(node_id or session.current, number(position, -1))
         for value in session.continue_from(point, None, preset, number(length), number(seed)):
             yield value, session
 
     @gpu
     @guarded
-    def force(node_id, position, token, preset, length, seed, session):
-        session = ctx.ensure(session)
+    def force(node_id, position, token, preset, length, seed, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         if token is None or token == "":
             raise ValueError("pick one of the alternatives first")
         point = session.force(node_id or session.current, number(position, -1), int(token))
@@ -118,8 +118,8 @@ def wire(ctx, refresh, c):
             yield value, session
 
     @guarded
-    def delete(node_id, session):
-        session = ctx.ensure(session)
+    def delete(node_id, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         session.delete(node_id or session.current)
         return session
 

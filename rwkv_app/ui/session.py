@@ -26,13 +26,13 @@ def build(ctx, refresh):
 
 def wire(ctx, refresh, c):
     @guarded
-    def export(session):
-        session = ctx.ensure(session)
+    def export(session, request: gr.Request):
+        session = ctx.ensure(session, request)
         return session.export(c["folder"]), session
 
     @guarded
-    def load(path, session):
-        session = ctx.ensure(session)
+    def load(path, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         session.load_file(path)
         return f"Resumed the uploaded session ({len(session.tree.nodes)} nodes).", session
 

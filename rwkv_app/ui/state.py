@@ -41,8 +41,8 @@ def frame(rows, *columns):
 
 def wire(ctx, c):
     @guarded
-    def show(node_id, other_id, tensor, session):
-        session = ctx.ensure(session)
+    def show(node_id, other_id, tensor, session, request: gr.Request):
+        session = ctx.ensure(session, request)
         tree = session.tree
         node_id = node_id if node_id in tree.nodes else session.current
         state, _ = tree.state_at(node_id)
