@@ -74,7 +74,8 @@ def test_percentile():
 def result(rss_mib: list[float], errors=(), refusals=(), final=FREED) -> SoakResult:
     log = UserLog(0, samples=[Sample("/generate", 0.3, 20, 0.4), Sample("/chat", 0.5, 10, 0.3)],
                   actions={"generate": len(rss_mib)}, errors=list(errors), refusals=list(refusals))
-    memory = [RoundMemory(i + 1, 1.0, int(m * MIB), int(m * MIB), 1, 1, 18 * MIB) for i, m in enumerate(rss_mib)]
+    memory = [RoundMemory(i + 1, 1.0, int(m * MIB), int(m * MIB), sessions=1, trees=1, tensor_bytes=18 * MIB,
+                          nodes=40 + i, kept_bytes=MIB * (i + 1)) for i, m in enumerate(rss_mib)]
     return SoakResult(1, len(rss_mib), (16, 48), [log], memory, dict(final), 2.0, 120.0, "test machine")
 
 
@@ -99,6 +100,7 @@ def test_report_renders_the_tables_verdicts_and_errors():
     assert "| 0 | 20 | 1 | 2 | 0.40 / 0.50 | 39 / 30 | 1 | 0 |" in text  # TTFT median/p95, tok/s median/p5
     assert "| 20 | 1.0 s | 500.0 MiB |" in text and "| 4 |" not in text  # rounds 1-3, every 5th, the last
     assert "`user 0, fork: AppError: boom`" in text
+    assert "kept states 10 -> 20 MiB, their trees 49 -> 59 nodes" in text  # how much of the growth is history
     assert "Rerun: `python -m rwkv_app.bench soak`." in text
 
 
@@ -125,11 +127,13 @@ def test_operator_stats_count_live_sessions_and_freed_trees(tmp_path):
         live = server_stats(playground)
         assert live["sessions"] == live["open_user_sessions"] == 3
         assert live["session_trees"] == before["session_trees"] + 3
+        assert live["session_nodes"] >= 3 and live["session_kept_bytes"] > before["session_kept_bytes"]
         for session in sessions:
             session.close()
         after = server_stats(playground)
         assert after["sessions"] == after["open_user_sessions"] == 0
         assert after["session_trees"] == before["session_trees"]  # every closed session's tree is gone
+        assert after["session_kept_bytes"] == before["session_kept_bytes"]
         assert after["rss_bytes"] > 0 and after["rss_trimmed_bytes"] > 0
     finally:
         playground.close()

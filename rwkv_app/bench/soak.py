@@ -54,7 +54,8 @@ def measure(app: AppProcess, round_number: int, seconds: float) -> RoundMemory:
     rss = app.rss()
     stats = app.stats()
     return RoundMemory(round_number, seconds, rss, stats["rss_trimmed_bytes"], stats["sessions"],
-                       stats["session_trees"], stats["tensor_bytes"])
+                       stats["session_trees"], stats["tensor_bytes"], stats["session_nodes"],
+                       stats["session_kept_bytes"])
 
 
 def drive(user: SoakUser, actions: list[str], barrier: threading.Barrier) -> None:

@@ -38,22 +38,22 @@ def malloc_trim() -> bool:
 
 
 def live_objects() -> dict:
-    """After a full collection: live UserSessions, session trees (open ones hold their own), CPU tensors."""
+    """After a full collection: live UserSessions, session trees (their nodes and kept-state bytes), tensors."""
     gc.collect()
-    sessions = trees = tensors = 0
+    sessions = trees = nodes = kept_bytes = tensors = 0
     storages: dict[int, int] = {}  # data pointer -> bytes, so views of one storage count once
     for obj in gc.get_objects():
         kind = type(obj)  # not isinstance: that reads __class__, which some lazy module objects warn about
         if kind is UserSession:
             sessions += not obj.closed
         elif kind is SessionTree:
-            trees += 1
+            trees, nodes, kept_bytes = trees + 1, nodes + len(obj.nodes), kept_bytes + obj.store.nbytes
         elif issubclass(kind, torch.Tensor) and not obj.is_meta:
             tensors += 1
             storage = obj.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
-    return {"open_user_sessions": sessions, "session_trees": trees, "tensors": tensors,
-            "tensor_bytes": sum(storages.values())}
+    return {"open_user_sessions": sessions, "session_trees": trees, "session_nodes": nodes,
+            "session_kept_bytes": kept_bytes, "tensors": tensors, "tensor_bytes": sum(storages.values())}
 
 
 def server_stats(playground) -> dict:
