@@ -43,6 +43,12 @@ class EngineGate:
         self.opened = True
         self._permits.release()
 
+    def hold(self) -> None:
+        """Hold the engine again at its next forward (after open()); counting starts again from zero."""
+        while self._permits.acquire(blocking=False):
+            pass
+        self.opened, self.arrivals = False, 0
+
     def remove(self) -> None:
         self.open()
         self._hook.remove()
