@@ -224,3 +224,17 @@ def test_a_model_switch_while_others_stream_leaves_their_tokens_unchanged(playgr
     assert sorted(in_use.values()) == [1, 2]  # a on the default model; b and c on the other
     for session in (a, b, c):
         session.close()
+
+
+def test_browser_sessions_are_registered_and_freed_when_they_end(playground):
+    first = playground.session_for("browser-1")
+    assert playground.session_for("browser-1") is first  # e.g. its first action failed and its state lost it
+    other = playground.session_for("browser-2")
+    list(first.generate("Hello", "balanced", 3, 1))
+    assert playground.sessions == 2
+    assert playground.client_gone("browser-1") and first.closed and first.tree is None
+    assert not playground.client_gone("browser-1")  # gone already: nothing left to free
+    assert playground.session_for("browser-1") is not first  # the same browser, back: a fresh session
+    other.close()  # the state's delete callback (the second line) deregisters it too
+    assert not playground.client_gone("browser-2")
+    assert playground.sessions == 1

@@ -256,3 +256,13 @@ def test_a_full_queue_answers_busy_at_once(dirs):
             visitor.close()
         demo.close()
         playground.close()
+
+
+def test_a_failed_first_action_does_not_leave_a_session_behind(served, clients):
+    url, playground = served
+    client = clients()
+    sessions = playground.sessions
+    with pytest.raises(Exception, match="empty"):
+        client.predict("   ", api_name="/chat")  # makes the session, fails: the browser state never gets it
+    assert client.predict("hello", api_name="/chat")[-1]["role"] == "assistant"
+    assert playground.sessions == sessions + 1  # the second action found the first one's session
