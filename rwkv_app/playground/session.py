@@ -34,8 +34,9 @@ class UserSession:
         self._busy = threading.Lock()
         self.closed = False
 
-    def new_tree(self) -> SessionTree:
-        return SessionTree(self.loaded.model, self.loaded.tokenizer, model_id=self.loaded.key.source)
+    def new_tree(self, loaded=None) -> SessionTree:
+        loaded = loaded or self.loaded
+        return SessionTree(loaded.model, loaded.tokenizer, model_id=loaded.key.source)
 
     @property
     def generating(self) -> bool:
@@ -185,13 +186,17 @@ class UserSession:
 
     def switch_model(self, source: str, progress=None) -> None:
         """Load (or borrow) another model; the session starts a new tree on it. On error nothing changes."""
-        loaded = self.playground.acquire(source, progress)
-        if self._busy.locked():
-            self.playground.manager.release(loaded)
-            raise InputError("stop the running generation before switching model")
+        loaded = self.playground.acquire(source, progress)  # a failed download or load raises here
+        try:
+            if self._busy.locked():
+                raise InputError("stop the running generation before switching model")
+            tree = self.new_tree(loaded)
+        except BaseException:
+            self.playground.manager.release(loaded)  # no borrow left behind; the session is as it was
+            raise
         old, self.loaded = self.loaded, loaded
         self.playground.manager.release(old)
-        self.tree, self.chat, self.compared, self.last_run = self.new_tree(), None, [], []
+        self.tree, self.chat, self.compared, self.last_run = tree, None, [], []
         self.current = self.tree.root
 
     # ---- chat ----------------------------------------------------------------------------------------
