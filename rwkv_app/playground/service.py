@@ -3,6 +3,10 @@
 One Playground per server process; it hands out a UserSession per browser session. Models are loaded once
 (through the ModelManager) and shared by every session that uses them; a session holds its model borrowed
 until it switches model or ends.
+
+The web app registers each UserSession under its browser session's id (`session_for(client)`) and frees it
+as soon as that browser session ends (`client_gone(client)`, from Gradio's unload event), rather than when
+its per-session state expires.
 """
 from __future__ import annotations
 
