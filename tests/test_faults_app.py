@@ -89,12 +89,11 @@ def engine_of(playground):
     return playground.engine_for(loaded)
 
 
-def freed_within_one_step(playground, session, gate) -> None:
+def freed_within_one_step(playground, session, handles, gate) -> None:
     """Once the session's generation is cancelled (the engine held meanwhile), the engine drops it at its next
     step; the session is free again (or closed) with the partial text kept."""
     engine = engine_of(playground)
-    wait_for(lambda: session.job.handles and all(h.cancelled for h in session.job.handles),
-             "the generation to be cancelled")
+    wait_for(lambda: all(h.cancelled for h in handles), "the generation to be cancelled")
     at_cancel = engine.stats().steps
     gate.open()
     wait_for(lambda: idle(engine), "the engine to drop the generation")
@@ -109,9 +108,10 @@ def test_a_cancelled_job_frees_its_engine_slot(served, clients, gate):
     job = client.submit("Once upon a time", "balanced", LONG, 1, api_name="/generate")
     gate.wait_arrivals(1)
     session = playground.session_for(client.session_hash)
-    assert session.generating
+    handles = list(session.job.handles)
+    assert session.generating and handles
     job.cancel()  # the browser's Stop of the event itself: Gradio closes the generator
-    freed_within_one_step(playground, session, gate)
+    freed_within_one_step(playground, session, handles, gate)
     assert client.predict("Again", "balanced", 5, 1, api_name="/generate")  # the same session goes on
     assert playground.session_for(client.session_hash) is session
 
@@ -123,10 +123,11 @@ def test_a_client_that_closes_mid_stream_is_freed(served, clients, gate):
     leaving.submit("Once upon a time", "balanced", LONG, 1, api_name="/generate")
     gate.wait_arrivals(1)
     session = playground.session_for(leaving.session_hash)
+    handles = list(session.job.handles)
     leaving.close()  # its heartbeat stops: Gradio runs the unload event
     wait_for(lambda: session.closed, "the unload event to close the session")
     assert playground.sessions == sessions  # the one it made is gone again
-    freed_within_one_step(playground, session, gate)
+    freed_within_one_step(playground, session, handles, gate)
     assert staying.predict("Still here", "balanced", 5, 1, api_name="/generate")
 
 
@@ -151,7 +152,8 @@ def test_a_dropped_event_stream_frees_its_engine_slot(served, gate):
     session_hash = "dropped-stream-1"
     stream_then_drop(url, session_hash, ["Once upon a time", "balanced", LONG, 1, None])
     session = playground.session_for(session_hash)
-    freed_within_one_step(playground, session, gate)
+    handles = list(session.job.handles)
+    freed_within_one_step(playground, session, handles, gate)
     session.close()
 
 

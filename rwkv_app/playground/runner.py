@@ -93,6 +93,7 @@ def stream_rows(engine, tree, parent: str, branches: list[Branch], role: str, jo
             abandon(job, tree, parent, rows, live, role)
         in_branch_order(tree, parent, rows)
         job.nodes = [row.node for row in rows]
+        job.handles = []  # let the handles go: a finished one holds its final state and logits
 
 
 def abandon(job: Job, tree, parent: str, rows: list[Row], live: list[int], role: str) -> None:

@@ -54,6 +54,7 @@ class UserSession:
             return
         self.closed = True
         self.job.cancel()
+        self.job = Job()  # the closed session (kept by Gradio's state a while) holds no engine handle
         self.playground.manager.release(self.loaded)
         self.tree = self.chat = None
         self.playground.session_closed(self)
