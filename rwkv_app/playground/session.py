@@ -6,7 +6,7 @@ subclass with a message for the user, and leaves the session as it was.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Iterator
 
 from ..errors import InputError
@@ -113,8 +113,9 @@ class UserSession:
                 node_id = self.tree.extend(node_id, text).node
                 self.current = node_id
             try:
-                for _, value in stream_rows(self.engine, self.tree, node_id, [branch], GENERATED, job):
-                    yield value
+                with closing(stream_rows(self.engine, self.tree, node_id, [branch], GENERATED, job)) as stream:
+                    for _, value in stream:
+                        yield value
             finally:  # finished, stopped, failed or abandoned: what was kept becomes current
                 self.last_run = [n for n in job.nodes if n]
                 self.current = self.last_run[0] if self.last_run else node_id
@@ -158,9 +159,10 @@ class UserSession:
         texts = [""] * len(branches)
         with self.busy() as job:
             try:
-                for index, value in stream_rows(self.engine, self.tree, node_id, branches, GENERATED, job):
-                    texts[index] = value
-                    yield list(texts)
+                with closing(stream_rows(self.engine, self.tree, node_id, branches, GENERATED, job)) as stream:
+                    for index, value in stream:
+                        texts[index] = value
+                        yield list(texts)
             finally:
                 if job.nodes:  # refused at once (busy, bad node): the last comparison stays
                     self.compared = list(job.nodes)
@@ -239,8 +241,9 @@ class UserSession:
         with self.busy() as job:
             yield before + [{"role": "assistant", "content": ""}]
             try:
-                for _, value in stream_rows(self.engine, self.tree, parent, [reply], BOT, job):
-                    yield before + [{"role": "assistant", "content": value.strip()}]
+                with closing(stream_rows(self.engine, self.tree, parent, [reply], BOT, job)) as stream:
+                    for _, value in stream:
+                        yield before + [{"role": "assistant", "content": value.strip()}]
             finally:
                 self.last_run = [n for n in job.nodes if n]
                 if self.last_run:
