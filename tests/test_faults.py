@@ -238,3 +238,29 @@ def test_browser_sessions_are_registered_and_freed_when_they_end(playground):
     other.close()  # the state's delete callback (the second line) deregisters it too
     assert not playground.client_gone("browser-2")
     assert playground.sessions == 1
+
+
+def test_a_queued_stream_closed_before_it_ran_leaves_the_queue(model_dir):
+    service = tiny_playground(model_dir, max_queue=1, max_batch=1)
+    gate = EngineGate(default_model(service))
+    running, queued, later = (service.new_session() for _ in range(3))
+    engine, results = running.engine, {}
+    try:
+        thread = consume(running.generate("One", "balanced", 20, 1), results, "running")
+        gate.wait_arrivals(1)
+        stream = queued.generate("Two", "balanced", 20, 2)
+        assert next(stream) == ""  # no token while it waits: the stream still yields, so it can be closed
+        assert engine.stats().waiting == 1
+        stream.close()
+        assert not queued.generating
+        assert [n.role for n in queued.tree.nodes.values()] == ["root", "text"]  # nothing ran: only the prompt
+        assert queued.tree.node(queued.current).role == "text"
+        gate.open()
+        thread.join(30)
+        wait_for(lambda: idle(engine), "the engine to drop the queued request")
+        assert results["running"] and list(later.generate("Three", "balanced", 5, 3))[-1]
+    finally:
+        gate.remove()
+        for session in (running, queued, later):
+            session.close()
+        service.close()
