@@ -268,3 +268,11 @@ def test_a_failed_first_action_does_not_leave_a_session_behind(served, clients):
         client.predict("   ", api_name="/chat")  # makes the session, fails: the browser state never gets it
     assert client.predict("hello", api_name="/chat")[-1]["role"] == "assistant"
     assert playground.sessions == sessions + 1  # the second action found the first one's session
+
+
+def test_the_chat_branch_buttons_reach_the_session(served, clients):
+    client = clients()
+    client.predict("hello", api_name="/chat")
+    for api_name in ("/chat_previous_branch", "/chat_next_branch"):  # a visible error, not a crash
+        with pytest.raises(Exception, match="no message"):
+            client.predict(None, api_name=api_name)

@@ -111,6 +111,12 @@ def wire(ctx, refresh, c):
         session = ctx.ensure(session, request)
         return session.chat_switch(number(index, -1), step), session
 
+    def previous_branch(index, session, request: gr.Request):
+        return switch(index, -1, session, request)
+
+    def next_branch(index, session, request: gr.Request):
+        return switch(index, 1, session, request)
+
     @guarded
     def preset_knobs(name):
         s = load_sampling_preset(name)
@@ -127,8 +133,6 @@ def wire(ctx, refresh, c):
     refresh.append(c["undo"].click(undo, [state], show, api_name="chat_undo"))
     refresh.append(c["new_chat"].click(new_chat, [c["system"], c["user"], c["bot"], state], show, api_name="chat_new"))
     refresh.append(c["save_edit"].click(edit, [c["turn"], c["edited"], state], show, api_name="chat_edit"))
-    refresh.append(c["previous"].click(lambda i, s: switch(i, -1, s), [c["turn"], state], show,
-                        api_name="chat_previous_branch"))
-    refresh.append(c["following"].click(lambda i, s: switch(i, 1, s), [c["turn"], state], show,
-                         api_name="chat_next_branch"))
+    refresh.append(c["previous"].click(previous_branch, [c["turn"], state], show, api_name="chat_previous_branch"))
+    refresh.append(c["following"].click(next_branch, [c["turn"], state], show, api_name="chat_next_branch"))
     c["preset"].change(preset_knobs, [c["preset"]], knobs[1:5], api_name="chat_preset_settings")
