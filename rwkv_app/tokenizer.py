@@ -64,7 +64,11 @@ class RwkvTokenizer:
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
             raise InputError(f"encode() takes a string, got {type(text).__name__}")
-        return self.backend.encode(text, add_special_tokens=False).ids
+        try:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        except TypeError:  # the Rust side refuses a str it cannot turn into UTF-8 (a lone surrogate, from JSON)
+            check_unicode(text)
+            raise
 
     def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = False) -> str:
         """Token ids (a list or a 1-D tensor) -> text. Special tokens are kept unless asked, as in HF."""
@@ -117,6 +121,15 @@ class RwkvTokenizer:
         keep = min(size, self.vocab_size)
         mask[:keep] = self._exempt[:keep]
         return mask
+
+
+def check_unicode(text: str) -> None:
+    """InputError for text that is not valid Unicode (a lone UTF-16 surrogate such as "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(f"the text is not valid Unicode: a lone surrogate {text[err.start]!r} at character "
+                         f"{err.start}") from None
 
 
 def is_exempt_text(text: str) -> bool:

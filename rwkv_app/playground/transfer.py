@@ -24,6 +24,8 @@ def import_from(session, path):
     """A tree from an uploaded file, on the session's model; SessionFileError/InputError say what is wrong."""
     if not path:
         raise InputError("choose a session file (.zip) to upload first")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"expected the uploaded file's path, got {type(path).__name__}")
     path = Path(path)
     limit = int(session.options.max_upload_mb * MIB)
     size = path.stat().st_size

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..errors import InputError
 from ..presets import load_sampling_preset
 from .common import gpu, guarded, number
 
@@ -119,6 +120,8 @@ def wire(ctx, refresh, c):
 
     @guarded
     def preset_knobs(name):
+        if name not in ctx.presets:  # a name, never a path: load_sampling_preset also reads files
+            raise InputError(f"unknown sampling preset {str(name)[:40]!r}")
         s = load_sampling_preset(name)
         return s.temperature, s.top_p, s.top_k, s.repetition_penalty
 

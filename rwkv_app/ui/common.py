@@ -6,7 +6,8 @@ import inspect
 
 import gradio as gr
 
-from ..errors import RwkvError
+from ..errors import InputError, RwkvError
+from .errors import public_message
 
 try:  # Hugging Face ZeroGPU Spaces: GPU work runs inside @spaces.GPU; elsewhere this is a no-op
     import spaces
@@ -48,8 +49,7 @@ def close_session(session) -> None:
 
 
 def message(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    return text[0].upper() + text[1:] if text else text
+    return public_message(err)  # no server paths in what the browser sees
 
 
 def guarded(fn):
@@ -76,4 +76,7 @@ def number(value, default=None):
     """A gr.Number's value as an int (None stays None)."""
     if value is None or value == "":
         return default
-    return int(value)
+    try:
+        return int(value)  # a float is truncated, as before; NaN, infinities, lists and words are refused
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"expected a whole number, got {value!r:.40}") from None

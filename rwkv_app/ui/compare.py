@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..errors import InputError
 from .common import gpu, guarded, number
 
 MAX_COLUMNS = 4
@@ -45,7 +46,10 @@ def wire(ctx, refresh, c):
     def compare(request: gr.Request, count, length, *values):
         *settings, session = values
         session = ctx.ensure(session, request)
-        pairs = [(settings[2 * i], number(settings[2 * i + 1])) for i in range(int(count))]
+        count = number(count, 0)
+        if not 2 <= count <= MAX_COLUMNS:
+            raise InputError(f"compare takes 2 to {MAX_COLUMNS} columns, got {count}")
+        pairs = [(settings[2 * i], number(settings[2 * i + 1])) for i in range(count)]
         blank = [""] * MAX_COLUMNS
         for texts in session.compare(None, pairs, number(length)):
             yield (*texts, *blank[len(texts):], session)

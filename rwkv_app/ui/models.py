@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..errors import InputError
 from .common import guarded
 
 
@@ -37,6 +38,8 @@ def build(ctx, refresh):
 def wire(ctx, refresh, c):
     @guarded
     def load(source, session, request: gr.Request, progress=gr.Progress()):
+        if not isinstance(source, str):
+            raise InputError("choose a model from the list first")
         session = ctx.ensure(session, request)
 
         def report(stage, fraction, detail):

@@ -96,7 +96,8 @@ def wire(ctx, refresh, c):
     def pick_token(session, evt: gr.SelectData, request: gr.Request):
         session = ctx.ensure(session, request)
         rows = views.path_token_rows(session.tree, session.current)
-        position = rows[evt.index]["position"] if 0 <= evt.index < len(rows) else None
+        index = evt.index if isinstance(evt.index, int) else -1  # a browser sends an int; anything else picks nothing
+        position = rows[index]["position"] if 0 <= index < len(rows) else None
         return position, alternatives_update(session, session.current, position)
 
     @gpu
@@ -113,7 +114,7 @@ def wire(ctx, refresh, c):
         session = ctx.ensure(session, request)
         if token is None or token == "":
             raise ValueError("pick one of the alternatives first")
-        point = session.force(node_id or session.current, number(position, -1), int(token))
+        point = session.force(node_id or session.current, number(position, -1), number(token))
         for value in session.continue_from(point, None, preset, number(length), number(seed)):
             yield value, session
 

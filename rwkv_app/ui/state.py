@@ -4,6 +4,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from ..errors import InputError
 from ..playground import inspect as state_data
 from ..state import STATE_NAMES
 from .common import guarded
@@ -44,9 +45,11 @@ def wire(ctx, c):
     def show(node_id, other_id, tensor, session, request: gr.Request):
         session = ctx.ensure(session, request)
         tree = session.tree
-        node_id = node_id if node_id in tree.nodes else session.current
+        node_id = tree.node(node_id).id if node_id else session.current  # another session's id is unknown here
+        other_rows = state_data.diff_rows(tree, node_id, tree.node(other_id).id) if other_id else []
+        if tensor not in STATE_NAMES and tensor:
+            raise InputError(f"unknown state tensor {str(tensor)[:40]!r}: one of {', '.join(STATE_NAMES)}")
         state, _ = tree.state_at(node_id)
-        other_rows = state_data.diff_rows(tree, node_id, other_id) if other_id in tree.nodes else []
         return (frame(state_data.layer_norms(state), "layer", "tensor", "norm"),
                 frame(state_data.decay_rows(tree.model), "layer", "channel rank", "decay"),
                 heatmap_html(state_data.heatmap(state, tensor or "num")),
