@@ -1,6 +1,7 @@
 """Sampling presets: `presets/sampling/<name>.yaml`, each a delta over `SamplingSettings`' defaults.
 
-Plain data read with yaml.safe_load and validated on load; every error names the file and the key.
+Plain data read with yaml's safe loader (without anchors and aliases, which only serve YAML bombs here) and
+validated on load; every error names the file and the key, and stays short whatever the file holds.
 """
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ from .errors import ConfigError
 from .sampling import SamplingSettings, SettingsError
 
 SAMPLING_DIR = Path(__file__).resolve().parents[1] / "presets" / "sampling"
+MAX_REASON_CHARS = 300  # a value quoted in an error is cut here
+
+
+class PlainLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing aliases (`*name`): a preset has no use for them, and nested aliases
+    expand a few hundred bytes into billions of items (the "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a preset",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def list_sampling_presets(directory: str | Path = SAMPLING_DIR) -> list[str]:
@@ -44,7 +57,7 @@ def preset_path(name_or_path: str | Path, directory: str | Path = SAMPLING_DIR) 
 
 def settings_from_file(path: Path) -> SamplingSettings:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=PlainLoader)  # noqa: S506 (a safe loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: cannot read sampling preset: {err}") from None
     data = {} if data is None else data
@@ -56,4 +69,5 @@ def settings_from_file(path: Path) -> SamplingSettings:
     try:
         return SamplingSettings.from_dict(data)
     except SettingsError as err:
-        raise ConfigError(f"{path}: {err.key}: {err.reason}") from None
+        reason = err.reason if len(err.reason) <= MAX_REASON_CHARS else err.reason[:MAX_REASON_CHARS] + " ..."
+        raise ConfigError(f"{path}: {err.key}: {reason}") from None
