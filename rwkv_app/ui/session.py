@@ -1,7 +1,9 @@
 """Session tab: download this session as a file, upload one to resume it (size-limited, validated)."""
 from __future__ import annotations
 
+import secrets
 import tempfile
+from pathlib import Path
 
 import gradio as gr
 
@@ -24,11 +26,17 @@ def build(ctx, refresh):
     return {}
 
 
+def export_folder(root: str) -> Path:
+    """A new folder under the app's private (0700) export root with an unguessable name: one session's file
+    never sits beside another's. Gradio serves the download from its own cache, under a salted hash."""
+    return Path(root) / secrets.token_hex(16)
+
+
 def wire(ctx, refresh, c):
     @guarded
     def export(session, request: gr.Request):
         session = ctx.ensure(session, request)
-        return session.export(c["folder"]), session
+        return session.export(export_folder(c["folder"])), session
 
     @guarded
     def load(path, session, request: gr.Request):
