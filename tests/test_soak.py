@@ -94,6 +94,15 @@ def test_verdicts_from_given_numbers():
     assert not missed(result([500.0] * 5))
 
 
+def test_waves_every_wave_must_free_its_sessions():
+    one = result([500.0] * 20)
+    one.waves = [dict(FREED), {**FREED, "rss_trimmed_bytes": 501 * MIB}]
+    assert verdicts(one)[2][2] == PASS and "1 users x 20 rounds x 2 waves" in verdicts(one)[0][0]
+    assert "wave 2: 0 sessions, 0 trees, RSS after gc + malloc_trim 501.0 MiB" in render(one, "cmd")
+    one.waves[0] = {**FREED, "session_trees": 1}  # the first wave left a tree behind
+    assert verdicts(one)[2][2] == FAIL
+
+
 def test_report_renders_the_tables_verdicts_and_errors():
     text = render(result([500.0] * 20, errors=["user 0, fork: AppError: boom"]), "python -m rwkv_app.bench soak")
     assert "| target | measured | verdict |" in text and "**FAIL**" in text and "**PASS**" in text

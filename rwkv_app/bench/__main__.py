@@ -18,6 +18,7 @@ REPORT_TITLE = "Report: this project vs transformers and rwkv, engine throughput
 LOAD_TITLE = "Engine load test (CPU)"
 RELIABILITY = DOCS.parent / "RELIABILITY.md"
 SOAK_TITLE = "Soak test: figures"
+SOAK_WAVES_TITLE = "Soak test: waves (is anything left behind once every client closed?)"
 RELIABILITY_HEADER = "# Reliability\n\nThe soak test's section is written by `python -m rwkv_app.bench soak`.\n"
 
 
@@ -53,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     soak.add_argument("--rounds", type=int, default=50)
     soak.add_argument("--model", default="demo", help="the app's --model (default: the bundled demo model)")
     soak.add_argument("--seed", type=int, default=0, help="seeds every user's choice of actions and arguments")
+    soak.add_argument("--waves", type=int, default=1,
+                      help="soaks one after another against the same app, every client closed in between "
+                           "(the memory left after each wave's close shows whether anything stays behind)")
     soak.add_argument("--min-tokens", type=int, default=16)
     soak.add_argument("--max-tokens", type=int, default=48)
     soak.add_argument("--app-log", type=Path, default=None, help="write the app's own output here")
@@ -159,6 +163,7 @@ def main_load(args: argparse.Namespace) -> int:
 
 def soak_command(args: argparse.Namespace) -> str:
     command = f"python -m rwkv_app.bench soak --users {args.users} --rounds {args.rounds}"
+    command += f" --waves {args.waves}" if args.waves > 1 else ""
     return command + (f" --model {args.model}" if args.model != "demo" else "")
 
 
@@ -167,12 +172,14 @@ def main_soak(args: argparse.Namespace) -> int:
     from .soak_report import missed, render
 
     settings = SoakSettings(users=args.users, rounds=args.rounds, model=args.model, seed=args.seed,
-                            min_tokens=args.min_tokens, max_tokens=args.max_tokens, log_path=args.app_log)
+                            min_tokens=args.min_tokens, max_tokens=args.max_tokens, log_path=args.app_log,
+                            waves=args.waves)
     result = run_soak(settings, log=lambda line: print(line, file=sys.stderr, flush=True))
     body = render(result, soak_command(args))
     print(body)
     if not args.no_write:
-        write_section(args.out, SOAK_TITLE, soak_command(args), body, header=RELIABILITY_HEADER)
+        title = SOAK_TITLE if args.waves == 1 else SOAK_WAVES_TITLE
+        write_section(args.out, title, soak_command(args), body, header=RELIABILITY_HEADER)
         print(f"wrote {args.out}")
     return 1 if missed(result) and not args.report_only else 0
 

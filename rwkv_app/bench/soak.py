@@ -7,7 +7,9 @@ then import the session file, switch the sampling preset, cancel mid-stream (Job
 mid-stream (drop the connection and close the client; later rounds use a new client, a new session). After
 each round (all users done) it records the app's memory. Once every client closed it waits for the app to
 free every session. Verdicts: zero errors (a "busy" refusal is counted apart), memory growth from round 10
-to the last under 5%, every closed session freed.
+to the last under 5%, every closed session freed. With --waves W it does that W times against the same app
+(new users, new sessions, another seed), so the memory left after each wave's close shows whether anything
+stays behind per session.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import platform
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .soak_report import RoundMemory, SoakResult, SoakTargets, freed
@@ -35,6 +37,7 @@ class SoakSettings:
     min_tokens: int = 16
     max_tokens: int = 48
     free_timeout_s: float = 60.0  # how long the app may take to free the sessions once every client closed
+    waves: int = 1  # soaks one after another against the same app, every client closed in between
     log_path: Path | None = None  # the app's own output
 
 
@@ -84,7 +87,8 @@ def wait_freed(app: AppProcess, timeout_s: float) -> tuple[dict, float]:
         time.sleep(1.0)
 
 
-def run_rounds(app: AppProcess, s: SoakSettings, download_dir: str, log=print) -> tuple[list, list[RoundMemory]]:
+def run_rounds(app: AppProcess, s: SoakSettings, download_dir: str, log=print,
+               first_round: int = 1) -> tuple[list, list[RoundMemory]]:
     users = [SoakUser(app.url, i, s.seed, (s.min_tokens, s.max_tokens), download_dir) for i in range(s.users)]
     barrier = threading.Barrier(s.users + 1)
     threads = [threading.Thread(target=drive, args=(u, plan(s.seed, u.log.user, s.users, s.rounds), barrier),
@@ -93,12 +97,12 @@ def run_rounds(app: AppProcess, s: SoakSettings, download_dir: str, log=print) -
     for thread in threads:
         thread.start()
     try:
-        for round_number in range(1, s.rounds + 1):
+        for round_number in range(first_round, first_round + s.rounds):
             started = time.perf_counter()
             barrier.wait(ROUND_TIMEOUT_S)  # every user finished this round's action
             memory.append(measure(app, round_number, time.perf_counter() - started))
             m = memory[-1]
-            log(f"round {round_number}/{s.rounds}: {m.seconds:.1f} s, RSS {m.rss / 2**20:.0f} MiB, trimmed "
+            log(f"round {round_number}: {m.seconds:.1f} s, RSS {m.rss / 2**20:.0f} MiB, trimmed "
                 f"{m.rss_trimmed / 2**20:.0f} MiB, {m.sessions} live sessions, errors so far "
                 f"{sum(len(u.log.errors) for u in users)}")
             barrier.wait(ROUND_TIMEOUT_S)  # the next round starts
@@ -114,10 +118,14 @@ def run_soak(s: SoakSettings, log=print) -> SoakResult:
     start = time.perf_counter()
     app = AppProcess(model=s.model, log_path=s.log_path)
     log(f"starting app.py --model {s.model} --stats ...")
+    logs, memory, closes = [], [], []
     with app, tempfile.TemporaryDirectory(prefix="rwkv-soak-") as download_dir:
-        log(f"app answering at {app.url} (pid {app.pid}); {s.users} users x {s.rounds} rounds")
-        logs, memory = run_rounds(app, s, download_dir, log)
-        log("every client closed; waiting for the app to free the sessions")
-        final, waited = wait_freed(app, s.free_timeout_s)
-    return SoakResult(s.users, s.rounds, (s.min_tokens, s.max_tokens), logs, memory, final, waited,
-                      time.perf_counter() - start, machine(), SoakTargets())
+        log(f"app answering at {app.url} (pid {app.pid}); {s.users} users x {s.rounds} rounds x {s.waves} waves")
+        for wave in range(s.waves):
+            wave_logs, wave_memory = run_rounds(app, replace(s, seed=s.seed + wave), download_dir, log,
+                                                first_round=len(memory) + 1)
+            logs, memory = logs + wave_logs, memory + wave_memory
+            log("every client closed; waiting for the app to free the sessions")
+            closes.append(wait_freed(app, s.free_timeout_s))
+    return SoakResult(s.users, s.rounds, (s.min_tokens, s.max_tokens), logs, memory, closes[-1][0], closes[-1][1],
+                      time.perf_counter() - start, machine(), SoakTargets(), waves=[final for final, _ in closes])

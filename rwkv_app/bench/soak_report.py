@@ -45,6 +45,12 @@ class SoakResult:
     wall_s: float
     machine: str
     targets: SoakTargets = field(default_factory=SoakTargets)
+    waves: list[dict] = field(default_factory=list)  # with --waves: /server_stats after each wave's close
+
+    @property
+    def load(self) -> str:
+        waves = f" x {len(self.waves)} waves" if len(self.waves) > 1 else ""
+        return f"{self.users} users x {self.rounds} rounds{waves}"
 
     @property
     def errors(self) -> list[str]:
@@ -93,7 +99,7 @@ def verdicts(result: SoakResult) -> list[tuple[str, str, str]]:
     """(target, measured, verdict) for each of the issue's targets."""
     t = result.targets
     errors = len(result.errors)
-    rows = [(f"{result.users} users x {result.rounds} rounds with at most {t.max_errors} errors",
+    rows = [(f"{result.load} with at most {t.max_errors} errors",
              f"{errors} errors ({len(result.refusals)} expected 'busy' refusals besides)",
              PASS if errors <= t.max_errors else FAIL)]
     grew = growth(result)
@@ -110,7 +116,7 @@ def verdicts(result: SoakResult) -> list[tuple[str, str, str]]:
     rows.append(("every closed session freed (live sessions and session trees 0 once every client closed)",
                  f"{f.get('sessions')} live sessions, {f.get('open_user_sessions')} open UserSessions, "
                  f"{f.get('session_trees')} session trees after {result.free_seconds:.0f} s",
-                 PASS if freed(f) else FAIL))
+                 PASS if freed(f) and all(freed(w) for w in result.waves) else FAIL))
     return rows
 
 
@@ -153,8 +159,8 @@ def render(result: SoakResult, command: str) -> str:
         for name, count in log.actions.items():
             actions[name] = actions.get(name, 0) + count
     lines = [
-        f"{result.users} users (threads, each its own gradio_client Client = its own session) x {result.rounds} "
-        f"rounds against app.py on loopback, {result.tokens[0]}-{result.tokens[1]} new tokens per generation; "
+        f"{result.load} (users are threads, each with its own gradio_client Client = its own session) "
+        f"against app.py on loopback, {result.tokens[0]}-{result.tokens[1]} new tokens per generation; "
         f"{result.wall_s / 60:.1f} min in all. Machine: {result.machine}.",
         "", "Actions: " + ", ".join(f"{name} {count}" for name, count in sorted(actions.items())) + ".",
         "", "| target | measured | verdict |", "|---|---|---|",
@@ -163,7 +169,8 @@ def render(result: SoakResult, command: str) -> str:
             "streamed updates per second after it (the app sends one per token), per streamed call.",
         "", "| user | actions | sessions | streamed calls | TTFT median / p95 (s) | tok/s median / p5 | errors | "
             "busy refusals |", "|---|---:|---:|---:|---:|---:|---:|---:|",
-        *[user_row(str(log.user), [log]) for log in result.logs], user_row("**all**", result.logs),
+        *[user_row(str(user), [log for log in result.logs if log.user == user]) for user in range(result.users)],
+        user_row("**all**", result.logs),
         "", "App memory after each round (every user done, before the next round):", "", *memory_rows(result.memory),
     ]
     f = result.final
@@ -171,6 +178,11 @@ def render(result: SoakResult, command: str) -> str:
                   f"UserSessions, {f.get('session_trees')} session trees (after {result.free_seconds:.0f} s); "
                   f"RSS after gc + malloc_trim {f.get('rss_trimmed_bytes', 0) / MIB:.1f} MiB, all tensor storage "
                   f"{f.get('tensor_bytes', 0) / MIB:.1f} MiB (the model's weights and whatever else is left)."]
+    if len(result.waves) > 1:
+        lines += ["", "After each wave, every client closed (all sessions freed?): " + "; ".join(
+            f"wave {i + 1}: {w.get('sessions')} sessions, {w.get('session_trees')} trees, RSS after gc + "
+            f"malloc_trim {w.get('rss_trimmed_bytes', 0) / MIB:.1f} MiB, tensor storage "
+            f"{w.get('tensor_bytes', 0) / MIB:.1f} MiB" for i, w in enumerate(result.waves)) + "."]
     for title, items in (("Errors", result.errors), ("Busy refusals", result.refusals)):
         if items:
             lines += ["", f"{title} (first {min(5, len(items))} of {len(items)}):", "",
