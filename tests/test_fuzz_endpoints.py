@@ -248,3 +248,67 @@ def test_another_sessions_node_is_an_unknown_node(app):
         with pytest.raises(gr.Error, match="(?i)unknown node|no node"):
             app.call(name, args, app.a)
     check_still_serving(app)
+
+
+# ---- through the live HTTP API ----------------------------------------------------------------------------
+GENERIC = "has not enabled verbose error reporting"  # gradio_client's text for an error the app did not explain
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    import socket
+
+    root = tmp_path_factory.mktemp("fuzz-http")
+    playground = tiny_playground(write_tiny_model(root / "tiny"), max_prompt_chars=MAX_PROMPT,
+                                 max_new_tokens=MAX_NEW, max_upload_mb=1)
+    demo = build_app(playground)
+    demo.queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            max_file_size="1mb")
+    garbage = root / "garbage.zip"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    yield url, garbage
+    demo.close()
+    playground.close()
+
+
+def test_hostile_calls_over_http_get_clear_errors_and_the_server_keeps_serving(served):
+    from gradio_client import Client, handle_file
+
+    url, garbage = served
+    client, bystander = Client(url, verbose=False), Client(url, verbose=False)
+    first = bystander.predict("A quiet bystander", "balanced", 4, 3, api_name="/generate")
+    hostile = [("/generate", ("x" * (MAX_PROMPT + 1), "balanced", 4, 1), "at most"),
+               ("/generate", ("Hi", "../../etc/passwd", 4, 1), "(?i)not in the list of choices|unknown sampling"),
+               ("/generate", ("Hi", "balanced", 10 ** 9, 1), "(?i)maximum|max_new_tokens"),
+               ("/select_node", ("f" * 16,), "(?i)not in the list of choices|unknown node"),
+               ("/chat_edit", ("99", "new text"), "(?i)not in the list of choices|no message"),
+               ("/compare", (9, 4, *("balanced", 1) * 4), "(?i)maximum|columns"),
+               ("/chat_preset_settings", ("/etc/passwd",), "(?i)not in the list of choices|unknown sampling"),
+               ("/load_model", ("../",), "allow-any-model"),
+               ("/import_session", (handle_file(str(garbage)),), "Session file rejected")]
+    for api_name, args, expected in hostile:
+        with pytest.raises(Exception) as caught:
+            client.predict(*args, api_name=api_name)
+        text = str(caught.value)
+        assert re.search(expected, text) and GENERIC not in text, (api_name, text)
+        assert not TRACEBACK.search(text) and str(garbage.parent) not in text, text
+    assert client.predict("Once upon a time", "balanced", 4, 1, api_name="/generate")
+    assert bystander.predict("A quiet bystander", "balanced", 4, 3, api_name="/generate") == first
+    client.close(), bystander.close()
+
+
+def test_a_lone_surrogate_in_raw_json_is_a_clear_error(served):
+    """gradio_client cannot encode one; a hand-written JSON body ("\\ud800") can, and Python decodes it."""
+    import httpx
+
+    url, _ = served
+    body = '{"data": ["\\ud800 lone surrogate", "balanced", 4, 1]}'
+    with httpx.Client(timeout=30) as http:
+        event = http.post(f"{url}gradio_api/call/generate", content=body,
+                          headers={"Content-Type": "application/json"}).json()["event_id"]
+        stream = http.get(f"{url}gradio_api/call/generate/{event}").text
+    assert "event: error" in stream and "not valid Unicode" in stream, stream[:300]
