@@ -62,6 +62,20 @@ def build(ctx, refresh):
     return {"chatbot": chatbot, "turn": turn}
 
 
+MAX_NAME_CHARS = 60
+
+
+def checked_conversation(session, system, user, bot) -> tuple:
+    """The system prompt and the two names, each text (or empty) within the server's limits."""
+    for what, value, limit in (("system prompt", system, session.options.max_prompt_chars),
+                               ("user name", user, MAX_NAME_CHARS), ("bot name", bot, MAX_NAME_CHARS)):
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"the {what} must be text, got {type(value).__name__}")
+        if value and len(value) > limit:
+            raise InputError(f"the {what} has {len(value):,} characters; this server takes at most {limit:,}")
+    return system, user, bot
+
+
 def branch_of(session, preset, temperature, top_p, top_k, penalty, length):
     return session.branch(preset, number(length), None, temperature=temperature, top_p=top_p,
                           top_k=number(top_k), repetition_penalty=penalty)
@@ -76,7 +90,7 @@ def wire(ctx, refresh, c):
              request: gr.Request):
         session = ctx.ensure(session, request)
         branch = branch_of(session, preset, temperature, top_p, top_k, penalty, length)
-        for messages in session.chat_send(message, branch, system, user, bot):
+        for messages in session.chat_send(message, branch, *checked_conversation(session, system, user, bot)):
             yield messages, session
 
     @gpu
@@ -99,7 +113,7 @@ def wire(ctx, refresh, c):
     @guarded
     def new_chat(system, user, bot, session, request: gr.Request):
         session = ctx.ensure(session, request)
-        session.new_chat(system, user, bot)
+        session.new_chat(*checked_conversation(session, system, user, bot))
         return session.chat.messages(), session
 
     @guarded
