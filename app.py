@@ -91,7 +91,7 @@ def main(argv=None) -> int:
             add_stats_endpoint(demo, playground)
         demo.queue(default_concurrency_limit=4)
         demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS,
-                    max_file_size=f"{args.max_upload_mb:g}mb")
+                    max_file_size=int(args.max_upload_mb * 2 ** 20))  # bytes: Gradio's "0.5mb" parser fails
         return 0
     except RwkvError as err:
         print(f"error: {err}", file=sys.stderr)
