@@ -147,6 +147,19 @@ def test_a_download_is_served_only_under_its_salted_hash(served):
         assert http.get(guessed).status_code in (403, 404)
 
 
+def test_an_import_cannot_name_a_server_file(served, model_dir):
+    """The upload input takes files the visitor uploaded, not a path on the server (which would at least tell
+    whether that file exists)."""
+    url, _, _ = served
+    with httpx.Client(timeout=30) as http:
+        for target in [model_dir / "config.json", Path("/etc/passwd"), Path("/nonexistent/x.zip")]:
+            body = {"data": [{"path": str(target), "meta": {"_type": "gradio.FileData"}}]}
+            event = http.post(f"{url}gradio_api/call/import_session", json=body).json()["event_id"]
+            stream = http.get(f"{url}gradio_api/call/import_session/{event}").text
+            assert "event: error" in stream and "Session file rejected" not in stream, stream[:300]
+            assert str(model_dir) not in stream and "No such file" not in stream
+
+
 # ---- what visitors may load -------------------------------------------------------------------------------
 TRICKY_SOURCES = ["../", "..", "/", "/etc", "/etc/passwd", "~", "~/.cache/huggingface", "demo-model", "./demo-model",
                   "demo-model/", str(REPO / "demo-model"), "../../../../etc", "file:///etc/passwd",
