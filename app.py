@@ -5,7 +5,8 @@
 With no --model it uses RWKV/rwkv-4-169m-pile when that is cached or the Hub answers, and otherwise starts at
 once on the bundled demo model (demo-model/), saying so. `--prompt TEXT` skips the web app and prints one
 completion (a quick check of the model core). Visitors choose only among presets/models.yaml unless the
-operator passes --allow-any-model.
+operator passes --allow-any-model. `--stats` (operator only, off by default) adds a /server_stats API endpoint that
+the soak test reads (python -m rwkv_app.bench soak).
 """
 from __future__ import annotations
 
