@@ -88,7 +88,7 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
         "chat_edit": (turn, text), "chat_previous_branch": (turn,), "chat_next_branch": (turn,),
         "chat_preset_settings": (pick,),
         "generate": (text, pick, length, seed), "continue": (node, extra, pick, length, seed), "stop": (),
-        "select_node": (node,), "pick_token": (select,), "rewind": (node, position, pick, length, seed),
+        "select_node": (node,), "tree": (), "pick_token": (select,), "rewind": (node, position, pick, length, seed),
         "force": (node, position, token, pick, length, seed), "delete_node": (node,),
         "compare": (count, length, *(pick, seed) * 4), "compare_stop": (),
         "keep_1": (), "keep_2": (), "keep_3": (), "keep_4": (),
@@ -223,7 +223,7 @@ def test_every_named_endpoint_has_a_strategy_for_each_input(app):
 
 ENDPOINTS = ["chat", "chat_submit", "chat_stop", "chat_retry", "chat_undo", "chat_new", "chat_edit",
              "chat_previous_branch", "chat_next_branch", "chat_preset_settings", "generate", "continue", "stop",
-             "select_node", "pick_token", "rewind", "force", "delete_node", "compare", "compare_stop", "keep_1",
+             "select_node", "tree", "pick_token", "rewind", "force", "delete_node", "compare", "compare_stop", "keep_1",
              "keep_2", "keep_3", "keep_4", "state", "load_model", "models_info", "export_session", "import_session"]
 
 
@@ -301,8 +301,8 @@ def test_hostile_calls_over_http_get_clear_errors_and_the_server_keeps_serving(s
     hostile = [("/generate", ("x" * (MAX_PROMPT + 1), "balanced", 4, 1), "at most"),
                ("/generate", ("Hi", "../../etc/passwd", 4, 1), "(?i)not in the list of choices|unknown sampling"),
                ("/generate", ("Hi", "balanced", 10 ** 9, 1), "(?i)maximum|max_new_tokens"),
-               ("/select_node", ("f" * 16,), "(?i)not in the list of choices|unknown node"),
-               ("/chat_edit", ("99", "new text"), "(?i)not in the list of choices|no message"),
+               ("/select_node", ("f" * 16,), "(?i)unknown node"),
+               ("/chat_edit", ("99", "new text"), "(?i)no conversation|no message"),
                ("/compare", (9, 4, *("balanced", 1) * 4), "(?i)maximum|columns"),
                ("/chat_preset_settings", ("/etc/passwd",), "(?i)not in the list of choices|unknown sampling"),
                ("/load_model", ("../",), "allow-any-model"),

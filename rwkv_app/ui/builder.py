@@ -24,7 +24,7 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
                 with gr.Tab(name, id=name.lower()):
                     parts.update({f"{name.lower()}.{k}": v for k, v in module.build(ctx, refresh).items()})
         outputs = [parts["playground.tree"], parts["playground.tokens"], parts["chat.turn"], parts["chat.chatbot"],
-                   parts["state.node"], parts["state.other"], parts["compare.source"]]
+                   parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"]]
         for event in refresh:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
         demo.load(redraw, [ctx.state], outputs, api_visibility="private")
@@ -45,4 +45,4 @@ def redraw(session):
         source = f"Comparing continuations of: **{views.preview(session.tree.path_text(session.current)[-200:])}**"
     return (tree_update, tokens, gr.update(choices=turns, value=None), messages,
             gr.update(choices=nodes, value=session.current if session else None),
-            gr.update(choices=nodes, value=None), source)
+            gr.update(choices=nodes, value=None), source, session.current if session is not None else "")

@@ -51,7 +51,7 @@ def build(ctx, refresh):
                 length = gr.Slider(1, playground.options.max_new_tokens, value=min(150, playground.options.max_new_tokens),
                                    step=1, label="Max new tokens")
             with gr.Accordion("Edit and branches", open=True):
-                turn = gr.Dropdown([], label="Message", elem_id="chat-turn")
+                turn = gr.Dropdown([], label="Message", elem_id="chat-turn", allow_custom_value=True)
                 with gr.Row():
                     previous = gr.Button("◀ previous branch")
                     following = gr.Button("next branch ▶")

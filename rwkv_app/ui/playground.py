@@ -53,9 +53,14 @@ def build(ctx, refresh):
             extra = gr.Textbox("", label="Text to add before continuing (optional)", lines=2)
             delete = gr.Button("Delete the selected node and its branch")
             with gr.Accordion("Node details", open=False):
+                node = gr.Textbox("", label="Node id (set by the tree; API clients pass ids from /tree)",
+                                  max_lines=1, elem_id="pg-node")
+                token = gr.Number(None, label="Token id to force (set by the alternatives)", precision=0)
                 details = gr.JSON(label="Selected node")
+                show_tree = gr.Button("Show the tree as data")
+                tree_data = gr.JSON(label="Tree (depth first)")
     wire(ctx, refresh, locals())
-    return {"tree": tree, "tokens": tokens}
+    return {"tree": tree, "tokens": tokens, "node": node}
 
 
 def node_details(session, node_id):
@@ -64,6 +69,21 @@ def node_details(session, node_id):
     node = session.tree.node(node_id)
     return {"id": node.id, "role": node.role, "tokens": len(node.tokens), "text": node.text,
             "meta": {k: v for k, v in node.meta.items() if k != "sampling"}, "children": len(node.children)}
+
+
+def tree_rows(session) -> list[dict]:
+    """The tree as data for API clients: {id, parent, depth, role, text, tokens, current} per node, depth first."""
+    rows = []
+    for row in views.tree_rows(session.tree, session.current):
+        node = session.tree.node(row["id"])
+        rows.append({"id": node.id, "parent": node.parent, "depth": row["depth"], "role": node.role,
+                     "text": node.text, "tokens": len(node.tokens), "current": row["current"]})
+    return rows
+
+
+def token_choice(value):
+    """The chosen alternative's token id (the radio's value is the id as text)."""
+    return int(value) if value not in (None, "") else None
 
 
 def wire(ctx, refresh, c):
@@ -90,7 +110,13 @@ def wire(ctx, refresh, c):
         session = ctx.ensure(session, request)
         if node_id:
             session.select(node_id)
-        return tokens_value(session, session.current), node_details(session, session.current), None, session
+        return (tokens_value(session, session.current), node_details(session, session.current), None,
+                session.current, session)
+
+    @guarded
+    def show_tree(session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        return tree_rows(session), session
 
     @guarded
     def pick_token(session, evt: gr.SelectData, request: gr.Request):
@@ -127,17 +153,20 @@ def wire(ctx, refresh, c):
     out = [c["output"], state]
     refresh.append(c["generate"].click(generate, [c["prompt"], *sampling, state], out, api_name="generate",
                         concurrency_limit=None))
-    refresh.append(c["resume"].click(resume, [c["tree"], c["extra"], *sampling, state], out, api_name="continue",
-                      concurrency_limit=None))
+    refresh.append(c["resume"].click(resume, [c["node"], c["extra"], *sampling, state], out, api_name="continue",
+                                     concurrency_limit=None))
     c["stop"].click(lambda s: s.stop() if s else None, [state], None, api_name="stop", concurrency_limit=None)
-    c["tree"].select(select, [c["tree"], state], [c["tokens"], c["details"], c["alternative"], state],
-                     api_name="select_node")
+    picked = [c["tokens"], c["details"], c["alternative"], c["node"], state]
+    c["tree"].select(select, [c["tree"], state], picked, api_visibility="private")  # a click in the tree
+    c["node"].submit(select, [c["node"], state], picked, api_name="select_node")  # an id typed or sent by a client
+    c["show_tree"].click(show_tree, [state], [c["tree_data"], state], api_name="tree")
     c["tokens"].select(pick_token, [state], [c["position"], c["alternative"]], api_name="pick_token")
-    refresh.append(c["rewind"].click(rewind, [c["tree"], c["position"], *sampling, state], out, api_name="rewind",
-                      concurrency_limit=None))
-    refresh.append(c["force"].click(force, [c["tree"], c["position"], c["alternative"], *sampling, state], out, api_name="force",
-                     concurrency_limit=None))
-    refresh.append(c["delete"].click(delete, [c["tree"], state], [state], api_name="delete_node"))
+    c["alternative"].change(token_choice, [c["alternative"]], [c["token"]], api_visibility="private")
+    refresh.append(c["rewind"].click(rewind, [c["node"], c["position"], *sampling, state], out, api_name="rewind",
+                                     concurrency_limit=None))
+    refresh.append(c["force"].click(force, [c["node"], c["position"], c["token"], *sampling, state], out,
+                                    api_name="force", concurrency_limit=None))
+    refresh.append(c["delete"].click(delete, [c["node"], state], [state], api_name="delete_node"))
 
 
 def alternatives_update(session, node_id, position):

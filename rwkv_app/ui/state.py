@@ -18,8 +18,9 @@ NOTE = ("Values are the state as stored, in float32. This model rescales activat
 def build(ctx, refresh):
     gr.Markdown(NOTE)
     with gr.Row():
-        node = gr.Dropdown([], label="Node (default: the current one)", elem_id="st-node")
-        other = gr.Dropdown([], label="Compare with node (for the difference)")
+        node = gr.Dropdown([], label="Node (default: the current one)", elem_id="st-node",
+                           allow_custom_value=True)  # API clients pass ids from /tree
+        other = gr.Dropdown([], label="Compare with node (for the difference)", allow_custom_value=True)
         tensor = gr.Radio(list(STATE_NAMES), value="num", label="Heatmap of")
         show = gr.Button("Show state", variant="primary", elem_id="st-show")
     with gr.Row():
