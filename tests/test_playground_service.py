@@ -1,4 +1,6 @@
 """The service calls behind each tab (chat, playground, compare, state, models, session), on a tiny model."""
+from pathlib import Path
+
 import pytest
 
 from rwkv_app.errors import InputError
@@ -124,6 +126,19 @@ def test_export_import_and_bad_files(session, playground, tmp_path):
         assert other.chat.messages()[0]["content"] == "remember me"  # still the good session
     finally:
         other.close()
+
+
+def test_exported_files_are_removed_by_the_next_export_and_when_the_session_ends(playground, tmp_path):
+    session = playground.new_session()
+    list(session.generate("Hi", "balanced", 3, 1))
+    neighbour = tmp_path / "keep.txt"
+    neighbour.write_text("not the session's")
+    first = Path(session.export(tmp_path / "a"))
+    second = Path(session.export(tmp_path / "b"))
+    assert not first.exists() and not first.parent.exists() and second.exists()
+    third = Path(session.export(tmp_path))  # a folder holding other files: only the session's file goes
+    session.close()
+    assert not third.exists() and tmp_path.exists() and neighbour.read_text() == "not the session's"
 
 
 def test_session_file_for_another_model_is_refused(session, tmp_path, model_dir):

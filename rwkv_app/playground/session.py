@@ -6,7 +6,8 @@ subclass with a message for the user, and leaves the session as it was.
 from __future__ import annotations
 
 import threading
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
+from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
@@ -31,6 +32,7 @@ class UserSession:
         self.compared: list[str] = []  # the last comparison's nodes, in column order
         self.last_run: list[str] = []  # nodes the last generation added (the state tab's "over the last generation")
         self.job = Job()
+        self.exports: list[Path] = []  # this session's exported files, removed on close
         self._busy = threading.Lock()
         self.closed = False
 
@@ -57,6 +59,7 @@ class UserSession:
         self.job = Job()  # the closed session (kept by Gradio's state a while) holds no engine handle
         self.playground.manager.release(self.loaded)
         self.tree = self.chat = None
+        self.drop_exports()
         self.playground.session_closed(self)
 
     # ---- checks --------------------------------------------------------------------------------------
@@ -179,7 +182,20 @@ class UserSession:
 
     # ---- files and models ----------------------------------------------------------------------------
     def export(self, directory) -> str:
-        return transfer.export_to(self, directory)
+        """Write the session file into `directory`; the previous export is removed (Gradio serves a download
+        from its own cached copy), and the last one goes when the session ends."""
+        path = transfer.export_to(self, directory)
+        self.drop_exports()
+        self.exports.append(Path(path))
+        return path
+
+    def drop_exports(self) -> None:
+        """Delete this session's exported files, and their folders once empty."""
+        for path in self.exports:
+            path.unlink(missing_ok=True)
+            with suppress(OSError):
+                path.parent.rmdir()  # only if nothing else is in it
+        self.exports = []
 
     def load_file(self, path) -> None:
         tree = transfer.import_from(self, path)

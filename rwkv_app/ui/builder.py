@@ -13,7 +13,8 @@ THEME = "soft"
 
 
 def build_app(playground_service, message: str = "") -> gr.Blocks:
-    with gr.Blocks(title="RWKV Playground") as demo:
+    # Gradio's copies of uploads and downloads are deleted an hour after they were made (every 10 minutes)
+    with gr.Blocks(title="RWKV Playground", delete_cache=(600, 3600)) as demo:
         ctx = Context(playground_service)
         gr.Markdown("# RWKV Playground" + (f"\n{message}" if message else ""))
         refresh: list = []  # events after which every view is redrawn (wired below, once every view exists)
