@@ -43,6 +43,7 @@ class SamplingSettings:
     frequency_penalty: float = 0.0  # ChatRWKV alpha_frequency
     penalty_decay: float = 1.0  # ChatRWKV: every step the counts are multiplied by this
     banned_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()  # HF's: banned at the first generated token only
     logit_bias: dict[int, float] = field(default_factory=dict)
     seed: int | None = None  # None: drawn from torch's global generator (so torch.manual_seed applies)
     max_new_tokens: int = 20  # Hugging Face's default length
@@ -71,7 +72,8 @@ class SamplingSettings:
         return dataclass_replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "banned_tokens": list(self.banned_tokens), "stop": list(self.stop)}
+        return {**asdict(self), "banned_tokens": list(self.banned_tokens),
+                "begin_suppress_tokens": list(self.begin_suppress_tokens), "stop": list(self.stop)}
 
 
 def is_number(value: Any) -> bool:
@@ -94,6 +96,7 @@ CHECKS = {
     "frequency_penalty": (lambda v: is_number(v) and abs(v) < math.inf, "a finite number"),
     "penalty_decay": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "banned_tokens": (lambda v: all(is_count(t) and t >= 0 for t in v), "a list of token ids >= 0"),
+    "begin_suppress_tokens": (lambda v: all(is_count(t) and t >= 0 for t in v), "a list of token ids >= 0"),
     "logit_bias": (lambda v: all(is_count(t) and t >= 0 and is_number(b) for t, b in v.items()),
                    "a mapping of token id >= 0 -> number"),
     "seed": (lambda v: v is None or (is_count(v) and 0 <= v < 2 ** 64), "null or an integer in [0, 2**64)"),
@@ -114,11 +117,13 @@ def normalize(settings: SamplingSettings) -> dict[str, Any]:
     if not isinstance(bias, Mapping):
         raise SettingsError("logit_bias", f"expected a mapping of token id -> number, got {bias!r}")
     bias = {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v for k, v in bias.items()}
-    if not isinstance(settings.banned_tokens, (list, tuple)):
-        raise SettingsError("banned_tokens", f"expected a list of token ids, got {settings.banned_tokens!r}")
+    for name in ("banned_tokens", "begin_suppress_tokens"):
+        if not isinstance(getattr(settings, name), (list, tuple)):
+            raise SettingsError(name, f"expected a list of token ids, got {getattr(settings, name)!r}")
     if not isinstance(settings.stop, (str, list, tuple)):
         raise SettingsError("stop", f"expected a list of strings, got {settings.stop!r}")
     return {"banned_tokens": as_tuple(settings.banned_tokens), "stop": as_tuple(settings.stop),
+            "begin_suppress_tokens": as_tuple(settings.begin_suppress_tokens),
             "logit_bias": dict(bias)}
 
 
@@ -289,6 +294,8 @@ class Sampler:
         self.seed = settings.seed if settings.seed is not None else (None if settings.greedy else fresh_seed())
         self.generator = None if settings.greedy else torch.Generator(self.device).manual_seed(self.seed)
         self.bias = bias_vector(settings, vocab_size, self.device)  # (V,) or None
+        self.begin_suppress = suppress_list(settings.begin_suppress_tokens, vocab_size)
+        self.steps = 0  # tokens observed so far
         self.seen = self.counted = None
         if settings.repetition_penalty != 1.0:
             self.seen = Occurrences(self.device)
@@ -301,6 +308,8 @@ class Sampler:
     def adjust(self, logits: torch.Tensor) -> torch.Tensor:
         """Penalties and bias applied to a (V,) row of raw logits, in float32."""
         logits = apply_penalties(logits.float(), self.seen, self.counted, self.settings)  # (V,)
+        if self.steps == 0 and self.begin_suppress:
+            logits = logits.index_fill(0, torch.tensor(self.begin_suppress, device=logits.device), -math.inf)  # (V,)
         return logits if self.bias is None else logits + self.bias  # (V,)
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
@@ -314,12 +323,20 @@ class Sampler:
 
     def observe(self, token: int) -> None:
         """Record a generated token: decay the counts, then count it (unless exempt)."""
+        self.steps += 1
         if self.seen is not None and token not in self.seen.slot:
             self.seen.add(token)
         if self.counted is not None:
             self.counted.decay(self.settings.penalty_decay)
             if token not in self.exempt:
                 self.counted.add(token)
+
+
+def suppress_list(tokens: tuple[int, ...], vocab_size: int) -> list[int]:
+    bad = [t for t in tokens if t >= vocab_size]
+    if bad:
+        raise SettingsError("begin_suppress_tokens", f"token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
+    return list(tokens)
 
 
 def exempt_ids(mask: torch.Tensor | None, vocab_size: int) -> frozenset[int]:

@@ -35,6 +35,7 @@ class RwkvTokenizer:
         self.special_ids = frozenset(i for i, token in added.items() if token.special)
         self.eos_token_id = backend.token_to_id(EOS_TOKEN)  # 0 in the GPT-NeoX tokenizer; None if absent
         self._exempt: torch.Tensor | None = None
+        self._line_break_start: tuple[int, ...] | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> RwkvTokenizer:
@@ -107,6 +108,14 @@ class RwkvTokenizer:
 
     def stream_decoder(self, skip_special_tokens: bool = False) -> StreamDecoder:
         return StreamDecoder(self, skip_special_tokens)
+
+    def line_break_start_ids(self) -> tuple[int, ...]:
+        """Ids whose text starts with a line break: a chat reply must not begin with one (ChatRWKV bans "\\n"
+        as a reply's first token, or the model may end its turn at once with an empty reply)."""
+        if self._line_break_start is None:
+            texts = self.backend.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+            self._line_break_start = tuple(i for i, t in enumerate(texts) if t.startswith(("\n", "\r")))
+        return self._line_break_start
 
     def penalty_exempt_mask(self, vocab_size: int | None = None) -> torch.Tensor:
         """(V,) bool: tokens whose text is only whitespace and digits, which ChatRWKV's penalties do not count.

@@ -130,6 +130,19 @@ def test_bans_and_bias():
         Sampler(SamplingSettings(banned_tokens=[0, 1, 2, 3]), 4)
 
 
+def test_begin_suppress_tokens_are_banned_at_the_first_step_only():
+    logits = torch.tensor([5.0, 4.0, 3.0, 0.0])
+    sampler = Sampler(SamplingSettings(begin_suppress_tokens=[0, 1]), 4)
+    first = int(sampler.choose(logits))
+    sampler.observe(first)
+    assert first == 2 and int(sampler.choose(logits)) == 0
+    assert SamplingSettings.from_dict(SamplingSettings(begin_suppress_tokens=[3]).to_dict()).begin_suppress_tokens == (3,)
+    with pytest.raises(SettingsError, match=r"begin_suppress_tokens: token id 7 is outside the vocabulary"):
+        Sampler(SamplingSettings(begin_suppress_tokens=[7]), 4)
+    with pytest.raises(SettingsError, match="begin_suppress_tokens"):
+        SamplingSettings(begin_suppress_tokens=[-1])
+
+
 def run_sampler(sampler: Sampler, logits: torch.Tensor, steps: int = 40) -> list[int]:
     tokens = []
     for _ in range(steps):

@@ -41,6 +41,15 @@ def test_turns_follow_the_rwkv_chat_format_and_stop_at_a_blank_line():
     assert_resumes_exactly(tree, chat.current)
 
 
+def test_a_reply_never_starts_with_a_line_break():
+    """A model that would end its turn at once (a blank line first) still says something."""
+    tree, chat = chat_tree()
+    run(chat.send("hello", logit_bias={NEWLINE: 200.0, HI: 100.0}, presence_penalty=0.0))
+    bot = tree.node(chat.current)
+    assert bot.tokens[0] == HI and bot.text == " hi"
+    assert NEWLINE in tree.tokenizer.line_break_start_ids()
+
+
 def test_a_reply_cut_by_length_gets_its_separator_before_the_next_turn():
     tree, chat = chat_tree(user="Alice", bot="Assistant")
     run(chat.send("hi", max_new_tokens=1))

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from ..errors import InputError
 from ..session import Branch, ChatSession, SessionError, SessionTree
-from ..session.chat import TURN_SEPARATOR
+from ..session.chat import reply_settings
 from ..session.continuation import resolve_sampling
 from ..session.nodes import BOT, GENERATED, SYSTEM, USER
 from . import transfer
@@ -251,8 +251,7 @@ class UserSession:
     def _reply(self, branch: Branch) -> Iterator[list[dict]]:
         chat, parent = self.chat, self.chat.current
         settings = resolve_sampling(branch.sampling, branch.overrides)
-        stop = settings.stop if TURN_SEPARATOR in settings.stop else settings.stop + (TURN_SEPARATOR,)
-        reply = Branch(settings.replace(stop=stop), label=branch.label)
+        reply = Branch(reply_settings(settings, self.tree.tokenizer), label=branch.label)
         before = chat.messages()
         with self.busy() as job:
             yield before + [{"role": "assistant", "content": ""}]

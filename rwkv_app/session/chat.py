@@ -52,6 +52,14 @@ def clean_message(message: str) -> str:
     return text
 
 
+def reply_settings(settings, tokenizer):
+    """A bot turn's sampling: it always stops at a blank line, and its first token never starts a new line
+    (else the model may end the turn at once and the reply is empty)."""
+    stop = settings.stop if TURN_SEPARATOR in settings.stop else settings.stop + (TURN_SEPARATOR,)
+    suppress = tuple(dict.fromkeys(settings.begin_suppress_tokens + tokenizer.line_break_start_ids()))
+    return settings.replace(stop=stop, begin_suppress_tokens=suppress)
+
+
 def separator_after(tail: str) -> str:
     """What must come before the next turn so that turns are separated by one blank line."""
     if not tail or tail.endswith(TURN_SEPARATOR):
@@ -113,8 +121,7 @@ class ChatSession:
             raise SessionError("the bot replies to a user turn: send a message first")
         spec = sampling or self.sampling
         settings = resolve_sampling(spec, overrides)
-        stop = settings.stop if TURN_SEPARATOR in settings.stop else settings.stop + (TURN_SEPARATOR,)
-        settings = settings.replace(stop=stop, **({"seed": None} if fresh_seed else {}))
+        settings = reply_settings(settings, self.tree.tokenizer).replace(**({"seed": None} if fresh_seed else {}))
         label = spec if isinstance(spec, str) else None
         return self.follow(self.tree.generate(parent, settings, role=BOT, label=label))
 
