@@ -8,6 +8,7 @@ generates with its tree intact while another session is untouched. The callbacks
 import math
 import re
 import zipfile
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -147,10 +148,11 @@ def hostile_files(directory, app) -> dict[str, str]:
     directory.mkdir(exist_ok=True)
     session = app.playground.new_session()
     app.call("generate", ["Hello", "balanced", 3, 1], session)
-    real = session.export(directory)
-    session.close()
-    data = open(real, "rb").read()
-    paths = {"<real export>": real}
+    data = Path(session.export(directory)).read_bytes()
+    session.close()  # which deletes its export: the fuzzing uploads a copy
+    real = directory / "real.zip"
+    real.write_bytes(data)
+    paths = {"<real export>": str(real)}
     for name, content in {"garbage.zip": b"\x00garbage" * 10, "truncated.zip": data[: len(data) // 2],
                           "huge.zip": b"\0" * int(MAX_UPLOAD_MB * 2 ** 20 + 1),
                           "pickle.zip": b"\x80\x04\x95cos\nsystem\n."}.items():

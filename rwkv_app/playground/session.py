@@ -32,7 +32,7 @@ class UserSession:
         self.compared: list[str] = []  # the last comparison's nodes, in column order
         self.last_run: list[str] = []  # nodes the last generation added (the state tab's "over the last generation")
         self.job = Job()
-        self.exports: list[Path] = []  # this session's exported files, removed on close
+        self.exports: list[tuple[Path, bool]] = []  # (exported file, folder made for it): removed on close
         self._busy = threading.Lock()
         self.closed = False
 
@@ -184,17 +184,19 @@ class UserSession:
     def export(self, directory) -> str:
         """Write the session file into `directory`; the previous export is removed (Gradio serves a download
         from its own cached copy), and the last one goes when the session ends."""
+        made_folder = not Path(directory).exists()
         path = transfer.export_to(self, directory)
         self.drop_exports()
-        self.exports.append(Path(path))
+        self.exports.append((Path(path), made_folder))
         return path
 
     def drop_exports(self) -> None:
-        """Delete this session's exported files, and their folders once empty."""
-        for path in self.exports:
+        """Delete this session's exported files, and the folders made for them (when nothing else is there)."""
+        for path, made_folder in self.exports:
             path.unlink(missing_ok=True)
-            with suppress(OSError):
-                path.parent.rmdir()  # only if nothing else is in it
+            if made_folder:
+                with suppress(OSError):
+                    path.parent.rmdir()
         self.exports = []
 
     def load_file(self, path) -> None:
