@@ -81,9 +81,8 @@ def branch_of(session, preset, temperature, top_p, top_k, penalty, length):
                           top_k=number(top_k), repetition_penalty=penalty)
 
 
-def wire(ctx, refresh, c):
-    state, knobs = ctx.state, c["knobs"]
-
+def reply_callbacks(ctx):
+    """Send and retry: each streams (messages, session)."""
     @gpu
     @guarded
     def chat(message, preset, temperature, top_p, top_k, penalty, length, system, user, bot, session,
@@ -100,6 +99,11 @@ def wire(ctx, refresh, c):
         for messages in session.chat_retry(branch_of(session, preset, temperature, top_p, top_k, penalty, length)):
             yield messages, session
 
+    return chat, retry
+
+
+def turn_callbacks(ctx):
+    """Stop, undo, new chat, edit, and the branch switcher."""
     @guarded
     def stop(session):
         if session is not None:
@@ -132,6 +136,10 @@ def wire(ctx, refresh, c):
     def next_branch(index, session, request: gr.Request):
         return switch(index, 1, session, request)
 
+    return stop, undo, new_chat, edit, previous_branch, next_branch
+
+
+def preset_callback(ctx):
     @guarded
     def preset_knobs(name):
         if name not in ctx.presets:  # a name, never a path: load_sampling_preset also reads files
@@ -139,6 +147,14 @@ def wire(ctx, refresh, c):
         s = load_sampling_preset(name)
         return s.temperature, s.top_p, s.top_k, s.repetition_penalty
 
+    return preset_knobs
+
+
+def wire(ctx, refresh, c):
+    state, knobs = ctx.state, c["knobs"]
+    chat, retry = reply_callbacks(ctx)
+    stop, undo, new_chat, edit, previous_branch, next_branch = turn_callbacks(ctx)
+    preset_knobs = preset_callback(ctx)
     show = [c["chatbot"], state]
     inputs = [c["message"], *knobs, c["system"], c["user"], c["bot"], state]
     for trigger in (c["send"].click, c["message"].submit):

@@ -86,10 +86,8 @@ def token_choice(value):
     return int(value) if value not in (None, "") else None
 
 
-def wire(ctx, refresh, c):
-    state = ctx.state
-    sampling = [c["preset"], c["length"], c["seed"]]
-
+def generation_callbacks(ctx):
+    """Generate, continue, rewind and force: each streams (text so far, session)."""
     @gpu
     @guarded
     def generate(prompt, preset, length, seed, session, request: gr.Request):
@@ -105,6 +103,29 @@ def wire(ctx, refresh, c):
                                            number(seed)):
             yield value, session
 
+    @gpu
+    @guarded
+    def rewind(node_id, position, preset, length, seed, session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        point = session.rewind(node_id or session.current, number(position, -1))
+        for value in session.continue_from(point, None, preset, number(length), number(seed)):
+            yield value, session
+
+    @gpu
+    @guarded
+    def force(node_id, position, token, preset, length, seed, session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        if token is None or token == "":
+            raise ValueError("pick one of the alternatives first")
+        point = session.force(node_id or session.current, number(position, -1), number(token))
+        for value in session.continue_from(point, None, preset, number(length), number(seed)):
+            yield value, session
+
+    return generate, resume, rewind, force
+
+
+def node_callbacks(ctx):
+    """Select a node, the tree as data, pick a token, delete a branch."""
     @guarded
     def select(node_id, session, request: gr.Request):
         session = ctx.ensure(session, request)
@@ -126,30 +147,20 @@ def wire(ctx, refresh, c):
         position = rows[index]["position"] if 0 <= index < len(rows) else None
         return position, alternatives_update(session, session.current, position)
 
-    @gpu
-    @guarded
-    def rewind(node_id, position, preset, length, seed, session, request: gr.Request):
-        session = ctx.ensure(session, request)
-        point = session.rewind(node_id or session.current, number(position, -1))
-        for value in session.continue_from(point, None, preset, number(length), number(seed)):
-            yield value, session
-
-    @gpu
-    @guarded
-    def force(node_id, position, token, preset, length, seed, session, request: gr.Request):
-        session = ctx.ensure(session, request)
-        if token is None or token == "":
-            raise ValueError("pick one of the alternatives first")
-        point = session.force(node_id or session.current, number(position, -1), number(token))
-        for value in session.continue_from(point, None, preset, number(length), number(seed)):
-            yield value, session
-
     @guarded
     def delete(node_id, session, request: gr.Request):
         session = ctx.ensure(session, request)
         session.delete(node_id or session.current)
         return session
 
+    return select, show_tree, pick_token, delete
+
+
+def wire(ctx, refresh, c):
+    state = ctx.state
+    sampling = [c["preset"], c["length"], c["seed"]]
+    generate, resume, rewind, force = generation_callbacks(ctx)
+    select, show_tree, pick_token, delete = node_callbacks(ctx)
     out = [c["output"], state]
     refresh.append(c["generate"].click(generate, [c["prompt"], *sampling, state], out, api_name="generate",
                         concurrency_limit=None))
