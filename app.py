@@ -5,8 +5,10 @@
 With no --model it uses RWKV/rwkv-4-169m-pile when that is cached or the Hub answers, and otherwise starts at
 once on the bundled demo model (demo-model/), saying so. `--prompt TEXT` skips the web app and prints one
 completion (a quick check of the model core). Visitors choose only among presets/models.yaml unless the
-operator passes --allow-any-model. `--stats` (operator only, off by default) adds a /server_stats API endpoint that
-the soak test reads (python -m rwkv_app.bench soak).
+operator passes --allow-any-model. `--stats` (operator only, off by default) adds a /server_stats API endpoint
+that the soak test reads (python -m rwkv_app.bench soak). The server caps glibc's malloc arenas at 2
+(`--malloc-arenas N`, or $RWKV_MALLOC_ARENAS; 0 keeps glibc's default) so its memory stays flat under Gradio's
+many worker threads.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from rwkv_app import RwkvError
 from rwkv_app.default_model import choose_default_model
+from rwkv_app.malloc import DEFAULT_ARENAS, ENV, default_arenas, limit_arenas
 
 ROOT = Path(__file__).resolve().parent
 
@@ -39,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stats", action="store_true",
                         help="operator only: add a /server_stats API endpoint (live sessions, engine counters, "
                              "memory) that the soak test reads; off by default, so visitors never see it")
+    parser.add_argument("--malloc-arenas", type=int, default=default_arenas(),
+                        help="cap glibc's malloc arenas so the server's memory stays flat under many threads "
+                             f"(default {DEFAULT_ARENAS}, or ${ENV}; 0 leaves glibc's default of 8 per core)")
     parser.add_argument("--prompt", default=None, help="print one completion of this text and exit (no web app)")
     return parser.parse_args(argv)
 
@@ -77,12 +83,14 @@ def build(args, source: str, message: str = ""):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    arenas = limit_arenas(args.malloc_arenas)  # before the server starts its threads
     try:
         choice = choose_default_model(args.model)
         if choice.message:
             print(choice.message, flush=True)
         if args.prompt is not None:
             return complete_once(choice.source, args)
+        print(arenas, flush=True)
         from rwkv_app.ui.builder import CSS, THEME
 
         playground, demo = build(args, choice.source, choice.message)

@@ -44,7 +44,7 @@ def token_rows(tree, node_id: str) -> list[dict]:
     node = tree.node(node_id)
     rows = []
     for position, token in enumerate(node.tokens):
-        prob = node.probs[position] if node.probs is not None else None
+        prob = node.prob(position)
         rows.append({"text": tree.decode([token]) if tree.tokenizer else str(token), "prob": prob,
                      "bucket": bucket(prob) if prob is not None else None, "position": position})
     return rows
@@ -60,12 +60,13 @@ def path_token_rows(tree, node_id: str) -> list[dict]:
 def alternatives(tree, node_id: str, position: int) -> list[dict]:
     """The token at `position` and the model's most likely alternatives there: {token, text, prob, chosen}."""
     node = tree.node(node_id)
-    if node.top is None or not 0 <= position < len(node.tokens):
+    top = node.top_at(position) if 0 <= position < node.size else None
+    if top is None:
         return []
     chosen = node.tokens[position]
-    rows = [{"token": t, "text": tree.decode([t]), "prob": p, "chosen": t == chosen} for t, p in node.top[position]]
+    rows = [{"token": t, "text": tree.decode([t]), "prob": p, "chosen": t == chosen} for t, p in top]
     if all(not r["chosen"] for r in rows):
-        rows.insert(0, {"token": chosen, "text": tree.decode([chosen]), "prob": node.probs[position], "chosen": True})
+        rows.insert(0, {"token": chosen, "text": tree.decode([chosen]), "prob": node.prob(position), "chosen": True})
     return rows
 
 

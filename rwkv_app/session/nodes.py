@@ -7,10 +7,12 @@ node id handed to a browser cannot be used to guess another session's nodes.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
-from typing import Any
+from array import array
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 from ..errors import InputError
+from .compact import TokenProbs
 
 ROOT, SYSTEM, TEXT, USER, BOT, GENERATED = "root", "system", "text", "user", "bot", "generated"
 ROLES = (ROOT, SYSTEM, TEXT, USER, BOT, GENERATED)
@@ -26,7 +28,6 @@ def new_id() -> str:
     return secrets.token_hex(ID_BYTES)
 
 
-@dataclass
 class Node:
     """One step of a conversation. `tokens` are what the state took in after the parent's state.
 
@@ -35,31 +36,69 @@ class Node:
     `probs[i]` and `top[i]` belong to tokens[i] (generated nodes only): the model's own probability of the
     token and its most likely alternatives as (token id, probability), most likely first.
     `meta` records how the node came to be: sampling settings, preset, seed, finish reason, model id...
+
+    Tokens, probabilities and alternatives are kept in flat arrays (see compact.py): `tokens`, `probs` and
+    `top` read them back as tuples; `prob(i)` and `top_at(i)` read one token's without building the rest.
     """
 
-    id: str
-    parent: str | None
-    role: str
-    tokens: tuple[int, ...]
-    text: str = ""
-    probs: tuple[float, ...] | None = None
-    top: tuple[tuple[tuple[int, float], ...], ...] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    children: list[str] = field(default_factory=list)
+    __slots__ = ("id", "parent", "role", "_tokens", "text", "_stats", "meta", "children")
+
+    def __init__(self, id: str, parent: str | None, role: str, tokens: Iterable[int], text: str = "",
+                 probs: Sequence[float] | None = None, top: Sequence[Sequence[tuple[int, float]]] | None = None,
+                 meta: dict[str, Any] | None = None, children: list[str] | None = None):
+        if (probs is None) != (top is None):
+            raise ValueError("a node has both probs and top, or neither")
+        self.id, self.parent, self.role, self.text = id, parent, role, text
+        self._tokens = array("i", tokens)  # (n,) int32 token ids
+        self._stats = None if probs is None else TokenProbs(probs, top)
+        self.meta: dict[str, Any] = {} if meta is None else meta
+        self.children: list[str] = [] if children is None else children
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        return tuple(self._tokens)
+
+    @property
+    def probs(self) -> tuple[float, ...] | None:
+        return None if self._stats is None else self._stats.probs()
+
+    @property
+    def top(self) -> tuple[tuple[tuple[int, float], ...], ...] | None:
+        return None if self._stats is None else self._stats.tops()
+
+    @property
+    def size(self) -> int:
+        return len(self._tokens)
+
+    def prob(self, position: int) -> float | None:
+        return None if self._stats is None else self._stats.prob(position)
+
+    def top_at(self, position: int) -> tuple[tuple[int, float], ...] | None:
+        return None if self._stats is None else self._stats.top(position)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Node) and self.to_json() == other.to_json()
+
+    __hash__ = None  # mutable, as the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (f"Node(id={self.id!r}, parent={self.parent!r}, role={self.role!r}, tokens={self.size}, "
+                f"text={self.text[:40]!r}, children={len(self.children)})")
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "parent": self.parent, "role": self.role, "tokens": list(self.tokens),
-                "text": self.text, "probs": None if self.probs is None else list(self.probs),
-                "top": None if self.top is None else [[list(pair) for pair in alts] for alts in self.top],
+        top = self.top
+        return {"id": self.id, "parent": self.parent, "role": self.role, "tokens": list(self._tokens),
+                "text": self.text, "probs": None if self._stats is None else list(self.probs),
+                "top": None if top is None else [[list(pair) for pair in alts] for alts in top],
                 "meta": self.meta, "children": list(self.children)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Node:
         """From an already validated dict (see archive.validate_document)."""
         top = data["top"]
-        return cls(id=data["id"], parent=data["parent"], role=data["role"], tokens=tuple(data["tokens"]),
-                   text=data["text"], probs=None if data["probs"] is None else tuple(float(p) for p in data["probs"]),
-                   top=None if top is None else tuple(tuple((int(t), float(p)) for t, p in alts) for alts in top),
+        return cls(id=data["id"], parent=data["parent"], role=data["role"], tokens=data["tokens"],
+                   text=data["text"], probs=None if data["probs"] is None else [float(p) for p in data["probs"]],
+                   top=None if top is None else [[(int(t), float(p)) for t, p in alts] for alts in top],
                    meta=dict(data["meta"]), children=list(data["children"]))
 
 

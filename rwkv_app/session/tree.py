@@ -241,7 +241,7 @@ class SessionTree:
 
     # ---- helpers -------------------------------------------------------------------------------------
     def add(self, parent: str, role: str, tokens, text: str, probs=None, top=None, meta=None) -> Node:
-        node = Node(new_id(), parent, role, tuple(tokens), text, probs, top, dict(meta or {}))
+        node = Node(new_id(), parent, role, tokens, text, probs, top, dict(meta or {}))
         self.nodes[node.id] = node
         self.nodes[parent].children.append(node.id)
         return node

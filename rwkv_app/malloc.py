@@ -1,0 +1,41 @@
+"""Capping glibc's malloc arenas in a threaded server, so its memory stops growing once warmed up.
+
+glibc gives threads that contend for the heap their own arenas (up to 8 per core), and each arena keeps
+its freed memory in its own fragmented heaps. Gradio runs handlers on up to 40 worker threads, so a
+long-running app grows for many rounds before each arena has reached its high-water mark. Two arenas
+(the common setting for threaded Python servers, the same as MALLOC_ARENA_MAX=2) keep memory flat at a
+negligible cost here: the heavy work runs in torch, outside the Python allocator's locks.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+M_ARENA_MAX = -8  # glibc's malloc.h
+DEFAULT_ARENAS = 2
+ENV = "RWKV_MALLOC_ARENAS"
+
+
+def default_arenas() -> int:
+    """From $RWKV_MALLOC_ARENAS when set (0: glibc's own default), else 2."""
+    value = os.environ.get(ENV, "").strip()
+    return int(value) if value.isdigit() else DEFAULT_ARENAS
+
+
+def limit_arenas(arenas: int) -> str:
+    """Cap glibc's arenas at `arenas` (call before the server starts threads); says what was done.
+
+    0 leaves glibc alone, and so does a MALLOC_ARENA_MAX already in the environment (glibc read it at start).
+    """
+    if arenas <= 0:
+        return "malloc arenas: glibc's default"
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return f"malloc arenas: MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']} from the environment"
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        done = bool(libc is not None and libc.gnu_get_libc_version and libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to cap
+        done = False
+    return f"malloc arenas: at most {arenas}" if done else "malloc arenas: not glibc, left alone"

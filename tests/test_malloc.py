@@ -1,0 +1,23 @@
+"""The server's cap on glibc's malloc arenas: on by default, changed by a flag or the environment."""
+import ctypes.util
+import platform
+
+import app
+from rwkv_app import malloc
+
+
+def test_arenas_default_to_two_and_follow_the_environment(monkeypatch):
+    monkeypatch.delenv(malloc.ENV, raising=False)
+    assert malloc.default_arenas() == 2 and app.parse_args([]).malloc_arenas == 2
+    monkeypatch.setenv(malloc.ENV, "0")
+    assert app.parse_args([]).malloc_arenas == 0
+    assert app.parse_args(["--malloc-arenas", "4"]).malloc_arenas == 4
+
+
+def test_limit_arenas_says_what_it_did(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert malloc.limit_arenas(0) == "malloc arenas: glibc's default"
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c")
+    assert malloc.limit_arenas(2) == ("malloc arenas: at most 2" if glibc else "malloc arenas: not glibc, left alone")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "3")
+    assert malloc.limit_arenas(2) == "malloc arenas: MALLOC_ARENA_MAX=3 from the environment"
