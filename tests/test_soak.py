@@ -110,6 +110,7 @@ def test_report_renders_the_tables_verdicts_and_errors():
     assert "| 20 | 1.0 s | 500.0 MiB |" in text and "| 4 |" not in text  # rounds 1-3, every 5th, the last
     assert "`user 0, fork: AppError: boom`" in text
     assert "kept states 10 -> 20 MiB, their trees 49 -> 59 nodes" in text  # how much of the growth is history
+    assert "the rest 490 -> 480 MiB, -2.0%" in text  # RSS after trimming less the kept states
     assert "Rerun: `python -m rwkv_app.bench soak`." in text
 
 

@@ -87,8 +87,10 @@ def kept_growth(base: RoundMemory, last: RoundMemory) -> str:
     """How much of the growth is the live sessions' own kept states (their history, kept by design)."""
     if base.kept_bytes is None or last.kept_bytes is None:
         return ""
+    rest = [memory_figure(m) - m.kept_bytes for m in (base, last)]  # everything but those states
     return (f"; the live sessions' kept states {base.kept_bytes / MIB:.0f} -> {last.kept_bytes / MIB:.0f} MiB, "
-            f"their trees {base.nodes} -> {last.nodes} nodes")
+            f"their trees {base.nodes} -> {last.nodes} nodes; the rest {rest[0] / MIB:.0f} -> {rest[1] / MIB:.0f} "
+            f"MiB, {(rest[1] - rest[0]) / rest[0]:+.1%}")
 
 
 def freed(final: dict) -> bool:
