@@ -39,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-upload-mb", type=float, default=64.0, help="largest session file accepted")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="most tokens one request may generate")
     parser.add_argument("--max-queue", type=int, default=32, help="generations that may wait for the engine")
+    parser.add_argument("--session-state-mb", type=float, default=64.0,
+                        help="kept RNN states per visitor; beyond it the least recently used are dropped (and "
+                             "recomputed by one forward when needed)")
     parser.add_argument("--stats", action="store_true",
                         help="operator only: add a /server_stats API endpoint (live sessions, engine counters, "
                              "memory) that the soak test reads; off by default, so visitors never see it")
@@ -74,7 +77,7 @@ def build(args, source: str, message: str = ""):
 
     options = PlaygroundOptions(device=args.device, dtype=args.dtype, allow_any_model=args.allow_any_model,
                                 max_upload_mb=args.max_upload_mb, max_new_tokens=args.max_new_tokens,
-                                max_queue=args.max_queue)
+                                max_queue=args.max_queue, session_state_mb=args.session_state_mb)
     playground = Playground(options)
     loaded = playground.start(source)
     print(f"loaded {loaded.key.describe()}", flush=True)

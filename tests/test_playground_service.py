@@ -141,6 +141,24 @@ def test_exported_files_are_removed_by_the_next_export_and_when_the_session_ends
     assert not third.exists() and tmp_path.exists() and neighbour.read_text() == "not the session's"
 
 
+def test_each_visitor_keeps_states_within_the_operators_budget(model_dir):
+    service = tiny_playground(model_dir, session_state_mb=0.01)  # ~10 KiB: a handful of the tiny model's states
+    try:
+        session = service.new_session()
+        for seed in range(6):
+            list(session.generate("Hello there", "balanced", 4, seed))
+        store = session.tree.store
+        assert store.nbytes <= 0.01 * 2 ** 20 and store.drops > 0
+        oldest = next(n for n in session.tree.nodes.values() if n.role == "generated")
+        assert oldest.id not in store.entries  # dropped for the budget ...
+        assert list(session.continue_from(oldest.id, " again", "balanced", 3, 1))  # ... and recomputed on demand
+        session.close()
+    finally:
+        service.close()
+    with pytest.raises(SessionError, match="budget"):
+        tiny_playground(model_dir, session_state_mb=1e-6)
+
+
 def test_session_file_for_another_model_is_refused(session, tmp_path, model_dir):
     list(session.generate("Hi", "balanced", 3, 1))
     path = session.export(tmp_path)

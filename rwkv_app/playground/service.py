@@ -18,6 +18,7 @@ from ..engine import Engine
 from ..errors import InputError, RwkvError
 from ..manager import LoadedModel, ModelManager, ModelKey, gib
 from ..presets import list_sampling_presets
+from ..session import SessionTree, StateBudget
 
 MIB = 2 ** 20
 
@@ -32,6 +33,7 @@ class PlaygroundOptions:
     max_new_tokens: int = 512  # the most one request may ask for
     max_batch: int = 16
     max_queue: int = 32
+    session_state_mb: float = 64.0  # kept states per session (LRU beyond it; a dropped one is recomputed)
     session_ttl_s: int = 3600  # a session idle this long is freed even if its tab stays open
 
 
@@ -51,8 +53,13 @@ class Playground:
         loaded = self.manager.acquire(source, device=self.options.device, dtype=self.options.dtype,
                                       progress=progress)
         self.manager.release(loaded)
+        SessionTree(loaded.model, loaded.tokenizer, budget=self.state_budget())  # a budget too small fails now
         self.default_source = source
         return loaded
+
+    def state_budget(self) -> StateBudget:
+        """The operator's cap on one visitor's kept states (the tree drops the least recently used beyond it)."""
+        return StateBudget(max_bytes=max(1, int(self.options.session_state_mb * 2 ** 20)))
 
     def model_choices(self) -> list[str]:
         return list(self.manager.presets)
