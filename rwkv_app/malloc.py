@@ -1,4 +1,5 @@
-"""Capping glibc's malloc arenas in a threaded server, so its memory stops growing once warmed up.
+"""Process memory: capping glibc's malloc arenas in a threaded server (so its memory stops growing once
+warmed up), giving free heap pages back (malloc_trim) and reading a process's resident set size.
 
 glibc gives threads that contend for the heap their own arenas (up to 8 per core), and each arena keeps
 its freed memory in its own fragmented heaps. Gradio runs handlers on up to 40 worker threads, so a
@@ -32,10 +33,35 @@ def limit_arenas(arenas: int) -> str:
         return "malloc arenas: glibc's default"
     if os.environ.get("MALLOC_ARENA_MAX"):
         return f"malloc arenas: MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']} from the environment"
-    name = ctypes.util.find_library("c")
+    c = libc()
     try:
-        libc = ctypes.CDLL(name) if name else None
-        done = bool(libc is not None and libc.gnu_get_libc_version and libc.mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to cap
+        done = bool(c is not None and c.gnu_get_libc_version and c.mallopt(M_ARENA_MAX, arenas))
+    except AttributeError:  # not glibc (musl, macOS, Windows): nothing to cap
         done = False
     return f"malloc arenas: at most {arenas}" if done else "malloc arenas: not glibc, left alone"
+
+
+def libc():
+    """glibc (or whichever C library ctypes finds), None where there is none to load."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def malloc_trim() -> bool:
+    """Give glibc's free heap pages back to the system, so RSS counts what is in use (False off glibc)."""
+    try:
+        return bool(libc().malloc_trim(0))
+    except AttributeError:  # no C library, or not glibc
+        return False
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """A process's resident set size, from /proc/<pid>/status (0 once it is gone, or where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:")), 0)
+    except OSError:
+        return 0

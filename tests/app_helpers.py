@@ -1,5 +1,7 @@
 """Shared by the app tests: a tiny local model directory (random weights + a small BPE tokenizer) and a
 playground service on it."""
+import socket
+
 from rwkv_app import RwkvConfig, RwkvForCausalLM
 from rwkv_app.manager import ModelManager
 from rwkv_app.playground import Playground, PlaygroundOptions
@@ -22,3 +24,10 @@ def tiny_playground(directory, **options) -> Playground:
                             ModelManager(local_files_only=True))
     playground.start(str(directory))
     return playground
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for launching the app in a test)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

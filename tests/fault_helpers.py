@@ -66,3 +66,10 @@ def wait_for(condition, what: str, timeout: float = 30.0, interval: float = 0.01
 def idle(engine) -> bool:
     stats = engine.stats()
     return stats.running == 0 and stats.waiting == 0 and stats.prefilling == 0
+
+
+def default_model(playground):
+    """The playground's default model (borrowed and given back at once: the playground keeps it loaded)."""
+    loaded = playground.acquire_default()
+    playground.manager.release(loaded)
+    return loaded.model

@@ -8,8 +8,8 @@ from gradio_client import Client  # noqa: E402
 
 from rwkv_app.ui import build_app  # noqa: E402
 
-from .app_helpers import tiny_playground, write_tiny_model  # noqa: E402
-from .test_app import free_port, text  # noqa: E402
+from .app_helpers import free_port, tiny_playground, write_tiny_model  # noqa: E402
+from .test_app import text  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """The web app launched on a free port with a tiny local model, driven through gradio_client."""
-import socket
 import threading
 
 import pytest
@@ -9,7 +8,7 @@ from gradio_client import Client  # noqa: E402
 
 from rwkv_app.ui import build_app  # noqa: E402
 
-from .app_helpers import tiny_playground, write_tiny_model  # noqa: E402
+from .app_helpers import free_port, tiny_playground, write_tiny_model  # noqa: E402
 
 
 def text(message: dict) -> str:
@@ -20,12 +19,6 @@ def text(message: dict) -> str:
 
 def users(messages: list) -> list[str]:
     return [text(m) for m in messages if m["role"] == "user"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from rwkv_app.ui import build_app  # noqa: E402
 from rwkv_app.ui.builder import CSS, THEME  # noqa: E402
 
 from .app_helpers import tiny_playground  # noqa: E402
-from .test_app import free_port  # noqa: E402
+from .app_helpers import free_port  # noqa: E402
 
 SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "demo-model"

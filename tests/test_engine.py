@@ -11,7 +11,7 @@ import torch
 
 from rwkv_app import InputError, RwkvForCausalLM, SamplingSettings
 from rwkv_app.engine import CANCELLED, ERROR, Engine, EngineBusy, EngineClosed, ErrorFinish
-from rwkv_app.generation import FinishEvent, TokenEvent
+from rwkv_app.generation import TokenEvent
 from rwkv_app.sampling import SettingsError
 
 from .conftest import randomize, tiny_config

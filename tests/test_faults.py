@@ -12,7 +12,7 @@ from rwkv_app.playground import Playground, PlaygroundOptions
 from rwkv_app.playground.runner import QueueFull
 
 from .app_helpers import tiny_playground, write_tiny_model
-from .fault_helpers import EngineGate, idle, wait_for
+from .fault_helpers import EngineGate, default_model, idle, wait_for
 
 LONG = 400  # max_new_tokens of a generation the test cuts short: it never gets near the end
 
@@ -40,12 +40,6 @@ def playground(model_dir):
     service = tiny_playground(model_dir, allow_any_model=True)
     yield service
     service.close()
-
-
-def default_model(playground):
-    loaded = playground.acquire_default()
-    playground.manager.release(loaded)
-    return loaded.model
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from gradio_client import Client  # noqa: E402
 
 from rwkv_app.ui import build_app  # noqa: E402
 
-from .app_helpers import tiny_playground, write_tiny_model  # noqa: E402
-from .fault_helpers import EngineGate, idle, wait_for  # noqa: E402
-from .test_app import free_port  # noqa: E402
+from .app_helpers import free_port, tiny_playground, write_tiny_model  # noqa: E402
+from .fault_helpers import EngineGate, default_model, idle, wait_for  # noqa: E402
 
 LONG = 400
 HEARTBEAT_S = "0.25"  # how often Gradio checks the heartbeat stream: a closed client is noticed this fast
@@ -68,12 +67,6 @@ def clients(served):
     yield make
     for client in made:
         client.close()
-
-
-def default_model(playground):
-    loaded = playground.acquire_default()
-    playground.manager.release(loaded)
-    return loaded.model
 
 
 @pytest.fixture

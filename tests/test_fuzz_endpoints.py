@@ -21,7 +21,7 @@ from gradio.helpers import special_args  # noqa: E402
 
 from rwkv_app.ui import build_app  # noqa: E402
 
-from .app_helpers import tiny_playground, write_tiny_model  # noqa: E402
+from .app_helpers import free_port, tiny_playground, write_tiny_model  # noqa: E402
 
 MAX_PROMPT = 300  # the fuzzed playground's limits: small, so "over the limit" strings stay cheap
 MAX_NEW = 8
@@ -275,17 +275,12 @@ GENERIC = "has not enabled verbose error reporting"  # gradio_client's text for 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    import socket
-
     root = tmp_path_factory.mktemp("fuzz-http")
     playground = tiny_playground(write_tiny_model(root / "tiny"), max_prompt_chars=MAX_PROMPT,
                                  max_new_tokens=MAX_NEW, max_upload_mb=1)
     demo = build_app(playground)
     demo.queue()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                             max_file_size="1mb")
     garbage = root / "garbage.zip"
     garbage.write_bytes(b"PK\x03\x04 not really a zip")

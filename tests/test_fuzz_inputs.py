@@ -2,12 +2,10 @@
 loader and the streaming detokenizer each answer with their own clear error (or a correct result), never
 another exception, never by unpickling. The hand-picked cases live in test_session_archive.py,
 test_presets.py and test_tokenizer.py; these add generated ones."""
-import io
 import json
 import os
 import pickle
 import struct
-import zipfile
 
 import pytest
 import yaml

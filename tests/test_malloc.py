@@ -21,3 +21,10 @@ def test_limit_arenas_says_what_it_did(monkeypatch):
     assert malloc.limit_arenas(2) == ("malloc arenas: at most 2" if glibc else "malloc arenas: not glibc, left alone")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "3")
     assert malloc.limit_arenas(2) == "malloc arenas: MALLOC_ARENA_MAX=3 from the environment"
+
+
+def test_rss_of_this_process_and_of_one_that_is_gone():
+    assert malloc.rss_bytes() > 2 ** 20  # this Python with torch imported holds well over 1 MiB
+    assert malloc.rss_bytes(2 ** 31 - 1) == 0  # no such process
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert malloc.malloc_trim() in ((True, False) if glibc else (False,))

@@ -5,7 +5,6 @@ import ast
 import json
 import os
 import pickle
-import socket
 import stat
 from pathlib import Path
 
@@ -22,16 +21,10 @@ from rwkv_app.ui import build_app  # noqa: E402
 from rwkv_app.ui.common import guarded  # noqa: E402
 from rwkv_app.ui.errors import public_message  # noqa: E402
 
-from .app_helpers import tiny_playground, write_tiny_model  # noqa: E402
+from .app_helpers import free_port, tiny_playground, write_tiny_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 UPLOAD_MB = 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(demo):

@@ -13,17 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from ..malloc import rss_bytes
+
 APP = Path(__file__).resolve().parents[2] / "app.py"
 STATS_ENDPOINT = "/server_stats"  # rwkv_app/ui/stats.py, added by app.py --stats
-
-
-def process_rss(pid: int) -> int:
-    """A process's resident set size (VmRSS in /proc/<pid>/status), 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:")), 0)
-    except OSError:
-        return 0
 
 
 def free_port() -> int:
@@ -78,7 +71,7 @@ class AppProcess:
 
     def rss(self) -> int:
         """The app process's resident set size now (VmRSS)."""
-        return process_rss(self.pid)
+        return rss_bytes(self.pid)
 
     def stats(self) -> dict:
         """The app's /server_stats: live sessions, trees, tensors, engine counters, RSS after gc + malloc_trim."""

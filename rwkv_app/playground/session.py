@@ -38,7 +38,8 @@ class UserSession:
 
     def new_tree(self, loaded=None) -> SessionTree:
         loaded = loaded or self.loaded
-        return SessionTree(loaded.model, loaded.tokenizer, model_id=loaded.key.source, budget=self.playground.state_budget())
+        return SessionTree(loaded.model, loaded.tokenizer, model_id=loaded.key.source,
+                           budget=self.playground.state_budget())
 
     @property
     def generating(self) -> bool:

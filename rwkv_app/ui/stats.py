@@ -3,38 +3,16 @@ engine counters and the process's memory. Off by default, so visitors never see 
 (`python -m rwkv_app.bench soak`) reads it after every round."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 
 import gradio as gr
 import torch
 
+from ..malloc import malloc_trim, rss_bytes
 from ..playground.session import UserSession
 from ..session import SessionTree
 
 API_NAME = "server_stats"
-
-
-def rss_bytes(pid: int | str = "self") -> int:
-    """Resident set size of a process, from /proc/<pid>/status (0 where there is no /proc)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def malloc_trim() -> bool:
-    """Give glibc's free heap pages back to the system, so RSS counts what is in use (False off glibc)."""
-    name = ctypes.util.find_library("c")
-    try:
-        return bool(ctypes.CDLL(name).malloc_trim(0)) if name else False
-    except (OSError, AttributeError):
-        return False
 
 
 def live_objects() -> dict:
