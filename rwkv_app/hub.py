@@ -30,6 +30,7 @@ from huggingface_hub.errors import (
 from .errors import HubError
 
 COMMON_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                "rwkv_vocab_v20230424.txt",  # the World tokenizer of RWKV-7 checkpoints (fla-hub folders)
                 "generation_config.json"]
 SAFETENSORS_PATTERNS = ["*.safetensors", "model.safetensors.index.json"]
 BIN_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]

@@ -1,11 +1,17 @@
 """The checkpoint's tokenizer (`tokenizer.json`; GPT-NeoX 20B for the Pile models) and a streaming detokenizer.
 
+`RwkvTokenizer` is also the interface of the World tokenizer (world_tokenizer.py, RWKV-7's): the subclass
+overrides the backend hooks `encode`, `decode_unchecked`, `token_texts` and `fingerprint`; everything else
+(the HF call shape, id checks, streaming, the chat and penalty helpers) is shared.
+
 `tokenizer("text", return_tensors="pt")["input_ids"]` is shaped as in Hugging Face. `StreamDecoder` turns
 token ids into text one at a time and only ever hands out complete characters: with byte-level BPE one
 character can span several tokens, and decoding those tokens alone gives U+FFFD.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import operator
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -27,13 +33,24 @@ class TokenizerError(CheckpointError):
 class RwkvTokenizer:
     """A thin wrapper over `tokenizers.Tokenizer` with Hugging Face's call shape and id checks."""
 
+    source: str
+    vocab_size: int
+    special_ids: frozenset[int]
+    eos_token_id: int | None
+
     def __init__(self, backend: Tokenizer, source: str = "<in memory>"):
         self.backend = backend
-        self.source = source
-        self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
         added = backend.get_added_tokens_decoder()
-        self.special_ids = frozenset(i for i, token in added.items() if token.special)
-        self.eos_token_id = backend.token_to_id(EOS_TOKEN)  # 0 in the GPT-NeoX tokenizer; None if absent
+        self._setup(source, backend.get_vocab_size(with_added_tokens=True),
+                    frozenset(i for i, token in added.items() if token.special),
+                    backend.token_to_id(EOS_TOKEN))  # eos: 0 in the GPT-NeoX tokenizer; None if absent
+
+    def _setup(self, source: str, vocab_size: int, special_ids: frozenset[int], eos_token_id: int | None) -> None:
+        """The attributes every backend sets (subclasses call this instead of `__init__`)."""
+        self.source = source
+        self.vocab_size = vocab_size
+        self.special_ids = special_ids
+        self.eos_token_id = eos_token_id
         self._exempt: torch.Tensor | None = None
         self._line_break_start: tuple[int, ...] | None = None
 
@@ -50,11 +67,14 @@ class RwkvTokenizer:
 
     @classmethod
     def from_pretrained(cls, repo_id_or_path: str | Path, revision: str | None = None, **hub_options) -> RwkvTokenizer:
-        """`tokenizer.json` of a checkpoint: a local folder or file, or a Hub repo id (through the Hub cache)."""
-        from .hub import resolve_model_dir
+        """The tokenizer of a checkpoint: a local folder or file, or a Hub repo id (through the Hub cache).
 
-        path = resolve_model_dir(repo_id_or_path, revision=revision, **hub_options)
-        return cls.from_file(path / TOKENIZER_FILE if path.is_dir() else path)
+        `tokenizer.json` gives this class; the World vocabulary (RWKV-7's) gives a `WorldTokenizer`: see
+        `tokenizer_select` for which checkpoints carry which.
+        """
+        from .tokenizer_select import tokenizer_for
+
+        return tokenizer_for(repo_id_or_path, revision=revision, **hub_options)
 
     def __repr__(self) -> str:
         return f"RwkvTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
@@ -73,7 +93,20 @@ class RwkvTokenizer:
 
     def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = False) -> str:
         """Token ids (a list or a 1-D tensor) -> text. Special tokens are kept unless asked, as in HF."""
-        return self.backend.decode(self.check_ids(ids), skip_special_tokens=skip_special_tokens)
+        return self.decode_unchecked(self.check_ids(ids), skip_special_tokens)
+
+    def decode_unchecked(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        """`decode` for ids already checked (the streaming decoder's inner loop)."""
+        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def token_texts(self) -> list[str]:
+        """The text of each id decoded alone (U+FFFD where a token is part of a character)."""
+        return self.backend.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+
+    def fingerprint(self) -> str:
+        """sha256 of the tokenizer's canonical JSON (keys sorted): which tokenizer a session file was made with."""
+        canonical = json.dumps(json.loads(self.backend.to_str()), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def batch_decode(self, rows: Iterable[Iterable[int]] | torch.Tensor,
                      skip_special_tokens: bool = False) -> list[str]:
@@ -113,7 +146,7 @@ class RwkvTokenizer:
         """Ids whose text starts with a line break: a chat reply must not begin with one (ChatRWKV bans "\\n"
         as a reply's first token, or the model may end its turn at once with an empty reply)."""
         if self._line_break_start is None:
-            texts = self.backend.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+            texts = self.token_texts()
             self._line_break_start = tuple(i for i, t in enumerate(texts) if t.startswith(("\n", "\r")))
         return self._line_break_start
 
@@ -123,7 +156,7 @@ class RwkvTokenizer:
         `vocab_size` pads (or trims) to the model's vocabulary; ids past the tokenizer's are not exempt.
         """
         if self._exempt is None:
-            texts = self.backend.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+            texts = self.token_texts()
             self._exempt = torch.tensor([is_exempt_text(t) for t in texts], dtype=torch.bool)  # (V_tok,)
         size = self.vocab_size if vocab_size is None else vocab_size
         mask = torch.zeros(size, dtype=torch.bool)  # (V,)
@@ -194,4 +227,4 @@ class StreamDecoder:
         self.context_chars = len(self._decode(context)) if context else 0
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.backend.decode(ids, skip_special_tokens=self.skip_special_tokens)
+        return self.tokenizer.decode_unchecked(ids, self.skip_special_tokens)

@@ -7,7 +7,6 @@ differ, without hashing gigabytes.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 import torch
@@ -62,8 +61,5 @@ def weights_fingerprint(model) -> str:
 
 
 def tokenizer_fingerprint(tokenizer) -> str | None:
-    """sha256 of the tokenizer's canonical JSON (keys sorted); None without a tokenizer."""
-    if tokenizer is None:
-        return None
-    canonical = json.dumps(json.loads(tokenizer.backend.to_str()), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """The tokenizer's sha256 (`RwkvTokenizer.fingerprint`); None without a tokenizer."""
+    return None if tokenizer is None else tokenizer.fingerprint()
