@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from .errors import ConfigError
 
 CONFIG_NAME = "config.json"
+GENERIC_DEFAULTS = {"output_hidden_states": False, "return_dict": True}  # transformers' PretrainedConfig's own
 
 
 @dataclass(init=False)
@@ -126,12 +127,11 @@ class RwkvConfig:
             raise ConfigError(f"config file {path}: {err}") from None
 
     def to_json_string(self, use_diff: bool = True) -> str:
-        """config.json's text; `use_diff=True` (transformers' default) writes only what differs from RwkvConfig()."""
+        """config.json's text. `use_diff=True` (transformers' default) leaves out what transformers' diff leaves
+        out here: the generic fields (output_hidden_states, return_dict) at their defaults; RWKV's fields stay."""
         values = self.to_dict()
         if use_diff:
-            default = RwkvConfig().to_dict()
-            values = {k: v for k, v in values.items() if k in ("model_type", "architectures")
-                      or k not in default or default[k] != v}
+            values = {k: v for k, v in values.items() if k not in GENERIC_DEFAULTS or GENERIC_DEFAULTS[k] != v}
         return json.dumps(values, indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, path: str | Path, use_diff: bool = False) -> None:

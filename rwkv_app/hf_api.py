@@ -75,6 +75,11 @@ class HfApiMixin:
     def is_gradient_checkpointing(self) -> bool:
         return self.rwkv_base().gradient_checkpointing
 
+    # transformers 5.x's newer names for the same switches
+    activation_checkpointing_enable = gradient_checkpointing_enable
+    activation_checkpointing_disable = gradient_checkpointing_disable
+    is_activation_checkpointing = is_gradient_checkpointing
+
 
 @torch.no_grad()
 def resize_rows(new: torch.Tensor, old: torch.Tensor, mean_resizing: bool, init_std: float | None) -> None:
