@@ -8,7 +8,7 @@ import torch
 
 from rwkv_app import InputError, RwkvConfig, RwkvForCausalLM, RwkvModel
 
-from .conftest import tiny_config
+from .conftest import randomize, tiny_config
 from .hub_fixtures import populate_hub_cache
 from .test_parity_hf import LOGITS_ATOL, ids, make_pair
 
@@ -266,3 +266,21 @@ def test_time_parameters_stay_float32_in_half_precision(tmp_path, dtype):
     assert attention.key.weight.dtype == dtype
     hf_attention = theirs.rwkv.blocks[1].attention
     assert hf_attention.time_decay.dtype == (torch.float32 if dtype == torch.float16 else dtype)
+
+
+def test_fused_decode_final_layer_norm_uses_1e_5_too(tmp_path):
+    """The CUDA fused step (here under the Triton interpreter) takes the same eps as the per-op path."""
+    from .test_fused_decode import CONFIG, TOL, per_op_steps, prompt_and_steps
+    from .test_kernels_triton import run_interpreted, unpack
+
+    torch.manual_seed(0)
+    model = randomize(RwkvForCausalLM(tiny_config(**CONFIG, layer_norm_epsilon=0.5)), seed=0).eval()
+    state, steps = prompt_and_steps(model)
+    with torch.no_grad():
+        expected, _ = per_op_steps(model, steps, state)
+    config = {k: v for k, v in model.config.to_dict().items() if k in RwkvConfig.__dataclass_fields__}
+    state_dict = dict(model.state_dict())
+    calls = {"f32": ("tests.test_fused_decode:fused_steps", (state_dict, config, torch.float32, steps, state))}
+    (logits, _, _), _ = unpack(run_interpreted(calls, tmp_path)["f32"])
+    for got, want in zip(logits, expected, strict=True):
+        torch.testing.assert_close(got, want, **TOL[torch.float32])
