@@ -57,7 +57,8 @@ class DecodePlan:
     layers: tuple[LayerWeights, ...]
     ln_out: tuple[torch.Tensor, torch.Tensor]
     head: torch.Tensor
-    eps: float
+    eps: float  # the blocks' layer norms (config.layer_norm_epsilon)
+    out_eps: float  # the final layer norm's (fixed, as in transformers)
     signature: tuple
     graphs: dict = field(default_factory=dict)  # batch size -> cuda_graph.GraphedStep, or None if capture failed
 
@@ -107,6 +108,7 @@ def build_plan(model) -> DecodePlan:
         ln_out=(rwkv.ln_out.weight, rwkv.ln_out.bias),
         head=model.head.weight,
         eps=model.config.layer_norm_epsilon,
+        out_eps=rwkv.ln_out.eps,
         signature=_signature(model),
     )
 
@@ -150,7 +152,7 @@ def decode_step(plan: DecodePlan, input_ids: torch.Tensor, state_in: list[torch.
     with on_device(hidden):  # the Triton kernels launch on the current device
         for index, layer in enumerate(plan.layers):
             hidden = _block_step(layer, index, hidden, state_in, state_out, plan.eps)  # (B, H)
-    hidden = F.layer_norm(hidden, hidden.shape[-1:], *plan.ln_out, plan.eps)  # (B, H)
+    hidden = F.layer_norm(hidden, hidden.shape[-1:], *plan.ln_out, plan.out_eps)  # (B, H)
     return F.linear(hidden, plan.head).unsqueeze(1)  # (B, 1, V)
 
 

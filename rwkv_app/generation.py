@@ -13,11 +13,11 @@ from typing import Iterator, Sequence
 import torch
 
 from .errors import InputError
+from .generation_inputs import (FROM_CONFIG, RunOptions, as_input_ids, as_start, check_returns,  # noqa: F401
+                                new_token_limit, prompt_inputs, resolve_eos, resolve_settings, row_settings)
 from .sampling import Sampler, SamplingSettings, token_probs
 from .stopping import StopStrings, stopped_rows
 from .tokenizer import RwkvTokenizer
-
-FROM_CONFIG = object()  # eos_token_id default: the config's, as in Hugging Face
 LENGTH, EOS, STOP, CRITERIA = "length", "eos", "stop", "criteria"  # finish reasons
 
 
@@ -52,21 +52,24 @@ class FinishEvent:
 
 @dataclass
 class GenerationOutput:
-    """`generate(..., return_dict_in_generate=True)`: sequences (B, T + N), the final state, per-row results."""
+    """`generate(..., return_dict_in_generate=True)`: sequences (B, T + N), the final state, per-row results;
+    with output_scores / output_logits, transformers' `scores` / `logits`: one (B, V) float32 tensor per step."""
 
     sequences: torch.LongTensor
     state: list[torch.Tensor]
     finish_reasons: list[str]
     texts: list[str] | None
     seeds: list[int | None]
+    scores: tuple[torch.Tensor, ...] | None = None  # processed: what each token was picked from
+    logits: tuple[torch.Tensor, ...] | None = None  # raw: the model's
 
 
 class RowTracker:
     """One sequence's bookkeeping: its sampler, its streamed text, its stop strings, its finish reason."""
 
-    def __init__(self, sampler: Sampler, tokenizer: RwkvTokenizer | None, stops: Sequence[str], eos: int | None,
-                 limit: int | None = None):
-        self.sampler, self.eos, self.limit = sampler, eos, limit  # limit: this row's max_new_tokens
+    def __init__(self, sampler: Sampler, tokenizer: RwkvTokenizer | None, stops: Sequence[str],
+                 eos: tuple[int, ...], limit: int | None = None):
+        self.sampler, self.eos, self.limit = sampler, frozenset(eos), limit  # limit: this row's max_new_tokens
         self.decoder = tokenizer.stream_decoder(skip_special_tokens=True) if tokenizer is not None else None
         self.stops = StopStrings(stops)
         self.tokens: list[int] = []
@@ -77,7 +80,7 @@ class RowTracker:
         """Take in a generated token; returns its newly shown text and sets `reason` on eos or a stop string."""
         self.tokens.append(token)
         self.sampler.observe(token)
-        if token == self.eos:
+        if token in self.eos:
             self.reason = EOS
             return None if self.decoder is None else ""
         if self.decoder is None:
@@ -100,28 +103,37 @@ class RowTracker:
 
 class GenerationMixin:
     @torch.no_grad()
-    def generate(self, input_ids, max_new_tokens: int | None = None, stopping_criteria=(), *,
+    def generate(self, input_ids=None, max_new_tokens: int | None = None, stopping_criteria=(), *,
                  sampling: SamplingSettings | Sequence[SamplingSettings] | None = None,
                  tokenizer: RwkvTokenizer | None = None,
                  eos_token_id=FROM_CONFIG, pad_token_id: int | None = None, state=None, attention_mask=None,
-                 return_dict_in_generate: bool = False, start_logits: torch.Tensor | None = None, **settings):
-        """Prompt + new tokens, (B, T + N), as Hugging Face returns them; rows that finish early are padded.
+                 return_dict_in_generate: bool = False, start_logits: torch.Tensor | None = None,
+                 inputs_embeds: torch.Tensor | None = None, max_length: int | None = None,
+                 num_return_sequences: int = 1, output_scores: bool = False, output_logits: bool = False,
+                 **settings):
+        """Prompt + new tokens, (B, T + N), as Hugging Face returns them; rows that finish early are padded
+        with pad_token_id (default: the config's, else the first eos id).
 
         Sampling settings come from `sampling` (a SamplingSettings, e.g. a preset) with keyword overrides:
         do_sample, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, presence_penalty,
         frequency_penalty, penalty_decay, banned_tokens, logit_bias, seed, stop (or stop_strings; needs
         `tokenizer`). Row i of a batch samples with seed + i; `sampling` may instead be a list with one
         SamplingSettings per row, each row then sampling with exactly its own settings (seed, length, stops).
-        A row stops at eos, at a stop string, when a criterion `(input_ids, scores) -> bool | (B,) bool` says
-        so, or after max_new_tokens. With return_dict_in_generate=True: a GenerationOutput carrying the final
-        state too.
+        A row stops at eos (`eos_token_id`: an id or a list of ids), at a stop string, when a criterion
+        `(input_ids, scores) -> bool | (B,) bool` says so, or after max_new_tokens (or transformers' max_length,
+        prompt included). With return_dict_in_generate=True: a GenerationOutput carrying the final state too,
+        and the per-step `scores` / `logits` when output_scores / output_logits.
+
+        transformers' meanings: num_return_sequences=n repeats each row n times (rows i*n .. i*n+n-1);
+        inputs_embeds (B, T, H) is the prompt instead of ids, and the sequences then hold only the new tokens.
 
         Resuming without a prefill: pass `state` (batch B) and `start_logits` (B, V), the logits after the
         last token the state took in. `input_ids` are then context only, already in the state and not run
         again (the repetition penalty's prompt and the head of the returned sequences); None for none.
         """
-        run = self._start(input_ids, tokenizer, sampling, dict(settings, max_new_tokens=max_new_tokens),
-                          eos_token_id, pad_token_id, state, attention_mask, stopping_criteria, start_logits)
+        opts = RunOptions(eos_token_id, pad_token_id, state, attention_mask, list(stopping_criteria or ()),
+                          start_logits, inputs_embeds, max_length, num_return_sequences, output_scores, output_logits)
+        run = self._start(input_ids, tokenizer, sampling, dict(settings, max_new_tokens=max_new_tokens), opts)
         finished: dict[int, FinishEvent] = {}
         for events in run.steps(want_state=return_dict_in_generate, top_k=None):
             finished.update((e.row, e) for e in events if isinstance(e, FinishEvent))
@@ -131,43 +143,50 @@ class GenerationMixin:
         return GenerationOutput(sequences=run.sequences, state=run.final_state,
                                 finish_reasons=[r.reason for r in rows],
                                 texts=None if tokenizer is None else [r.text for r in rows],
-                                seeds=[r.seed for r in rows])
+                                seeds=[r.seed for r in rows],
+                                scores=tuple(run.scores) if output_scores else None,
+                                logits=tuple(run.raw_logits) if output_logits else None)
 
     @torch.no_grad()
-    def stream_generate(self, input_ids, max_new_tokens: int | None = None, stopping_criteria=(), *,
+    def stream_generate(self, input_ids=None, max_new_tokens: int | None = None, stopping_criteria=(), *,
                         sampling: SamplingSettings | Sequence[SamplingSettings] | None = None,
                         tokenizer: RwkvTokenizer | None = None,
                         eos_token_id=FROM_CONFIG, pad_token_id: int | None = None, state=None, attention_mask=None,
                         top_alternatives: int = 5, start_logits: torch.Tensor | None = None,
-                        **settings) -> Iterator[TokenEvent | FinishEvent]:
+                        inputs_embeds: torch.Tensor | None = None, max_length: int | None = None,
+                        num_return_sequences: int = 1, **settings) -> Iterator[TokenEvent | FinishEvent]:
         """Like `generate`, yielding a TokenEvent per token as it comes and a FinishEvent per row at its end.
 
         `input_ids` may be a string when a tokenizer is given. Each row's tokens equal generate()'s.
         Each FinishEvent carries the row's final state and the logits after its last token.
         """
-        run = self._start(input_ids, tokenizer, sampling, dict(settings, max_new_tokens=max_new_tokens),
-                          eos_token_id, pad_token_id, state, attention_mask, stopping_criteria, start_logits)
+        opts = RunOptions(eos_token_id, pad_token_id, state, attention_mask, list(stopping_criteria or ()),
+                          start_logits, inputs_embeds, max_length, num_return_sequences)
+        run = self._start(input_ids, tokenizer, sampling, dict(settings, max_new_tokens=max_new_tokens), opts)
         for events in run.steps(want_state=True, top_k=max(top_alternatives, 0)):
             yield from events
 
-    def _start(self, input_ids, tokenizer, sampling, overrides, eos_token_id, pad_token_id, state, attention_mask,
-               criteria, start_logits=None) -> GenerationRun:
+    def _start(self, input_ids, tokenizer, sampling, overrides: dict, opts: RunOptions) -> GenerationRun:
         if tokenizer is not None and not isinstance(tokenizer, RwkvTokenizer):
             raise InputError(f"tokenizer must be an RwkvTokenizer, got {type(tokenizer).__name__}")
-        if start_logits is None:
-            input_ids = as_input_ids(input_ids, tokenizer, self.device)  # (B, T)
-        else:
-            start_logits, input_ids = as_start(start_logits, input_ids, tokenizer, state, self.device)  # (B, V), (B, T)
+        input_ids, opts = prompt_inputs(input_ids, tokenizer, opts, self.device)  # (B, T)
+        n = check_returns(opts.num_return_sequences)
+        if n > 1:
+            input_ids, opts = input_ids.repeat_interleave(n, dim=0), opts.expanded(n)  # (B*n, T)
+            if isinstance(sampling, (list, tuple)):
+                sampling = [s for s in sampling for _ in range(n)]
+        prompt_length = input_ids.size(1) if opts.inputs_embeds is None else opts.inputs_embeds.size(1)
+        overrides["max_new_tokens"] = new_token_limit(overrides.get("max_new_tokens"), opts.max_length, prompt_length)
         per_row = row_settings(sampling, overrides, input_ids.size(0))
         if any(s.stop for s in per_row) and tokenizer is None:
             raise InputError("stop strings need a tokenizer: generate(..., stop=[...], tokenizer=RwkvTokenizer...)")
-        eos = self.config.eos_token_id if eos_token_id is FROM_CONFIG else eos_token_id
+        eos = resolve_eos(self.config, opts.eos_token_id)
         rows = [RowTracker(self._sampler(s, input_ids[i], tokenizer), tokenizer, s.stop, eos, s.max_new_tokens)
                 for i, s in enumerate(per_row)]
-        fill = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
+        pad = opts.pad_token_id if opts.pad_token_id is not None else getattr(self.config, "pad_token_id", None)
+        fill = pad if pad is not None else (eos[0] if eos else 0)
         longest = max(s.max_new_tokens for s in per_row)
-        return GenerationRun(self, input_ids, rows, list(criteria or ()), longest, fill, state, attention_mask,
-                             start_logits)
+        return GenerationRun(self, input_ids, rows, longest, fill, opts)
 
     def _sampler(self, settings: SamplingSettings, prompt: torch.Tensor, tokenizer: RwkvTokenizer | None) -> Sampler:
         exempt = None
@@ -181,77 +200,25 @@ class GenerationMixin:
         return out.logits[:, -1], out.state  # (B, V)
 
 
-def resolve_settings(sampling: SamplingSettings | None, overrides: dict) -> SamplingSettings:
-    """`sampling` (or the defaults) with keyword overrides; None values mean "not given", as in HF."""
-    if sampling is not None and not isinstance(sampling, SamplingSettings):
-        raise InputError(f"sampling must be a SamplingSettings, got {type(sampling).__name__}")
-    if "stop_strings" in overrides:
-        overrides["stop"] = overrides.pop("stop_strings")
-    return (sampling or SamplingSettings()).replace(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def row_settings(sampling, overrides: dict, batch: int) -> list[SamplingSettings]:
-    """One SamplingSettings per row: a list as given (each with the overrides), or one shared, row i at seed + i."""
-    if isinstance(sampling, (list, tuple)):
-        if len(sampling) != batch:
-            raise InputError(f"sampling has {len(sampling)} settings for a batch of {batch} rows: give one per row")
-        return [resolve_settings(s, dict(overrides)) for s in sampling]
-    settings = resolve_settings(sampling, dict(overrides))
-    if settings.seed is None:
-        return [settings] * batch
-    return [settings.replace(seed=(settings.seed + i) % 2 ** 64) if i else settings for i in range(batch)]
-
-
-def as_start(start_logits, input_ids, tokenizer: RwkvTokenizer | None, state, device: torch.device):
-    """Checked (B, V) start logits and (B, T) context ids (T may be 0) for a run that resumes without a prefill."""
-    start_logits = torch.as_tensor(start_logits, device=device)
-    if start_logits.dim() == 1:
-        start_logits = start_logits[None]  # (1, V)
-    if start_logits.dim() != 2 or not start_logits.is_floating_point() or start_logits.size(0) == 0:
-        raise InputError(f"start_logits must be float logits shaped (batch, vocab), got "
-                         f"{start_logits.dtype} {tuple(start_logits.shape)}")
-    batch = start_logits.size(0)
-    if not isinstance(state, (list, tuple)) or not state or not isinstance(state[0], torch.Tensor) \
-            or state[0].size(0) != batch:
-        raise InputError(f"start_logits needs the state they came from: state=[5 tensors of batch {batch}]")
-    if input_ids is None or (not isinstance(input_ids, str) and torch.as_tensor(input_ids).numel() == 0):
-        return start_logits, torch.zeros(batch, 0, dtype=torch.long, device=device)  # (B, 0)
-    context = as_input_ids(input_ids, tokenizer, device)  # (B or 1, T)
-    if context.size(0) not in (1, batch):
-        raise InputError(f"input_ids (context) has batch {context.size(0)} but start_logits has {batch}")
-    return start_logits, context.expand(batch, -1)  # (B, T)
-
-
-def as_input_ids(input_ids, tokenizer: RwkvTokenizer | None, device: torch.device) -> torch.Tensor:
-    if isinstance(input_ids, str):
-        if tokenizer is None:
-            raise InputError("a text prompt needs a tokenizer: pass tokenizer=RwkvTokenizer.from_pretrained(...)")
-        input_ids = tokenizer.encode(input_ids)
-    input_ids = torch.as_tensor(input_ids, device=device)
-    if input_ids.dim() == 1:
-        input_ids = input_ids[None]  # (1, T)
-    if input_ids.dim() != 2 or input_ids.size(1) == 0 or input_ids.dtype.is_floating_point:
-        raise InputError(f"input_ids must be non-empty integer token ids shaped (batch, sequence), "
-                         f"got {input_ids.dtype} {tuple(input_ids.shape)}")
-    return input_ids.long()
-
-
 class GenerationRun:
     """The decode loop over a batch; `steps()` yields each step's events. Rows that finish are fed `fill`."""
 
-    def __init__(self, model, input_ids: torch.Tensor, rows: list[RowTracker], criteria: list, max_new_tokens: int,
-                 fill: int, state, attention_mask, start_logits: torch.Tensor | None = None):
-        self.model, self.rows, self.criteria, self.fill = model, rows, criteria, fill
+    def __init__(self, model, input_ids: torch.Tensor, rows: list[RowTracker], max_new_tokens: int, fill: int,
+                 opts: RunOptions):
+        self.model, self.rows, self.criteria, self.fill = model, rows, list(opts.criteria), fill
+        self.scores: list[torch.Tensor] | None = [] if opts.output_scores else None  # per step (B, V)
+        self.raw_logits: list[torch.Tensor] | None = [] if opts.output_logits else None  # per step (B, V)
         B, T = input_ids.shape
         self.prompt_len, self.max_new_tokens = T, max_new_tokens
         self.buffer = torch.full((B, T + max_new_tokens), fill, dtype=torch.long, device=input_ids.device)  # (B, T+N)
         self.buffer[:, :T] = input_ids
         self.steps_done = 0
         self.final_state: list[torch.Tensor] | None = None
-        if start_logits is not None:  # resuming: the state already took in input_ids
-            self.logits, self.state = start_logits, state  # (B, V)
+        if opts.start_logits is not None:  # resuming: the state already took in input_ids
+            self.logits, self.state = opts.start_logits, opts.state  # (B, V)
             return
-        out = model(input_ids=input_ids, state=state, use_cache=True, logits_to_keep=1, attention_mask=attention_mask)
+        prompt = dict(input_ids=input_ids) if opts.inputs_embeds is None else dict(inputs_embeds=opts.inputs_embeds)
+        out = model(**prompt, state=opts.state, use_cache=True, logits_to_keep=1, attention_mask=opts.attention_mask)
         self.logits, self.state = out.logits[:, -1], out.state  # (B, V)
 
     @property
@@ -277,12 +244,21 @@ class GenerationRun:
                 return
 
     def choose(self, active: list[int]) -> torch.Tensor:
-        """(B,) next tokens: each active row's sampler on its logits; finished rows get `fill`."""
-        if len(self.rows) == 1 and active:
+        """(B,) next tokens: each active row's sampler on its logits; finished rows get `fill`. Keeps the step's
+        raw logits and processed scores when asked (a finished row's scores: its raw logits, as float32)."""
+        if self.raw_logits is not None:
+            self.raw_logits.append(self.logits.float().clone())  # (B, V)
+        if len(self.rows) == 1 and active and self.scores is None:
             return self.rows[0].sampler.choose(self.logits[0]).view(1)  # (1,)
         tokens = torch.full((len(self.rows),), self.fill, dtype=torch.long, device=self.logits.device)  # (B,)
+        scores = self.logits.float().clone() if self.scores is not None else None  # (B, V)
         for i in active:
-            tokens[i] = self.rows[i].sampler.choose(self.logits[i])
+            processed = self.rows[i].sampler.process(self.logits[i])  # (V,)
+            tokens[i] = self.rows[i].sampler.pick(processed)
+            if scores is not None:
+                scores[i] = processed
+        if scores is not None:
+            self.scores.append(scores)
         return tokens
 
     def record(self, active: list[int], tokens: torch.Tensor, step: int, top_k: int | None) -> list[TokenEvent]:

@@ -84,6 +84,19 @@ def resolve_model_dir(repo_id_or_path: str | Path, revision: str | None = None, 
                      tqdm_class=tqdm_class)
 
 
+def resolve_config_path(repo_id_or_path: str | Path, revision: str | None = None,
+                        cache_dir: str | Path | None = None, local_files_only: bool | None = None) -> Path:
+    """An existing local path unchanged; otherwise the snapshot folder of a Hub repo with only its config.json."""
+    if not str(repo_id_or_path).strip():
+        raise HubError("no config given: pass a local directory or config.json, or a Hub repo id like 'org/name'")
+    local = Path(os.path.expanduser(repo_id_or_path))
+    if local.exists():
+        return local
+    repo = RepoRef(_validate_repo_id(repo_id_or_path), revision, cache_dir, local_files_only)
+    offline = is_offline_mode() if local_files_only is None else bool(local_files_only)
+    return _download(repo, ["config.json"], local_only=offline, network_error=None)
+
+
 def _validate_repo_id(value: str | Path) -> str:
     text = str(value)
     if isinstance(value, Path) or _looks_like_path(text):

@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 import kernels
 
@@ -17,9 +18,12 @@ from . import fused_decode
 from .config import RwkvConfig
 from .errors import InputError
 from .generation import GenerationMixin
+from .hf_api import HfApiMixin
 from .outputs import RwkvCausalLMOutput, RwkvOutput
 from .pretrained import PretrainedMixin
 from .state import LayerState, check_state, split_layers, stack_layers
+
+LN_OUT_EPS = 1e-5  # the final layer norm's, fixed as in transformers and BlinkDL (layer_norm_epsilon is the blocks')
 
 
 def token_shift(x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
@@ -100,14 +104,29 @@ class RwkvBlock(nn.Module):
         self.attention = RwkvSelfAttention(config, layer_id)
         self.feed_forward = RwkvFeedForward(config, layer_id)
 
-    def forward(self, hidden: torch.Tensor, layer: LayerState, out_scale: float, wkv_impl: str) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, layer: LayerState, out_scale: float, wkv_impl: str):
+        """(B, T, H) -> (the block's output, its time-mixing output: what transformers returns as `attentions`)."""
         if self.layer_id == 0:
             hidden = self.pre_ln(hidden)  # (B, T, H)
-        hidden = hidden + self.attention(self.ln1(hidden), layer, out_scale, wkv_impl)  # (B, T, H)
-        return hidden + self.feed_forward(self.ln2(hidden), layer, out_scale)  # (B, T, H)
+        attention = self.attention(self.ln1(hidden), layer, out_scale, wkv_impl)  # (B, T, H)
+        hidden = hidden + attention  # (B, T, H)
+        return hidden + self.feed_forward(self.ln2(hidden), layer, out_scale), attention  # (B, T, H) each
 
 
-class RwkvModel(PretrainedMixin, nn.Module):
+def checkpointed_block(block: RwkvBlock, hidden: torch.Tensor, layer: LayerState, out_scale: float, wkv_impl: str):
+    """The block under activation checkpointing: its inputs, the layer's state included, pass as arguments,
+    so the recomputation in the backward pass starts from the same state. Writes the new state into `layer`."""
+    def run(hidden, ffn_shift, att_shift, *wkv):
+        fresh = LayerState(ffn_shift, att_shift, tuple(wkv) if wkv else None)
+        out, attention = block(hidden, fresh, out_scale, wkv_impl)  # (B, T, H) each
+        return out, attention, fresh.ffn_shift, fresh.att_shift, *fresh.wkv
+
+    outs = checkpoint(run, hidden, layer.ffn_shift, layer.att_shift, *(layer.wkv or ()), use_reentrant=False)
+    layer.ffn_shift, layer.att_shift, layer.wkv = outs[2], outs[3], tuple(outs[4:7])
+    return outs[0], outs[1]
+
+
+class RwkvModel(HfApiMixin, PretrainedMixin, nn.Module):
     """The bare RWKV-4 stack: embeddings, blocks, final layer norm."""
 
     base_prefix = "rwkv."
@@ -118,7 +137,8 @@ class RwkvModel(PretrainedMixin, nn.Module):
         self.wkv_impl = "auto"  # "reference" | "cpu" | "triton" | "auto"; see kernels.wkv
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(RwkvBlock(config, i) for i in range(config.num_hidden_layers))
-        self.ln_out = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.ln_out = nn.LayerNorm(config.hidden_size, eps=LN_OUT_EPS)
+        self.gradient_checkpointing = False  # see gradient_checkpointing_enable()
         if not self.embeddings.weight.is_meta:  # from_pretrained builds on "meta" and loads real weights after
             self.init_weights()
 
@@ -129,31 +149,43 @@ class RwkvModel(PretrainedMixin, nn.Module):
             return 1.0
         return 0.5 ** (layer_id // every)
 
-    def forward(self, input_ids=None, inputs_embeds=None, state=None, use_cache=None,
-                output_hidden_states=None, return_dict=None, attention_mask=None):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, state=None, use_cache=None,
+                output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        """transformers' RwkvModel.forward, in its positional order; other keyword arguments are ignored, as there.
+        `attentions` (output_attentions=True) are each block's time-mixing output (B, T, H), as transformers
+        returns them: RWKV has no attention maps."""
         hidden = self._embed(input_ids, inputs_embeds, attention_mask)  # (B, T, H)
         use_cache = self._resolve_use_cache(use_cache, state)
         if state is not None:
             check_state(state, self.config, hidden.size(0), hidden.device)
         layers = split_layers(state, self.config.num_hidden_layers, hidden.dtype)
         keep_hidden = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        all_hidden = []
+        keep_attention = getattr(self.config, "output_attentions", False) if output_attentions is None \
+            else output_attentions
+        all_hidden, all_attention = [], []
         for block, layer in zip(self.blocks, layers):
-            hidden = block(hidden, layer, self.rescale_factor(block.layer_id), self.wkv_impl)  # (B, T, H)
+            hidden, attention = self._run_block(block, hidden, layer)  # (B, T, H) each
             if self.rescale_factor(block.layer_id + 1) != self.rescale_factor(block.layer_id):
                 hidden = hidden / 2
             if keep_hidden:
                 all_hidden.append(hidden)
+            if keep_attention:
+                all_attention.append(attention)
         hidden = self.ln_out(hidden)  # (B, T, H)
-        if keep_hidden:
-            all_hidden.append(hidden)
         output = RwkvOutput(
             last_hidden_state=hidden,
             state=stack_layers(layers) if use_cache else None,
-            hidden_states=tuple(all_hidden) if keep_hidden else None,
+            hidden_states=(*all_hidden, hidden) if keep_hidden else None,
+            attentions=tuple(all_attention) if keep_attention else None,
         )
         as_dict = self.config.return_dict if return_dict is None else return_dict
         return output if as_dict else output.to_tuple()
+
+    def _run_block(self, block: RwkvBlock, hidden: torch.Tensor, layer: LayerState):
+        scale = self.rescale_factor(block.layer_id)
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpointed_block(block, hidden, layer, scale, self.wkv_impl)
+        return block(hidden, layer, scale, self.wkv_impl)
 
     def _resolve_use_cache(self, use_cache: bool | None, state) -> bool:
         if use_cache is None:
@@ -229,7 +261,7 @@ def init_time_params(block: RwkvBlock, config: RwkvConfig) -> None:
     ffn.time_mix_receptance.copy_(position.pow(ratio_1_to_almost0).view(1, 1, H))
 
 
-class RwkvForCausalLM(GenerationMixin, PretrainedMixin, nn.Module):
+class RwkvForCausalLM(GenerationMixin, HfApiMixin, PretrainedMixin, nn.Module):
     """RwkvModel plus the language-model head; `generate` comes from the generation mixin."""
 
     base_prefix = ""
@@ -247,6 +279,7 @@ class RwkvForCausalLM(GenerationMixin, PretrainedMixin, nn.Module):
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:
             self.head.weight = self.rwkv.embeddings.weight
+            self.head.out_features = self.head.weight.size(0)
 
     @property
     def wkv_impl(self) -> str:
@@ -256,26 +289,36 @@ class RwkvForCausalLM(GenerationMixin, PretrainedMixin, nn.Module):
     def wkv_impl(self, impl: str) -> None:
         self.rwkv.wkv_impl = impl
 
-    def forward(self, input_ids=None, inputs_embeds=None, state=None, use_cache=None, labels=None,
-                output_hidden_states=None, return_dict=None, attention_mask=None, logits_to_keep: int = 0):
-        if fused_decode.applies(self, input_ids, inputs_embeds, state, labels, output_hidden_states, attention_mask):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, state=None, labels=None,
+                use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                logits_to_keep: int | torch.Tensor = 0, **kwargs):
+        """transformers' RwkvForCausalLM.forward, in its positional order. Of the other keyword arguments,
+        `num_items_in_batch` (the loss is then summed and divided by it) is used, as there; the rest are ignored."""
+        as_dict = self.config.return_dict if return_dict is None else return_dict
+        if not output_attentions and fused_decode.applies(self, input_ids, inputs_embeds, state, labels,
+                                                          output_hidden_states, attention_mask):
             logits, state = fused_decode.causal_lm_step(self, input_ids, state)  # CUDA, one token: fused kernels
             output = RwkvCausalLMOutput(logits=logits, state=state)
-            return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
-        base = self.rwkv(input_ids=input_ids, inputs_embeds=inputs_embeds, state=state, use_cache=use_cache,
-                         output_hidden_states=output_hidden_states, return_dict=True, attention_mask=attention_mask)
+            return output if as_dict else output.to_tuple()
+        base = self.rwkv(input_ids, attention_mask, inputs_embeds, state, use_cache, output_attentions,
+                         output_hidden_states, return_dict=True)
         hidden = base.last_hidden_state  # (B, T, H)
-        if logits_to_keep:
+        if isinstance(logits_to_keep, torch.Tensor):
+            hidden = hidden[:, logits_to_keep.to(hidden.device)]  # (B, K, H): the positions listed
+        elif logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]  # (B, K, H)
         logits = self.head(hidden)  # (B, T or K, V)
-        loss = None if labels is None else causal_lm_loss(logits, labels, self.config.vocab_size)
-        output = RwkvCausalLMOutput(loss=loss, logits=logits, state=base.state, hidden_states=base.hidden_states)
-        as_dict = self.config.return_dict if return_dict is None else return_dict
+        loss = None if labels is None else causal_lm_loss(logits, labels, self.config.vocab_size,
+                                                          kwargs.get("num_items_in_batch"))
+        output = RwkvCausalLMOutput(loss=loss, logits=logits, state=base.state, hidden_states=base.hidden_states,
+                                    attentions=base.attentions)
         return output if as_dict else output.to_tuple()
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Next-token cross-entropy: labels are shifted here, so labels=input_ids works; -100 is ignored."""
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int,
+                   num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token cross-entropy: labels are shifted here, so labels=input_ids works; -100 is ignored.
+    With `num_items_in_batch` (gradient accumulation, as transformers' Trainer passes it): sum / that count."""
     labels = torch.as_tensor(labels, device=logits.device)
     if labels.shape != logits.shape[:2]:
         raise InputError(f"labels must have shape {tuple(logits.shape[:2])} (batch, sequence), got {tuple(labels.shape)}")
@@ -284,4 +327,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int) 
         raise InputError(f"labels must be -100 or token ids in [0, {vocab_size})")
     shift_logits = logits[:, :-1].float().reshape(-1, logits.size(-1))  # (B*(T-1), V)
     shift_labels = labels[:, 1:].reshape(-1)  # (B*(T-1),)
-    return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+    if num_items_in_batch is None:
+        return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+    return total / torch.as_tensor(num_items_in_batch, device=total.device)

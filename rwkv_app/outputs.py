@@ -33,6 +33,7 @@ class RwkvOutput(_ModelOutput):
     last_hidden_state: torch.Tensor | None = None
     state: list[torch.Tensor] | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None  # each block's time-mixing output, as in transformers
 
 
 @dataclass
@@ -41,3 +42,4 @@ class RwkvCausalLMOutput(_ModelOutput):
     logits: torch.Tensor | None = None
     state: list[torch.Tensor] | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None  # each block's time-mixing output, as in transformers

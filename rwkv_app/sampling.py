@@ -245,15 +245,20 @@ def keep_until_mass(key: torch.Tensor, probs: torch.Tensor, mass: float) -> torc
     return torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, keep)  # (..., V)
 
 
-def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                    min_p: float = 0.0, typical_p: float = 1.0) -> torch.Tensor:
-    """Temperature, then the truncations in HF's order; (..., V) float32 probabilities summing to 1."""
+def warp_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                min_p: float = 0.0, typical_p: float = 1.0) -> torch.Tensor:
+    """Temperature, then the truncations in HF's order; (..., V) float32 logits, -inf where cut."""
     logits = logits.float() / max(temperature, 1e-6)  # (..., V)
     logits = top_k_filter(logits, top_k)
     logits = top_p_filter(logits, top_p)
     logits = min_p_filter(logits, min_p)
-    logits = typical_filter(logits, typical_p)
-    return logits.softmax(dim=-1)  # (..., V)
+    return typical_filter(logits, typical_p)  # (..., V)
+
+
+def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                    min_p: float = 0.0, typical_p: float = 1.0) -> torch.Tensor:
+    """Temperature, then the truncations in HF's order; (..., V) float32 probabilities summing to 1."""
+    return warp_logits(logits, temperature, top_k, top_p, min_p, typical_p).softmax(dim=-1)  # (..., V)
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -314,12 +319,22 @@ class Sampler:
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """The next token for this sequence, a 0-d LongTensor on the logits' device."""
+        return self.pick(self.process(logits))  # ()
+
+    def process(self, logits: torch.Tensor) -> torch.Tensor:
+        """(V,) raw logits -> the scores the token is picked from (HF's processed `scores`): penalties and bias,
+        then, when sampling, temperature and truncation (-inf where cut)."""
         adjusted = self.adjust(logits)  # (V,)
         if self.settings.greedy:
-            return adjusted.argmax(dim=-1)  # ()
+            return adjusted
         s = self.settings
-        probs = logits_to_probs(adjusted, s.temperature, s.top_k, s.top_p, s.min_p, s.typical_p)  # (V,)
-        return sample(probs, self.generator)  # ()
+        return warp_logits(adjusted, s.temperature, s.top_k, s.top_p, s.min_p, s.typical_p)  # (V,)
+
+    def pick(self, scores: torch.Tensor) -> torch.Tensor:
+        """The token from processed (V,) scores: their argmax when greedy, else a draw from their softmax."""
+        if self.settings.greedy:
+            return scores.argmax(dim=-1)  # ()
+        return sample(scores.softmax(dim=-1), self.generator)  # ()
 
     def observe(self, token: int) -> None:
         """Record a generated token: decay the counts, then count it (unless exempt)."""

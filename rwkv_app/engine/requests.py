@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 
 from ..errors import InputError, RwkvError
-from ..generation import FROM_CONFIG, FinishEvent, RowTracker, TokenEvent, as_input_ids, resolve_settings
+from ..generation import FinishEvent, RowTracker, TokenEvent
+from ..generation_inputs import FROM_CONFIG, as_input_ids, resolve_eos, resolve_settings
 from ..sampling import Sampler
 from ..state import check_state
 
@@ -182,7 +183,7 @@ def make_request(model, tokenizer, wake, prompt=None, *, state=None, logits=None
     elif logits is not None:
         raise InputError("logits are a start's (no prompt): with a prompt, the prompt's own logits are used")
     sampler = build_sampler(model, settings, tokenizer, torch.cat([before, ids]).tolist())
-    eos = model.config.eos_token_id if eos_token_id is FROM_CONFIG else eos_token_id
+    eos = resolve_eos(model.config, eos_token_id)  # an id or a list of ids, as transformers takes them
     limit = 0 if max_new_tokens == 0 else settings.max_new_tokens
     tracker = RowTracker(sampler, tokenizer, settings.stop, eos, limit)
     return Request(Channel(wake), tracker, limit, top_alternatives, row, ids, start_state, start_logits)
