@@ -72,6 +72,7 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
     def knob(low, high):
         return arg(st.floats(low, high), NUMBER)
     chat_knobs = (pick, knob(0, 2), knob(0, 1), knob(0, 200), knob(1, 2), length)
+    penalties = (knob(0, 2), knob(0, 2))  # presence, frequency: the last inputs of /chat and /chat_retry
     names = (arg(st.sampled_from(["User", "Ann"]), TEXT), arg(st.sampled_from(["Bot", "Emma"]), TEXT))
     system = arg(st.sampled_from(["", "Be brief."]), TEXT)
     turn = arg(st.sampled_from(["0", "1", "2", None]), st.sampled_from(["-1", "99", "1.5", "1e9"]))
@@ -84,8 +85,9 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
                                                           "someone/unknown-model", ".", default_model + "/.."]))
     upload = arg(st.just("<real export>"), st.sampled_from(sorted(files)))
     return {
-        "chat": (text, *chat_knobs, system, *names), "chat_submit": (text, *chat_knobs, system, *names),
-        "chat_stop": (), "chat_retry": chat_knobs, "chat_undo": (), "chat_new": (system, *names),
+        "chat": (text, *chat_knobs, system, *names, *penalties),
+        "chat_submit": (text, *chat_knobs, system, *names, *penalties),
+        "chat_stop": (), "chat_retry": (*chat_knobs, *penalties), "chat_undo": (), "chat_new": (system, *names),
         "chat_edit": (turn, text), "chat_previous_branch": (turn,), "chat_next_branch": (turn,),
         "chat_preset_settings": (pick,),
         "generate": (text, pick, length, seed), "continue": (node, extra, pick, length, seed), "stop": (),

@@ -302,11 +302,44 @@ class UserSession:
         return self.chat.messages()
 
     def chat_switch(self, index: int, step: int) -> list[dict]:
-        """Show the previous (-1) or next (+1) sibling of message `index`, following its latest branch down."""
+        """Show the previous (-1) or next (+1) sibling of message `index` as it was last seen (a message
+        without alternatives stays as it is); a turn that was undone stays undone."""
         node_id = self.turn_node(index)
         siblings = self.require_chat().siblings(node_id)
         target = siblings[(siblings.index(node_id) + int(step)) % len(siblings)]
-        while self.tree.node(target).children:
-            target = self.tree.node(target).children[-1]
-        self.chat.goto(target)
+        self.chat.goto(self.chat.last_seen(target))
         return self.chat.messages()
+
+    def chat_edit_reply(self, index: int, text: str, branch: Branch) -> Iterator[list[dict]]:
+        """ChatGPT's edit: a new version of message `index` beside the old one; an edited user message
+        gets a new reply (streamed), an edited bot message is simply replaced."""
+        self.check_text(text)
+        node = self.tree.node(self.turn_node(index)) if self.chat is not None else None
+        messages = self.chat_edit(index, text)
+        if node.role != USER:
+            yield messages
+            return
+        yield from self._reply(branch)
+
+    def chat_clear(self) -> list[dict]:
+        """The Chatbot's clear button: a new conversation with the same system prompt and names (the old one
+        stays in the tree)."""
+        saved = (self.tree.meta.get("chat") or {}) if self.chat is not None else {}
+        self.new_chat(saved.get("system"), saved.get("user"), saved.get("bot"))
+        return self.chat.messages()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until this session's running generation (if any) ends; False if it still runs after `timeout`."""
+        if not self._busy.acquire(timeout=timeout):
+            return False
+        self._busy.release()
+        return True
+
+    def chat_branches(self) -> list[dict]:
+        """Each message with alternatives: {"index", "at" (1-based), "of"}: the UI's "‹ 2/3 ›"."""
+        marks = []
+        for index, node_id in enumerate(self.turns()):
+            siblings = self.chat.siblings(node_id)
+            if len(siblings) > 1:
+                marks.append({"index": index, "at": siblings.index(node_id) + 1, "of": len(siblings)})
+        return marks

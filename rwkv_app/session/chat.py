@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .continuation import resolve_sampling
-from .nodes import BOT, SYSTEM, USER, Change, SessionError
+from .nodes import BOT, ROOT, SYSTEM, USER, Change, SessionError
 from .tree import SessionTree
 
 TURN_SEPARATOR = "\n\n"
@@ -93,6 +93,9 @@ class ChatSession:
         chat = cls.__new__(cls)
         chat.tree, chat.format = tree, ChatFormat(saved.get("user", "User"), saved.get("bot", "Bot"))
         chat.sampling = sampling or saved.get("sampling") or "chat"
+        seen = saved.get("seen")  # a file's branch memory: only node ids to node ids (or "") are kept
+        saved["seen"] = {k: v for k, v in seen.items() if isinstance(k, str) and isinstance(v, str)} \
+            if isinstance(seen, dict) else {}
         resolve_sampling(chat.sampling, {})  # a saved file's settings are checked now, not at the first reply
         return chat
 
@@ -102,7 +105,29 @@ class ChatSession:
 
     @current.setter
     def current(self, node_id: str) -> None:
-        self.tree.meta["chat"]["current"] = self.tree.node(node_id).id
+        """Move the conversation; every node on its path remembers the turn it went on to ("" where it ends),
+        so switching back to a branch shows it as it was left, never a turn that was undone."""
+        node = self.tree.node(node_id)
+        saved = self.tree.meta["chat"]
+        saved["current"] = node.id
+        seen = saved.setdefault("seen", {})
+        seen[node.id] = ""
+        while node.parent is not None:
+            seen[node.parent] = node.id
+            node = self.tree.node(node.parent)
+
+    def last_seen(self, node_id: str) -> str:
+        """Where the conversation stood when it last went through `node_id`: down the turns it went on to
+        (the latest child where it never went on), to the turn it ended at."""
+        seen = self.tree.meta["chat"].get("seen", {})
+        node = self.tree.node(node_id)
+        while True:
+            after = seen.get(node.id)
+            if after is None:
+                after = node.children[-1] if node.children else ""
+            if not after or after not in self.tree.nodes:
+                return node.id
+            node = self.tree.node(after)
 
     # ---- turns ---------------------------------------------------------------------------------------
     def send(self, message: str, sampling=None, **overrides) -> Iterator:
@@ -176,9 +201,25 @@ class ChatSession:
         return self.tree.chat_messages(node_id or self.current)
 
     def siblings(self, node_id: str) -> list[str]:
-        """The alternatives to a turn (itself included), in creation order: the UI's "< 2/3 >"."""
+        """The alternatives to a turn (itself included, same role), in creation order: the UI's "‹ 2/3 ›".
+        A conversation's first message has only its own edits: other conversations (and the playground's
+        texts) start from the same root but are not its branches."""
         node = self.tree.node(node_id)
-        return [node.id] if node.parent is None else list(self.tree.node(node.parent).children)
+        if node.parent is None:
+            return [node.id]
+        parent = self.tree.node(node.parent)
+        same = [c for c in parent.children if self.tree.node(c).role == node.role]
+        if parent.role in (ROOT, SYSTEM):
+            origin = self.edit_origin(node.id)
+            same = [c for c in same if self.edit_origin(c) == origin]
+        return same
+
+    def edit_origin(self, node_id: str) -> str:
+        """The message an edit chain started from (the node itself when it is no edit)."""
+        node = self.tree.node(node_id)
+        while node.meta.get("edited_from") in self.tree.nodes:
+            node = self.tree.node(node.meta["edited_from"])
+        return node.id
 
     # ---- helpers -------------------------------------------------------------------------------------
     def add_user(self, parent: str, message: str, meta: dict | None = None) -> Change:

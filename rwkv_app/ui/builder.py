@@ -8,7 +8,7 @@ from ..playground import views
 from . import chat, compare, models, playground, session, state
 from .common import Context
 
-CSS = ".state-heatmap svg { max-width: 100%; height: auto; } #pg-tree label { white-space: pre; font-family: monospace; }"
+CSS = ".state-heatmap svg { max-width: 100%; height: auto; } #pg-tree label { white-space: pre; font-family: monospace; }" + chat.CSS
 THEME = "soft"
 
 
@@ -24,7 +24,7 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
                                  ("State", state), ("Models", models), ("Session", session)):
                 with gr.Tab(name, id=name.lower()):
                     parts.update({f"{name.lower()}.{k}": v for k, v in module.build(ctx, refresh).items()})
-        outputs = [parts["playground.tree"], parts["playground.tokens"], parts["chat.turn"], parts["chat.chatbot"],
+        outputs = [parts["playground.tree"], parts["playground.tokens"], parts["chat.branches"], parts["chat.chatbot"],
                    parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"]]
         for event in refresh:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
@@ -37,13 +37,13 @@ def redraw(session):
     """Every view's new value, from the session (empty views before its first action)."""
     tree_update = playground.tree_update(session)
     tokens = playground.tokens_value(session, session.current) if session is not None else []
-    turns = chat.turn_choices(session)
+    marks = chat.branch_marks(session)
     messages = session.chat.messages() if session is not None and session.chat is not None else []
     rows = views.tree_rows(session.tree, session.current) if session is not None else []
     nodes = [(row["label"].strip(" ├└─"), row["id"]) for row in rows]
     source = "Select a node in the Playground tab (or chat first); the comparison starts there."
     if session is not None and session.current != session.tree.root:
         source = f"Comparing continuations of: **{views.preview(session.tree.path_text(session.current)[-200:])}**"
-    return (tree_update, tokens, gr.update(choices=turns, value=None), messages,
+    return (tree_update, tokens, marks, messages,
             gr.update(choices=nodes, value=session.current if session else None),
             gr.update(choices=nodes, value=None), source, session.current if session is not None else "")

@@ -1,0 +1,176 @@
+"""The Chat tab's callbacks: the page's (Chatbot events; input errors are warning toasts, outputs unchanged)
+and the named API endpoints' (the same services; input errors raised to the caller as before)."""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import gradio as gr
+
+from ..errors import InputError
+from ..presets import load_sampling_preset
+from .chat_branches import edit_text
+from .common import USER_ERRORS, gpu, guarded, message, number
+
+DEFAULT_PRESET = "chat"
+MAX_NAME_CHARS = 60
+QUEUE_WAIT_S = 600.0  # a message sent while a reply streams waits this long for that reply to end
+KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty", "presence_penalty", "frequency_penalty")
+
+
+def preset_values(ctx, name) -> dict:
+    """A preset's knob values as the sliders show them (a greedy preset shows temperature 0); {} if unknown."""
+    if name not in ctx.presets:  # a name, never a path: load_sampling_preset also reads files
+        return {}
+    s = load_sampling_preset(name)
+    values = {k: getattr(s, k) for k in KNOBS}
+    if s.greedy:
+        values["temperature"] = 0.0
+    return values
+
+
+def checked_conversation(session, system, user, bot) -> tuple:
+    """The system prompt and the two names, each text (or empty) within the server's limits."""
+    for what, value, limit in (("system prompt", system, session.options.max_prompt_chars),
+                               ("user name", user, MAX_NAME_CHARS), ("bot name", bot, MAX_NAME_CHARS)):
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"the {what} must be text, got {type(value).__name__}")
+        if value and len(value) > limit:
+            raise InputError(f"the {what} has {len(value):,} characters; this server takes at most {limit:,}")
+    return system, user, bot
+
+
+def branch_of(session, preset, temperature, top_p, top_k, penalty, length, presence=None, frequency=None):
+    """The knobs as shown are the settings used: each is an override of the preset."""
+    return session.branch(preset, number(length), None, temperature=temperature, top_p=top_p,
+                          top_k=number(top_k), repetition_penalty=penalty, presence_penalty=presence,
+                          frequency_penalty=frequency)
+
+
+def warned(fn):
+    """For the page's events: an input error is a warning toast, and every output stays as it was."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except USER_ERRORS as err:
+                gr.Warning(message(err))
+                yield gr.skip()
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            gr.Warning(message(err))
+            return gr.skip()
+    return call
+
+
+def replies(ctx):
+    """Send, retry and edit: each streams (messages, session)."""
+    def chat(text, preset, temperature, top_p, top_k, penalty, length, system, user, bot, presence=None,
+             frequency=None, session=None, request: gr.Request = None):
+        session = ctx.ensure(session, request)
+        branch = branch_of(session, preset, temperature, top_p, top_k, penalty, length, presence, frequency)
+        for messages in session.chat_send(text, branch, *checked_conversation(session, system, user, bot)):
+            yield messages, session
+
+    def retry(preset, temperature, top_p, top_k, penalty, length, presence=None, frequency=None, session=None,
+              request: gr.Request = None):
+        session = ctx.ensure(session, request)
+        branch = branch_of(session, preset, temperature, top_p, top_k, penalty, length, presence, frequency)
+        for messages in session.chat_retry(branch):
+            yield messages, session
+
+    def edit(edit: gr.EditData, preset, temperature, top_p, top_k, penalty, length, presence, frequency,
+             session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        branch = branch_of(session, preset, temperature, top_p, top_k, penalty, length, presence, frequency)
+        for messages in session.chat_edit_reply(edit.index, edit_text(edit.value), branch):
+            yield messages, session
+
+    return chat, retry, edit
+
+
+def page_callbacks(ctx) -> dict:
+    chat, retry, edit = replies(ctx)
+
+    @gpu
+    @warned
+    def send(text, preset, temperature, top_p, top_k, penalty, length, system, user, bot, presence, frequency,
+             session, request: gr.Request):
+        """The box is emptied when its message is taken (never while a reply streams), then left alone."""
+        knobs = (preset, temperature, top_p, top_k, penalty, length, system, user, bot, presence, frequency)
+        session = ctx.ensure(session, request)
+        session.check_text(text)
+        if not session.wait_idle(QUEUE_WAIT_S):
+            raise InputError("the previous reply is still being written: press Stop or wait, then send again")
+        box = ""
+        for messages, session in chat(text, *knobs, session=session, request=request):
+            yield box, messages, session
+            box = gr.skip()
+
+    @warned
+    def undo(session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        return session.chat_undo(), session
+
+    @warned
+    def clear(session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        return session.chat_clear(), session
+
+    @warned
+    def switch(event: gr.EventData, session, request: gr.Request):
+        """A click on "‹" or "›" of a message (the data the branch script sends: index and step)."""
+        session = ctx.ensure(session, request)
+        return session.chat_switch(number(event.index, -1), -1 if number(event.step, 1) < 0 else 1), session
+
+    return {"send": send, "retry": gpu(warned(retry)), "edit": gpu(warned(edit)), "undo": undo, "clear": clear,
+            "switch": switch}
+
+
+def api_callbacks(ctx) -> dict:
+    chat, retry, _ = replies(ctx)
+
+    @guarded
+    def stop(session):
+        if session is not None:
+            session.stop()
+
+    @guarded
+    def undo(session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        return session.chat_undo(), session
+
+    @guarded
+    def new_chat(system, user, bot, session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        session.new_chat(*checked_conversation(session, system, user, bot))
+        return session.chat.messages(), session
+
+    @guarded
+    def edit(index, text, session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        return session.chat_edit(number(index, -1), text), session
+
+    def switch(step):
+        @guarded
+        def branch(index, session, request: gr.Request):
+            session = ctx.ensure(session, request)
+            return session.chat_switch(number(index, -1), step), session
+        return branch
+
+    @guarded
+    def preset_knobs(name):
+        values = preset_values(ctx, name)
+        if not values:
+            raise InputError(f"unknown sampling preset {str(name)[:40]!r}")
+        return tuple(values[k] for k in KNOBS)
+
+    return {"chat": gpu(guarded(chat)), "retry": gpu(guarded(retry)), "stop": stop, "undo": undo,
+            "new_chat": new_chat, "edit": edit, "previous_branch": switch(-1), "next_branch": switch(1),
+            "preset_knobs": preset_knobs}
