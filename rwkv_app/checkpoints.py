@@ -90,7 +90,8 @@ def _load_safetensors(path: Path) -> StateDict:
 
 def _load_torch_file(path: Path) -> StateDict:
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap (zip-format files, every torch.save since 1.6): tensors stay on disk until used
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except TORCH_LOAD_ERRORS as err:
         raise CheckpointError(
             f"cannot read PyTorch file {path} (truncated, corrupt, or holds objects other than tensors; "
@@ -185,6 +186,12 @@ def check_state_dict(state_dict: StateDict, config: RwkvConfig, *, require_head:
         present.discard("head.weight")
     elif not require_head and "head.weight" not in present:
         expected.pop("head.weight")
+    check_shapes({key: state_dict[key] for key in present}, expected)
+
+
+def check_shapes(state_dict: StateDict, expected: dict[str, tuple[int, ...]]) -> None:
+    """Raise CheckpointError naming missing keys, unexpected keys and mismatched shapes, if any (any family)."""
+    present = set(state_dict)
     missing = sorted(set(expected) - present)
     unexpected = sorted(present - set(expected))
     mismatched = [(key, expected[key], tuple(state_dict[key].shape))

@@ -12,8 +12,36 @@ from .errors import ConfigError
 CONFIG_NAME = "config.json"
 
 
+class ConfigFileMixin:
+    """config.json reading and writing shared by the families' configs (each has from_dict/to_dict)."""
+
+    @classmethod
+    def from_json_file(cls, path: str | Path):
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+        try:
+            return cls.from_dict(values)
+        except TypeError as err:
+            raise ConfigError(f"config file {path}: {err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"config file {path}: {err}") from None
+
+    def to_json_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.to_json_file(directory / CONFIG_NAME)
+
+
 @dataclass
-class RwkvConfig:
+class RwkvConfig(ConfigFileMixin):
     vocab_size: int = 50277
     context_length: int = 1024
     hidden_size: int = 4096
@@ -67,27 +95,3 @@ class RwkvConfig:
         out["model_type"] = "rwkv"
         out.setdefault("architectures", ["RwkvForCausalLM"])
         return out
-
-    @classmethod
-    def from_json_file(cls, path: str | Path) -> "RwkvConfig":
-        path = Path(path)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
-        try:
-            return cls.from_dict(values)
-        except TypeError as err:
-            raise ConfigError(f"config file {path}: {err}") from None
-        except ConfigError as err:
-            raise ConfigError(f"config file {path}: {err}") from None
-
-    def to_json_file(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.to_json_file(directory / CONFIG_NAME)
