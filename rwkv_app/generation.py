@@ -37,7 +37,7 @@ class TokenEvent:
 @dataclass(frozen=True)
 class FinishEvent:
     """A row is done. `state` has taken in the prompt and every generated token (a stop string's too);
-    its tensors are (1, C, L), and `logits` (V,) are the model's after the last token, so a caller can
+    its tensors are the family's state with batch 1 (batch first), and `logits` (V,) are the model's after the last token, so a caller can
     resume from (state, logits) without a forward. `text` is the whole generated text, cut before a stop string."""
 
     row: int
@@ -213,7 +213,7 @@ def as_start(start_logits, input_ids, tokenizer: RwkvTokenizer | None, state, de
     batch = start_logits.size(0)
     if not isinstance(state, (list, tuple)) or not state or not isinstance(state[0], torch.Tensor) \
             or state[0].size(0) != batch:
-        raise InputError(f"start_logits needs the state they came from: state=[5 tensors of batch {batch}]")
+        raise InputError(f"start_logits needs the state they came from: state=[the family's tensors, batch {batch}]")
     if input_ids is None or (not isinstance(input_ids, str) and torch.as_tensor(input_ids).numel() == 0):
         return start_logits, torch.zeros(batch, 0, dtype=torch.long, device=device)  # (B, 0)
     context = as_input_ids(input_ids, tokenizer, device)  # (B or 1, T)
