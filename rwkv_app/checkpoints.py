@@ -20,6 +20,7 @@ from safetensors.torch import save_file as save_safetensors_file
 from .blinkdl import convert_blinkdl_to_hf, infer_config_from_blinkdl, is_blinkdl_state_dict
 from .config import CONFIG_NAME, RwkvConfig
 from .errors import CheckpointError
+from .models.variants import RWKV4, blinkdl_family
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -90,7 +91,8 @@ def _load_safetensors(path: Path) -> StateDict:
 
 def _load_torch_file(path: Path) -> StateDict:
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap (zip-format files, every torch.save since 1.6): tensors stay on disk until used
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except TORCH_LOAD_ERRORS as err:
         raise CheckpointError(
             f"cannot read PyTorch file {path} (truncated, corrupt, or holds objects other than tensors; "
@@ -185,6 +187,12 @@ def check_state_dict(state_dict: StateDict, config: RwkvConfig, *, require_head:
         present.discard("head.weight")
     elif not require_head and "head.weight" not in present:
         expected.pop("head.weight")
+    check_shapes({key: state_dict[key] for key in present}, expected)
+
+
+def check_shapes(state_dict: StateDict, expected: dict[str, tuple[int, ...]]) -> None:
+    """Raise CheckpointError naming missing keys, unexpected keys and mismatched shapes, if any (any family)."""
+    present = set(state_dict)
     missing = sorted(set(expected) - present)
     unexpected = sorted(present - set(expected))
     mismatched = [(key, expected[key], tuple(state_dict[key].shape))
@@ -247,6 +255,9 @@ def load_checkpoint(path: str | Path) -> tuple[RwkvConfig, StateDict]:
     state_dict = load_weight_file(weight_file)
     config_path = weight_file.parent / CONFIG_NAME
     if is_blinkdl_state_dict(state_dict):
+        if blinkdl_family(state_dict, source=str(weight_file)) != RWKV4:  # names any variant it refuses
+            raise CheckpointError(f"{weight_file} is an RWKV-7 checkpoint: load it with Rwkv7ForCausalLM "
+                                  "or rwkv_app.from_pretrained")
         has_config = config_path.is_file()
         config = RwkvConfig.from_json_file(config_path) if has_config else infer_config_from_blinkdl(state_dict)
         state_dict, require_head = convert_blinkdl_to_hf(state_dict), True

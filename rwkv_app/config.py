@@ -13,8 +13,56 @@ CONFIG_NAME = "config.json"
 GENERIC_DEFAULTS = {"output_hidden_states": False, "return_dict": True}  # transformers' PretrainedConfig's own
 
 
+class ConfigFileMixin:
+    """config.json reading and writing shared by the families' configs (each has from_dict/to_dict)."""
+
+    @classmethod
+    def from_json_file(cls, path: str | Path):
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+        try:
+            return cls.from_dict(values)
+        except TypeError as err:
+            raise ConfigError(f"config file {path}: {err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"config file {path}: {err}") from None
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """config.json's text."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | Path, use_diff: bool = False) -> None:
+        Path(path).write_text(self.to_json_string(use_diff=use_diff), encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(cls, repo_id_or_path: str | Path, revision: str | None = None,
+                        cache_dir: str | Path | None = None, local_files_only: bool | None = None,
+                        **overrides: Any):
+        """config.json of a local directory, a .json file or a Hub repo (only config.json is downloaded);
+        keyword arguments override its values, as in transformers."""
+        from .hub import resolve_config_path  # the Hub client is only needed here
+
+        path = resolve_config_path(repo_id_or_path, revision=revision, cache_dir=cache_dir,
+                                   local_files_only=local_files_only)
+        config = cls.from_json_file(path / CONFIG_NAME if path.is_dir() else path)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        config.validate()
+        return config
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.to_json_file(directory / CONFIG_NAME)
+
+
 @dataclass(init=False)
-class RwkvConfig:
+class RwkvConfig(ConfigFileMixin):
     """Hugging Face's RwkvConfig: the same fields and defaults. As in transformers' PretrainedConfig, keyword
     arguments it does not know (pad_token_id=..., architectures, ...) are kept as attributes and written back
     to config.json, and `max_position_embeddings` is an alias of `context_length`."""
@@ -110,22 +158,6 @@ class RwkvConfig:
         out.setdefault("architectures", ["RwkvForCausalLM"])
         return out
 
-    @classmethod
-    def from_json_file(cls, path: str | Path) -> "RwkvConfig":
-        path = Path(path)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
-        try:
-            return cls.from_dict(values)
-        except TypeError as err:
-            raise ConfigError(f"config file {path}: {err}") from None
-        except ConfigError as err:
-            raise ConfigError(f"config file {path}: {err}") from None
-
     def to_json_string(self, use_diff: bool = True) -> str:
         """config.json's text. `use_diff=True` (transformers' default) leaves out what transformers' diff leaves
         out here: the generic fields (output_hidden_states, return_dict) at their defaults; RWKV's fields stay."""
@@ -133,30 +165,6 @@ class RwkvConfig:
         if use_diff:
             values = {k: v for k, v in values.items() if k not in GENERIC_DEFAULTS or GENERIC_DEFAULTS[k] != v}
         return json.dumps(values, indent=2, sort_keys=True) + "\n"
-
-    def to_json_file(self, path: str | Path, use_diff: bool = False) -> None:
-        Path(path).write_text(self.to_json_string(use_diff=use_diff), encoding="utf-8")
-
-    @classmethod
-    def from_pretrained(cls, repo_id_or_path: str | Path, revision: str | None = None,
-                        cache_dir: str | Path | None = None, local_files_only: bool | None = None,
-                        **overrides: Any) -> "RwkvConfig":
-        """config.json of a local directory, a .json file or a Hub repo (only config.json is downloaded);
-        keyword arguments override its values, as in transformers."""
-        from .hub import resolve_config_path  # the Hub client is only needed here
-
-        path = resolve_config_path(repo_id_or_path, revision=revision, cache_dir=cache_dir,
-                                   local_files_only=local_files_only)
-        config = cls.from_json_file(path / CONFIG_NAME if path.is_dir() else path)
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        config.validate()
-        return config
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.to_json_file(directory / CONFIG_NAME)
 
 
 def field_names() -> tuple[str, ...]:

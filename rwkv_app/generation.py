@@ -37,7 +37,7 @@ class TokenEvent:
 @dataclass(frozen=True)
 class FinishEvent:
     """A row is done. `state` has taken in the prompt and every generated token (a stop string's too);
-    its tensors are (1, C, L), and `logits` (V,) are the model's after the last token, so a caller can
+    its tensors are the family's state with batch 1 (batch first), and `logits` (V,) are the model's after the last token, so a caller can
     resume from (state, logits) without a forward. `text` is the whole generated text, cut before a stop string."""
 
     row: int

@@ -127,7 +127,7 @@ def as_start(start_logits, input_ids, tokenizer: RwkvTokenizer | None, state, de
     batch = start_logits.size(0)
     if not isinstance(state, (list, tuple)) or not state or not isinstance(state[0], torch.Tensor) \
             or state[0].size(0) != batch:
-        raise InputError(f"start_logits needs the state they came from: state=[5 tensors of batch {batch}]")
+        raise InputError(f"start_logits needs the state they came from: state=[the family's tensors, batch {batch}]")
     if input_ids is None or (not isinstance(input_ids, str) and torch.as_tensor(input_ids).numel() == 0):
         return start_logits, torch.zeros(batch, 0, dtype=torch.long, device=device)  # (B, 0)
     context = as_input_ids(input_ids, tokenizer, device)  # (B or 1, T)

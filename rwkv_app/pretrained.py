@@ -52,6 +52,8 @@ class PretrainedMixin:
     """Loading and saving shared by RwkvModel and RwkvForCausalLM; `base_prefix` is "rwkv." for the bare model."""
 
     base_prefix = ""
+    head_key, embed_key = "head.weight", "rwkv.embeddings.weight"  # the causal LM's names
+    base_model_attr = "rwkv"  # the causal LM's attribute holding the bare model
 
     @classmethod
     def from_pretrained(cls, repo_id_or_path: str | Path, revision: str | None = None,
@@ -64,19 +66,25 @@ class PretrainedMixin:
         dtype, device = resolve_dtype(dtype), resolve_device(device)
         path = resolve_model_dir(repo_id_or_path, revision=revision, cache_dir=cache_dir,
                                  local_files_only=local_files_only)
+        config, state_dict = cls._read_checkpoint(path)
+        state_dict = convert_tensors(state_dict, dtype, device)
+        return cls._from_state_dict(config, state_dict)
+
+    @classmethod
+    def _read_checkpoint(cls, path: Path) -> tuple[RwkvConfig, dict[str, torch.Tensor]]:
+        """(config, checked state dict with the causal LM's names) of a local checkpoint; a family overrides it."""
         config, state_dict = load_checkpoint(path)
         if config.tie_word_embeddings:
             state_dict.pop("head.weight", None)
         check_state_dict(state_dict, config, require_head=cls.base_prefix == "")
-        state_dict = convert_tensors(state_dict, dtype, device)
-        return cls._from_state_dict(config, state_dict)
+        return config, state_dict
 
     @classmethod
     def _from_state_dict(cls, config: RwkvConfig, state_dict: dict[str, torch.Tensor]):
         own = {key[len(cls.base_prefix):]: value for key, value in state_dict.items()
                if key.startswith(cls.base_prefix)}
-        if "head.weight" not in own and config.tie_word_embeddings and cls.base_prefix == "":
-            own["head.weight"] = own["rwkv.embeddings.weight"]
+        if cls.head_key not in own and config.tie_word_embeddings and cls.base_prefix == "":
+            own[cls.head_key] = own[cls.embed_key]
         with torch.device("meta"):
             model = cls(config)
         try:
@@ -95,7 +103,7 @@ class PretrainedMixin:
         directory.mkdir(parents=True, exist_ok=True)
         state_dict = {key: value.detach() for key, value in self.state_dict().items()}
         if self.config.tie_word_embeddings:
-            state_dict.pop("head.weight", None)
+            state_dict.pop(self.head_key, None)
         save_state_dict(state_dict, directory)
         self.config.save_pretrained(directory)
 
@@ -108,4 +116,4 @@ class PretrainedMixin:
         return self.rwkv_base().embeddings.weight.dtype
 
     def rwkv_base(self):
-        return getattr(self, "rwkv", self)
+        return getattr(self, self.base_model_attr, self)

@@ -1,6 +1,7 @@
 """`python -m rwkv_app.bench cpu [--prefill-len 512] [--repeats 3] [--no-write]`
 `python -m rwkv_app.bench gpu [--repeats 3] [--no-write] [--placeholder]`
 `python -m rwkv_app.bench report [--quick] [--repeats 3] [--no-rwkv] [--no-memory] [--no-write]`
+`python -m rwkv_app.bench rwkv7 [--prefill-len 512] [--decode-tokens 32] [--repeats 3] [--no-write]`
 `python -m rwkv_app.bench load [--rounds 3] [--clients 1 4 16] [--no-write]`
 `python -m rwkv_app.bench soak [--users 16] [--rounds 50] [--model demo] [--no-write] [--report-only]`"""
 from __future__ import annotations
@@ -16,6 +17,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
 GPU_TITLE = "GPU: Triton kernels, fused decode, CUDA graphs"
 REPORT_TITLE = "Report: this project vs transformers and rwkv, engine throughput, memory (CPU)"
 LOAD_TITLE = "Engine load test (CPU)"
+RWKV7_TITLE = "RWKV-7 (CPU): this project vs BlinkDL's reference"
 RELIABILITY = DOCS.parent / "RELIABILITY.md"
 SOAK_TITLE = "Soak test: figures"
 SOAK_WAVES_TITLE = "Soak test: waves (is anything left behind once every client closed?)"
@@ -43,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                              "repeats 1, one load round): a couple of minutes")
     report.add_argument("--no-rwkv", action="store_true", help="leave out the rwkv pip package even if installed")
     report.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
+    rwkv7 = sub.add_parser("rwkv7", help="RWKV-7 0.1B shape, float32 CPU: prefill and decode vs the rwkv pip package")
+    for field in ("prefill_len", "decode_tokens", "repeats"):
+        rwkv7.add_argument("--" + field.replace("_", "-"), type=int, default=3 if field == "repeats" else None)
     load = sub.add_parser("load", help="the engine load test: N concurrent streaming generations, TTFT, RSS")
     load.add_argument("--rounds", type=int, default=3)
     load.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
@@ -67,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         suite.add_argument("--threads", type=int, default=None,
                            help="torch.set_num_threads for every contender (default: torch's own choice); "
                                 "on a machine whose cores other jobs share, fewer threads avoid OpenMP stalls")
-    for suite in (cpu, gpu, report, load):
+    for suite in (cpu, gpu, report, load, rwkv7):
         suite.add_argument("--no-write", action="store_true", help=f"print only; do not update {DOCS.name}")
         suite.add_argument("--out", type=Path, default=DOCS, help="the markdown file to update")
     return parser.parse_args(argv)
@@ -146,6 +151,19 @@ def main_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def main_rwkv7(args: argparse.Namespace) -> int:
+    from .rwkv7 import Rwkv7BenchSettings, measure, render
+
+    given = {k: v for k, v in vars(args).items() if k in ("prefill_len", "decode_tokens", "repeats") and v is not None}
+    settings = Rwkv7BenchSettings(**given)
+    table = render(measure(settings), settings)
+    print(table)
+    if not args.no_write:
+        write_section(args.out, RWKV7_TITLE, "python -m rwkv_app.bench rwkv7", table)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main_load(args: argparse.Namespace) -> int:
     from .load import LoadSettings, random_model, render_load, run_load
 
@@ -190,7 +208,8 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    suites = {"cpu": main_cpu, "gpu": main_gpu, "report": main_report, "load": main_load, "soak": main_soak}
+    suites = {"cpu": main_cpu, "gpu": main_gpu, "report": main_report, "load": main_load, "soak": main_soak,
+              "rwkv7": main_rwkv7}
     return suites[args.suite](args)
 
 

@@ -1,0 +1,1 @@
+"""Model families: one folder each (config, modeling, checkpoint loading, state layout)."""
