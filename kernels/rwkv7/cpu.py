@@ -37,8 +37,10 @@ SAFE_EXPONENT = 60.0
 MIN_LOG_DECAY = -SAFE_EXPONENT
 
 
-def chunk_size(log_w: torch.Tensor, preferred: int = CHUNK) -> int:
-    """`preferred`, or fewer tokens where the strongest decay in log_w would overflow the factored form."""
+def chunk_size(log_w: torch.Tensor, preferred: int | None = None) -> int:
+    """`preferred` (default CHUNK), or fewer tokens where the strongest decay in log_w would overflow the factored
+    form."""
+    preferred = preferred or CHUNK
     strongest = -float(log_w.detach().min()) if log_w.numel() else 0.0
     if not strongest < SAFE_EXPONENT:  # NaN, -inf or a decay beyond e^-60 in one token: clamped to it
         return 1
