@@ -10,10 +10,12 @@ Inside a chunk of L tokens that starts from state S_0, let g_t be the inclusive 
 so, with the strictly lower-triangular (L, L) matrices A_ab, A_ak of those brackets,
     U = (I - A_ab)^{-1} (a~ S_0^T + A_ak V) = W S_0^T + U~                      (the WY / UT representation)
 where W = (I - A_ab)^{-1} a~ and U~ = (I - A_ab)^{-1} A_ak V depend on the chunk alone. Prefill
-  1. builds W, U~ and the output's intra-chunk matrices for every chunk at once (batched matmuls, one
-     unit-triangular solve);
-  2. walks the chunks in order: U = W S^T + U~, S <- S e^{g_L} + U^T (b e^{g_L - g}) + V^T (k e^{g_L - g});
-  3. forms every output at once: O = r~ S_0^T + B_rb U + B_rk V (r~ = r e^{g}, B_.. lower-triangular, diagonal kept).
+  1. builds, for every chunk at once (batched matmuls; the unit-triangular inverse as log2(L) products), the
+     chunk's state map S -> S M + E, with S_L = S_0 e^{g_L} + U^T (b e^{g_L-g}) + V^T (k e^{g_L-g}), so
+     M = diag(e^{g_L}) + W^T (b e^{g_L-g}) and E = U~^T (b e^{g_L-g}) + V^T (k e^{g_L-g}); and its output map
+     O = r~ S_0^T + B_rb U + B_rk V = Q S_0^T + P (r~ = r e^{g}; B_.. lower-triangular, diagonal kept);
+  2. walks the chunks in order, one matmul each: S <- S M_c + E_c;
+  3. forms every output at once from the state before its chunk.
 Numerics: the pairwise decays e^{g_x - g_i} are formed as e^{g_x} * e^{-g_i} (a matmul), so within a chunk the
 cumulative log decay must stay above -SAFE_EXPONENT: the chunk is shortened for the call when log_w is that
 strong (x070's log_w >= -exp(-0.5) keeps CHUNK tokens safe, 64 * 0.61 = 39). All in float32 (float64 stays
@@ -71,37 +73,47 @@ def _unit_lower_inverse(strict: torch.Tensor) -> torch.Tensor:
     return inverse
 
 
+def _pair_mask(chunk: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """(2L, 2L): which [a~; r~] x [b; k] pairs count. u_t sees tokens before t, o_t tokens up to t."""
+    strict = torch.ones(chunk, chunk, dtype=dtype, device=device).tril(-1)  # (L, L)
+    upto = strict + torch.eye(chunk, dtype=dtype, device=device)  # (L, L)
+    return torch.cat([strict.repeat(1, 2), upto.repeat(1, 2)], dim=0)  # (2L, 2L)
+
+
 def _intra_chunk(packed: torch.Tensor):
-    """Everything that depends on one chunk alone, from the packed (B, H, C, 6, L, N) [a, r, b, k, v, log_w]."""
+    """Everything that depends on one chunk alone, from the packed (B, H, C, 6, L, N) [a, r, b, k, v, log_w]:
+    the state map S -> S M + E across each chunk, and the output map S_0 -> Q S_0^T + P, all (B, H, C, ., N)."""
     shape = packed.shape
     chunk, size = shape[-2], shape[-1]
     pairs_shape = (*shape[:3], 2 * chunk, size)  # (B, H, C, 2L, N)
     g = F.pad(packed[..., 5, :, :].cumsum(dim=-2), (0, 0, 1, 0))  # (B, H, C, L + 1, N): g_0 = 0, g_1..g_L
     decay = torch.exp(g)  # (B, H, C, L + 1, N)
     grow = torch.reciprocal(decay[..., 1:, :]).unsqueeze(-3)  # (B, H, C, 1, L, N): e^{-g_t} <= e^SAFE_EXPONENT
-    ar = (packed[..., 0:2, :, :] * torch.stack([decay[..., :-1, :], decay[..., 1:, :]], dim=-3))  # a~, r~
-    ar = ar.reshape(pairs_shape)  # (B, H, C, 2L, N): [a_t e^{g_{t-1}}; r_t e^{g_t}]
+    windows = decay.unfold(-2, chunk, 1).transpose(-1, -2)  # (B, H, C, 2, L, N): e^{g_{t-1}}, e^{g_t}
+    ar = (packed[..., 0:2, :, :] * windows).reshape(pairs_shape)  # (B, H, C, 2L, N): [a~; r~]
     pairs = ar @ (packed[..., 2:4, :, :] * grow).reshape(pairs_shape).mT  # (B, H, C, 2L, 2L)
-    a_ab, a_ak = pairs[..., :chunk, :chunk].tril(-1), pairs[..., :chunk, chunk:].tril(-1)  # strictly lower
-    b_rb, b_rk = pairs[..., chunk:, :chunk].tril(), pairs[..., chunk:, chunk:].tril()  # diagonal kept
+    pairs = pairs * _pair_mask(chunk, pairs.dtype, pairs.device)  # [[A_ab, A_ak], [B_rb, B_rk]]
     v = packed[..., 4, :, :]  # (B, H, C, L, N)
-    inverse = _unit_lower_inverse(a_ab)  # (B, H, C, L, L): (I - A_ab)^{-1}
-    w_mat, u_tilde = inverse @ ar[..., :chunk, :], inverse @ (a_ak @ v)  # (B, H, C, L, N) each
-    decay_end = decay[..., -1:, :]  # (B, H, C, 1, N): e^{g_L}
-    bk_end = (packed[..., 2:4, :, :] * (decay_end.unsqueeze(-3) * grow)).reshape(pairs_shape)  # [b; k] e^{g_L-g}
-    return w_mat, u_tilde, decay_end, bk_end, ar[..., chunk:, :], b_rb, b_rk
+    inverse = _unit_lower_inverse(pairs[..., :chunk, :chunk])  # (B, H, C, L, L): (I - A_ab)^{-1}
+    wu = inverse @ torch.cat([ar[..., :chunk, :], pairs[..., :chunk, chunk:] @ v], dim=-1)  # (B, H, C, L, 2N)
+    w_mat = wu[..., :size]  # (B, H, C, L, N): U = W S_0^T + U~
+    uv = torch.cat([wu[..., size:], v], dim=-2)  # (B, H, C, 2L, N): [U~; V]
+    decay_end = decay[..., -1, :]  # (B, H, C, N): e^{g_L}
+    bk_end = (packed[..., 2:4, :, :] * (decay_end[..., None, None, :] * grow)).reshape(pairs_shape)  # e^{g_L-g}
+    transition = torch.diag_embed(decay_end) + w_mat.mT @ bk_end[..., :chunk, :]  # (B, H, C, N, N): M
+    inject = uv.mT @ bk_end  # (B, H, C, N, N): E = U~^T b_end + V^T k_end
+    query = ar[..., chunk:, :] + pairs[..., chunk:, :chunk] @ w_mat  # (B, H, C, L, N): Q = r~ + B_rb W
+    local = pairs[..., chunk:, :] @ uv  # (B, H, C, L, N): P = B_rb U~ + B_rk V
+    return transition, inject, query, local
 
 
-def _walk_chunks(w_mat, u_tilde, decay_end, bk_end, v, state):
-    """The sequential part: the state before every chunk (B, H, C, N, N), each chunk's U, and the final state."""
-    starts, removed = [], []
-    for c in range(v.shape[2]):
+def _walk_chunks(transition: torch.Tensor, inject: torch.Tensor, state: torch.Tensor):
+    """The sequential part, S <- S M_c + E_c per chunk: the state before every chunk (B, H, C, N, N) and after all."""
+    starts = []
+    for c in range(transition.shape[2]):
         starts.append(state)
-        u = w_mat[:, :, c] @ state.mT + u_tilde[:, :, c]  # (B, H, L, N): u_t = S_{t-1} a_t
-        removed.append(u)
-        uv = torch.cat([u, v[:, :, c]], dim=-2)  # (B, H, 2L, N)
-        state = state * decay_end[:, :, c] + uv.mT @ bk_end[:, :, c]  # (B, H, N, N) [value, key]
-    return torch.stack(starts, dim=2), torch.stack(removed, dim=2), state
+        state = state @ transition[:, :, c] + inject[:, :, c]  # (B, H, N, N)
+    return torch.stack(starts, dim=2), state
 
 
 def wkv7_cpu(r, log_w, k, v, a, b, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,11 +130,10 @@ def wkv7_cpu(r, log_w, k, v, a, b, state: torch.Tensor | None = None) -> tuple[t
     if chunk == 1:  # a decay beyond e^-SAFE_EXPONENT somewhere: clamp it (see MIN_LOG_DECAY)
         log_w = log_w.to(acc).clamp(min=MIN_LOG_DECAY)  # (B, T, H, N)
     packed = _pack_chunks((a, r, b, k, v, log_w), chunk, acc)  # (B, H, C, 6, L, N)
-    w_mat, u_tilde, decay_end, bk_end, r_dec, b_rb, b_rk = _intra_chunk(packed)
-    vc = packed[..., 4, :, :]  # (B, H, C, L, N)
+    transition, inject, query, local = _intra_chunk(packed)
     s0 = initial_state7(batch, heads, size, r.device, acc) if state is None else state.to(acc)  # (B, H, N, N)
-    starts, removed, final = _walk_chunks(w_mat, u_tilde, decay_end, bk_end, vc, s0)
-    out = r_dec @ starts.mT + b_rb @ removed + b_rk @ vc  # (B, H, C, L, N)
+    starts, final = _walk_chunks(transition, inject, s0)  # (B, H, C, N, N), (B, H, N, N)
+    out = query @ starts.mT + local  # (B, H, C, L, N): O = Q S_0^T + P
     out = out.reshape(batch, heads, -1, size)[:, :, :seq_len].transpose(1, 2)  # (B, T, H, N)
     return out.to(r.dtype), final
 
