@@ -106,12 +106,11 @@ def test_cpu7_matches_float32_loop_at_the_01b_shape():
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 16, 64])
-def test_cpu7_any_chunk_size(chunk, monkeypatch):
-    monkeypatch.setattr(cpu7, "CHUNK", chunk)
+def test_cpu7_any_chunk_size(chunk):
     torch.manual_seed(chunk)
     inputs = make_inputs7(2, 70, 2, 16)
     state = prefix_state7(2, 2, 16)
-    check_against_float64(inputs, state, *wkv7_cpu(*inputs, state))
+    check_against_float64(inputs, state, *wkv7_cpu(*inputs, state, chunk=chunk))
 
 
 def test_cpu7_whole_equals_pieces_with_state_carried():

@@ -1,4 +1,4 @@
-"""`python -m kernels.rwkv7.bench [--seq-len 512] [--heads 12] [--head-size 64] [--batch 1] [--repeats 5]`
+"""`python -m kernels.rwkv7.bench [--seq-len 512] [--heads 12] [--head-size 64] [--batch 1] [--repeats 5] [--chunk 32]`
 
 The chunked CPU path against the token-loop reference, side by side in one run, float32, on the 0.1B shape by
 default (12 heads of 64), with torch's own thread count; also the decode step against a one-token reference call.
@@ -43,14 +43,15 @@ def best_of_alternating(runs: dict, repeats: int) -> dict:
 
 
 @torch.inference_mode()
-def run(batch: int = 1, seq_len: int = 512, heads: int = 12, size: int = 64, repeats: int = 5) -> dict:
+def run(batch: int = 1, seq_len: int = 512, heads: int = 12, size: int = 64, repeats: int = 5,
+        chunk: int = CHUNK) -> dict:
     torch.manual_seed(0)
     inputs = random_inputs(batch, seq_len, heads, size)
     state = wkv7_reference(*random_inputs(batch, 16, heads, size))[1]  # (B, H, N, N)
     step_inputs = tuple(x[:, :1] for x in inputs)  # (B, 1, H, N)
     seconds = best_of_alternating({
         "reference": lambda: wkv7_reference(*inputs, state),
-        "cpu": lambda: wkv7_cpu(*inputs, state),
+        "cpu": lambda: wkv7_cpu(*inputs, state, chunk=chunk),
         "reference_step": lambda: wkv7_reference(*step_inputs, state),
         "cpu_step": lambda: wkv7_cpu_step(*(x[:, 0] for x in step_inputs), state),
     }, repeats)
@@ -65,11 +66,12 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="tokens per chunk of the CPU path")
     args = parser.parse_args(argv)
-    result = run(args.batch, args.seq_len, args.heads, args.head_size, args.repeats)
+    result = run(args.batch, args.seq_len, args.heads, args.head_size, args.repeats, args.chunk)
     s = result["seconds"]
     print(f"RWKV-7 WKV, float32, B={args.batch} T={args.seq_len} H={args.heads} N={args.head_size}, "
-          f"{torch.get_num_threads()} threads, chunk {CHUNK}, best of {args.repeats}")
+          f"{torch.get_num_threads()} threads, chunk {args.chunk}, best of {args.repeats}")
     print(f"  prefill  token-loop reference {s['reference'] * 1e3:8.2f} ms   chunked cpu {s['cpu'] * 1e3:8.2f} ms   "
           f"{result['prefill_speedup']:.1f}x (target >= {TARGET:.0f}x: "
           f"{'met' if result['prefill_speedup'] >= TARGET else 'missed'})")

@@ -9,27 +9,31 @@ Inside a chunk of L tokens that starts from state S_0, let g_t be the inclusive 
 
 so, with the strictly lower-triangular (L, L) matrices A_ab, A_ak of those brackets,
     U = (I - A_ab)^{-1} (a~ S_0^T + A_ak V) = W S_0^T + U~                      (the WY / UT representation)
-where W = (I - A_ab)^{-1} a~ and U~ = (I - A_ab)^{-1} A_ak V depend on the chunk alone. Prefill
-  1. builds, for every chunk at once (batched matmuls; the unit-triangular inverse as log2(L) products), the
-     chunk's state map S -> S M + E, with S_L = S_0 e^{g_L} + U^T (b e^{g_L-g}) + V^T (k e^{g_L-g}), so
-     M = diag(e^{g_L}) + W^T (b e^{g_L-g}) and E = U~^T (b e^{g_L-g}) + V^T (k e^{g_L-g}); and its output map
-     O = r~ S_0^T + B_rb U + B_rk V = Q S_0^T + P (r~ = r e^{g}; B_.. lower-triangular, diagonal kept);
-  2. walks the chunks in order, one matmul each: S <- S M_c + E_c;
-  3. forms every output at once from the state before its chunk.
+where W = (I - A_ab)^{-1} a~ and U~ = (I - A_ab)^{-1} A_ak V depend on the chunk alone. Prefill cuts time into
+chunks and takes SEGMENT_CHUNKS of them at a time (so the working set stays in cache); per segment it
+  1. builds, for all its chunks at once (batched matmuls; the unit-triangular inverse as log2(L) products), W, U~,
+     and the output map O = r~ S_0^T + B_rb U + B_rk V = Q S_0^T + P (r~ = r e^{g}; Q = r~ + B_rb W,
+     P = B_rb U~ + B_rk V; the B matrices lower-triangular with the diagonal);
+  2. walks its chunks in order: U = W S^T + U~, S <- S e^{g_L} + U^T (b e^{g_L - g}) + V^T (k e^{g_L - g});
+  3. forms all its outputs at once from the state before each chunk.
 Numerics: the pairwise decays e^{g_x - g_i} are formed as e^{g_x} * e^{-g_i} (a matmul), so within a chunk the
 cumulative log decay must stay above -SAFE_EXPONENT: the chunk is shortened for the call when log_w is that
-strong (x070's log_w >= -exp(-0.5) keeps CHUNK tokens safe, 64 * 0.61 = 39). All in float32 (float64 stays
+strong (x070's log_w >= -exp(-0.5) keeps up to 98 tokens safe: 16 * 0.61 = 9.7). All in float32 (float64 stays
 float64, for gradcheck); no op is in-place, so autograd works (training uses this path).
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
 
 from .reference import accumulate_dtype, initial_state7
 
-# Tokens per chunk: of 16/32/64, the fastest at B=1, T=512, H=12, N=64 on a 2-core CPU (python -m kernels.rwkv7.bench).
-CHUNK = 32
+# Tokens per chunk, and chunks per segment (the unit whose intra-chunk terms are built at once): the fastest at
+# B=1, T=512, H=12, N=64 on a 2-core CPU (of L = 8/16/32, 1 to 32 chunks; python -m kernels.rwkv7.bench --chunk L).
+CHUNK = 16
+SEGMENT_CHUNKS = 8
 
 # The largest e^x the factored decays form: e^60 = 1.1e26 times O(1) keys stays far from float32's 3.4e38.
 SAFE_EXPONENT = 60.0
@@ -52,15 +56,14 @@ def chunk_size(log_w: torch.Tensor, preferred: int | None = None) -> int:
 
 
 def _pack_chunks(inputs, chunk: int, acc: torch.dtype) -> torch.Tensor:
-    """Six (B, T, H, N) inputs -> one contiguous (B, H, C, 6, L, N) tensor in acc (one copy), zero-padded at the
-    end to C * L tokens (a zero token, log_w = 0 included, leaves the state as it was)."""
+    """Six (B, T, H, N) inputs -> one contiguous chunk-major (C, B, H, 6, L, N) tensor in acc (one copy),
+    zero-padded at the end to C * L tokens (a zero token, log_w = 0 included, leaves the state as it was)."""
     batch, seq_len, heads, size = inputs[0].shape
-    x = torch.stack([t.to(acc) for t in inputs], dim=2)  # (B, T, 6, H, N)
     pad = -seq_len % chunk
     if pad:
-        x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, pad))  # (B, C * L, 6, H, N)
-    x = x.reshape(batch, -1, chunk, len(inputs), heads, size)  # (B, C, L, 6, H, N)
-    return x.permute(0, 4, 1, 3, 2, 5).contiguous()  # (B, H, C, 6, L, N)
+        inputs = [F.pad(x, (0, 0, 0, 0, 0, pad)) for x in inputs]  # (B, C * L, H, N) each
+    views = [x.to(acc).reshape(batch, -1, chunk, heads, size).permute(1, 0, 3, 2, 4) for x in inputs]  # (C, B, H, L, N)
+    return torch.stack(views, dim=3)  # (C, B, H, 6, L, N)
 
 
 def _unit_lower_inverse(strict: torch.Tensor) -> torch.Tensor:
@@ -73,7 +76,8 @@ def _unit_lower_inverse(strict: torch.Tensor) -> torch.Tensor:
     return inverse
 
 
-def _pair_mask(chunk: int, dtype: torch.dtype, device) -> torch.Tensor:
+@functools.lru_cache(maxsize=16)
+def _pair_mask(chunk: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(2L, 2L): which [a~; r~] x [b; k] pairs count. u_t sees tokens before t, o_t tokens up to t."""
     strict = torch.ones(chunk, chunk, dtype=dtype, device=device).tril(-1)  # (L, L)
     upto = strict + torch.eye(chunk, dtype=dtype, device=device)  # (L, L)
@@ -81,11 +85,11 @@ def _pair_mask(chunk: int, dtype: torch.dtype, device) -> torch.Tensor:
 
 
 def _intra_chunk(packed: torch.Tensor):
-    """Everything that depends on one chunk alone, from the packed (B, H, C, 6, L, N) [a, r, b, k, v, log_w]:
-    the state map S -> S M + E across each chunk, and the output map S_0 -> Q S_0^T + P, all (B, H, C, ., N)."""
+    """Everything that depends on one chunk alone, from packed (..., 6, L, N) [a, r, b, k, v, log_w] chunks:
+    W, U~, e^{g_L}, [b; k] e^{g_L - g} for the walk, and the output map S_0 -> Q S_0^T + P."""
     shape = packed.shape
     chunk, size = shape[-2], shape[-1]
-    pairs_shape = (*shape[:3], 2 * chunk, size)  # (B, H, C, 2L, N)
+    pairs_shape = (*shape[:-3], 2 * chunk, size)  # (..., 2L, N)
     g = F.pad(packed[..., 5, :, :].cumsum(dim=-2), (0, 0, 1, 0))  # (B, H, C, L + 1, N): g_0 = 0, g_1..g_L
     decay = torch.exp(g)  # (B, H, C, L + 1, N)
     grow = torch.reciprocal(decay[..., 1:, :]).unsqueeze(-3)  # (B, H, C, 1, L, N): e^{-g_t} <= e^SAFE_EXPONENT
@@ -96,45 +100,54 @@ def _intra_chunk(packed: torch.Tensor):
     v = packed[..., 4, :, :]  # (B, H, C, L, N)
     inverse = _unit_lower_inverse(pairs[..., :chunk, :chunk])  # (B, H, C, L, L): (I - A_ab)^{-1}
     wu = inverse @ torch.cat([ar[..., :chunk, :], pairs[..., :chunk, chunk:] @ v], dim=-1)  # (B, H, C, L, 2N)
-    w_mat = wu[..., :size]  # (B, H, C, L, N): U = W S_0^T + U~
-    uv = torch.cat([wu[..., size:], v], dim=-2)  # (B, H, C, 2L, N): [U~; V]
-    decay_end = decay[..., -1, :]  # (B, H, C, N): e^{g_L}
-    bk_end = (packed[..., 2:4, :, :] * (decay_end[..., None, None, :] * grow)).reshape(pairs_shape)  # e^{g_L-g}
-    transition = torch.diag_embed(decay_end) + w_mat.mT @ bk_end[..., :chunk, :]  # (B, H, C, N, N): M
-    inject = uv.mT @ bk_end  # (B, H, C, N, N): E = U~^T b_end + V^T k_end
+    w_mat, u_tilde = wu[..., :size], wu[..., size:]  # (B, H, C, L, N) each: U = W S_0^T + U~
+    decay_end = decay[..., -1:, :]  # (B, H, C, 1, N): e^{g_L}
+    bk_end = (packed[..., 2:4, :, :] * (decay_end.unsqueeze(-3) * grow)).reshape(pairs_shape)  # e^{g_L - g}
     query = ar[..., chunk:, :] + pairs[..., chunk:, :chunk] @ w_mat  # (B, H, C, L, N): Q = r~ + B_rb W
-    local = pairs[..., chunk:, :] @ uv  # (B, H, C, L, N): P = B_rb U~ + B_rk V
-    return transition, inject, query, local
+    local = pairs[..., chunk:, :] @ torch.cat([u_tilde, v], dim=-2)  # (B, H, C, L, N): P = B_rb U~ + B_rk V
+    return w_mat, u_tilde, decay_end, bk_end, query, local
 
 
-def _walk_chunks(transition: torch.Tensor, inject: torch.Tensor, state: torch.Tensor):
-    """The sequential part, S <- S M_c + E_c per chunk: the state before every chunk (B, H, C, N, N) and after all."""
+def _walk_chunks(w_mat, u_tilde, decay_end, bk_end, v, state):
+    """The sequential part over chunk-major (C, B, H, ., N) tensors: U = W S^T + U~, S <- S e^{g_L} + [U; V]^T [b; k]
+    e^{g_L - g} per chunk. Returns the state before every chunk (C, B, H, N, N) and the state after all (B, H, N, N)."""
     starts = []
-    for c in range(transition.shape[2]):
+    for c in range(v.shape[0]):
         starts.append(state)
-        state = state @ transition[:, :, c] + inject[:, :, c]  # (B, H, N, N)
-    return torch.stack(starts, dim=2), state
+        u = u_tilde[c] + w_mat[c] @ state.mT  # (B, H, L, N): u_t = S_{t-1} a_t
+        state = state * decay_end[c] + torch.cat([u, v[c]], dim=-2).mT @ bk_end[c]  # (B, H, N, N) [value, key]
+    return torch.stack(starts), state
 
 
-def wkv7_cpu(r, log_w, k, v, a, b, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_segment(packed: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunks (C, B, H, 6, L, N) from `state` -> output (C, B, H, L, N) and the state after them."""
+    w_mat, u_tilde, decay_end, bk_end, query, local = _intra_chunk(packed)
+    starts, state = _walk_chunks(w_mat, u_tilde, decay_end, bk_end, packed[..., 4, :, :], state)  # (C, B, H, N, N)
+    return query @ starts.mT + local, state  # (C, B, H, L, N): O = Q S_0^T + P
+
+
+def wkv7_cpu(r, log_w, k, v, a, b, state: torch.Tensor | None = None, *,
+             chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """RWKV-7 WKV over (B, T, H, N) inputs -> (output (B, T, H, N) in r's dtype, final state (B, H, N, N) float32).
 
     Same contract as `wkv7_reference` (state read, never written); T == 1 goes to `wkv7_cpu_step`.
+    chunk: tokens per chunk (default CHUNK; shortened where log_w is strong, see chunk_size).
     """
     batch, seq_len, heads, size = r.shape
     if seq_len == 1:
         out, final = wkv7_cpu_step(*(x[:, 0] for x in (r, log_w, k, v, a, b)), state)
         return out.unsqueeze(1), final  # (B, 1, H, N)
     acc = accumulate_dtype(r.dtype)
-    chunk = min(chunk_size(log_w), seq_len)
+    chunk = min(chunk_size(log_w, chunk), seq_len)
     if chunk == 1:  # a decay beyond e^-SAFE_EXPONENT somewhere: clamp it (see MIN_LOG_DECAY)
         log_w = log_w.to(acc).clamp(min=MIN_LOG_DECAY)  # (B, T, H, N)
-    packed = _pack_chunks((a, r, b, k, v, log_w), chunk, acc)  # (B, H, C, 6, L, N)
-    transition, inject, query, local = _intra_chunk(packed)
-    s0 = initial_state7(batch, heads, size, r.device, acc) if state is None else state.to(acc)  # (B, H, N, N)
-    starts, final = _walk_chunks(transition, inject, s0)  # (B, H, C, N, N), (B, H, N, N)
-    out = query @ starts.mT + local  # (B, H, C, L, N): O = Q S_0^T + P
-    out = out.reshape(batch, heads, -1, size)[:, :, :seq_len].transpose(1, 2)  # (B, T, H, N)
+    packed = _pack_chunks((a, r, b, k, v, log_w), chunk, acc)  # (C, B, H, 6, L, N)
+    final = initial_state7(batch, heads, size, r.device, acc) if state is None else state.to(acc)  # (B, H, N, N)
+    outputs = []
+    for start in range(0, packed.shape[0], SEGMENT_CHUNKS):  # a few chunks at a time: the working set stays in cache
+        out, final = _run_segment(packed[start:start + SEGMENT_CHUNKS], final)  # (C', B, H, L, N)
+        outputs.append(out)
+    out = torch.cat(outputs).permute(1, 0, 3, 2, 4).reshape(batch, -1, heads, size)[:, :seq_len]  # (B, T, H, N)
     return out.to(r.dtype), final
 
 
