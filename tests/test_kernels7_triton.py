@@ -46,8 +46,9 @@ def make_step(batch, heads, size, dtype, in_place):
 def layers_of(view: torch.Tensor) -> torch.Tensor:
     """The (B, LAYERS, H, N, N) buffer behind a layer-1 view (also after a torch.save round trip)."""
     batch, heads, size, _ = view.shape
-    return view.as_strided((batch, LAYERS, heads, size, size), (view.stride(0), heads * size * size,
-                                                                size * size, size, 1), view.storage_offset() - heads * size * size)
+    block = heads * size * size  # one layer of one row
+    return view.as_strided((batch, LAYERS, heads, size, size), (view.stride(0), block, size * size, size, 1),
+                           view.storage_offset() - block)
 
 
 def check_step(args, result, state_before) -> None:

@@ -84,7 +84,8 @@ def _pick(impl: str, r: torch.Tensor):
     if impl == "triton":
         if not r.is_cuda:
             raise RuntimeError(f"impl='triton': the RWKV-7 Triton kernels are not available for {r.device.type} "
-                               "tensors (CUDA only; the kernel tests call wkv7_triton directly under TRITON_INTERPRET=1)")
+                               "tensors (CUDA only; the kernel tests call wkv7_triton directly under "
+                               "TRITON_INTERPRET=1)")
         triton_impl = _triton_impl()
         if triton_impl is None:
             raise RuntimeError("impl='triton': the RWKV-7 Triton kernels are not available: triton is not installed")
