@@ -14,8 +14,8 @@ chunks and takes SEGMENT_CHUNKS of them at a time (so the working set stays in c
   1. builds, for all its chunks at once (batched matmuls; the unit-triangular inverse as log2(L) products), W, U~,
      and the output map O = r~ S_0^T + B_rb U + B_rk V = Q S_0^T + P (r~ = r e^{g}; Q = r~ + B_rb W,
      P = B_rb U~ + B_rk V; the B matrices lower-triangular with the diagonal);
-  2. walks its chunks in order: U = W S^T + U~, S <- S e^{g_L} + U^T (b e^{g_L - g}) + V^T (k e^{g_L - g});
-  3. forms all its outputs at once from the state before each chunk.
+  2. walks its chunks in order, three ops each: [U; O] = [W; Q] S^T + [U~; P] in one matmul, then
+     S <- S e^{g_L} + U^T (b e^{g_L - g}) + V^T (k e^{g_L - g}), the last term built in step 1.
 Numerics: the pairwise decays e^{g_x - g_i} are formed as e^{g_x} * e^{-g_i} (a matmul), so within a chunk the
 cumulative log decay must stay above -SAFE_EXPONENT: the chunk is shortened for the call when log_w is that
 strong (x070's log_w >= -exp(-0.5) keeps up to 98 tokens safe: 16 * 0.61 = 9.7). All in float32 (float64 stays
@@ -86,44 +86,50 @@ def _pair_mask(chunk: int, dtype: torch.dtype, device: torch.device) -> torch.Te
 
 def _intra_chunk(packed: torch.Tensor):
     """Everything that depends on one chunk alone, from packed (..., 6, L, N) [a, r, b, k, v, log_w] chunks:
-    W, U~, e^{g_L}, [b; k] e^{g_L - g} for the walk, and the output map S_0 -> Q S_0^T + P."""
+    the maps ([W; Q], [U~; P]) with [U; O] = [W; Q] S_0^T + [U~; P], e^{g_L}, b e^{g_L - g} and V^T (k e^{g_L - g})."""
     shape = packed.shape
     chunk, size = shape[-2], shape[-1]
     pairs_shape = (*shape[:-3], 2 * chunk, size)  # (..., 2L, N)
-    g = F.pad(packed[..., 5, :, :].cumsum(dim=-2), (0, 0, 1, 0))  # (B, H, C, L + 1, N): g_0 = 0, g_1..g_L
-    decay = torch.exp(g)  # (B, H, C, L + 1, N)
-    grow = torch.reciprocal(decay[..., 1:, :]).unsqueeze(-3)  # (B, H, C, 1, L, N): e^{-g_t} <= e^SAFE_EXPONENT
-    windows = decay.unfold(-2, chunk, 1).transpose(-1, -2)  # (B, H, C, 2, L, N): e^{g_{t-1}}, e^{g_t}
-    ar = (packed[..., 0:2, :, :] * windows).reshape(pairs_shape)  # (B, H, C, 2L, N): [a~; r~]
-    pairs = ar @ (packed[..., 2:4, :, :] * grow).reshape(pairs_shape).mT  # (B, H, C, 2L, 2L)
+    g = F.pad(packed[..., 5, :, :].cumsum(dim=-2), (0, 0, 1, 0))  # (C, B, H, L + 1, N): g_0 = 0, g_1..g_L
+    decay = torch.exp(g)  # (C, B, H, L + 1, N)
+    grow = torch.reciprocal(decay[..., 1:, :]).unsqueeze(-3)  # (C, B, H, 1, L, N): e^{-g_t} <= e^SAFE_EXPONENT
+    windows = decay.unfold(-2, chunk, 1).transpose(-1, -2)  # (C, B, H, 2, L, N): e^{g_{t-1}}, e^{g_t}
+    ar = (packed[..., 0:2, :, :] * windows).reshape(pairs_shape)  # (C, B, H, 2L, N): [a~; r~]
+    pairs = ar @ (packed[..., 2:4, :, :] * grow).reshape(pairs_shape).mT  # (C, B, H, 2L, 2L)
     pairs = pairs * _pair_mask(chunk, pairs.dtype, pairs.device)  # [[A_ab, A_ak], [B_rb, B_rk]]
-    v = packed[..., 4, :, :]  # (B, H, C, L, N)
-    inverse = _unit_lower_inverse(pairs[..., :chunk, :chunk])  # (B, H, C, L, L): (I - A_ab)^{-1}
-    wu = inverse @ torch.cat([ar[..., :chunk, :], pairs[..., :chunk, chunk:] @ v], dim=-1)  # (B, H, C, L, 2N)
-    w_mat, u_tilde = wu[..., :size], wu[..., size:]  # (B, H, C, L, N) each: U = W S_0^T + U~
-    decay_end = decay[..., -1:, :]  # (B, H, C, 1, N): e^{g_L}
-    bk_end = (packed[..., 2:4, :, :] * (decay_end.unsqueeze(-3) * grow)).reshape(pairs_shape)  # e^{g_L - g}
-    query = ar[..., chunk:, :] + pairs[..., chunk:, :chunk] @ w_mat  # (B, H, C, L, N): Q = r~ + B_rb W
-    local = pairs[..., chunk:, :] @ torch.cat([u_tilde, v], dim=-2)  # (B, H, C, L, N): P = B_rb U~ + B_rk V
-    return w_mat, u_tilde, decay_end, bk_end, query, local
+    v = packed[..., 4, :, :]  # (C, B, H, L, N)
+    inverse = _unit_lower_inverse(pairs[..., :chunk, :chunk])  # (C, B, H, L, L): (I - A_ab)^{-1}
+    wu = inverse @ torch.cat([ar[..., :chunk, :], pairs[..., :chunk, chunk:] @ v], dim=-1)  # (C, B, H, L, 2N)
+    w_mat, u_tilde = wu[..., :size], wu[..., size:]  # (C, B, H, L, N) each: U = W S_0^T + U~
+    decay_end = decay[..., -1:, :]  # (..., 1, N): e^{g_L}
+    bk_end = packed[..., 2:4, :, :] * (decay_end.unsqueeze(-3) * grow)  # (..., 2, L, N): [b; k] e^{g_L - g}
+    inject = v.mT @ bk_end[..., 1, :, :]  # (..., N, N): V^T (k e^{g_L - g}), the update's part that S does not touch
+    query = ar[..., chunk:, :] + pairs[..., chunk:, :chunk] @ w_mat  # (..., L, N): Q = r~ + B_rb W
+    local = pairs[..., chunk:, :] @ torch.cat([u_tilde, v], dim=-2)  # (..., L, N): P = B_rb U~ + B_rk V
+    maps = torch.cat([w_mat, query], dim=-2), torch.cat([u_tilde, local], dim=-2)  # (..., 2L, N) each
+    return maps, decay_end, bk_end[..., 0, :, :], inject
 
 
-def _walk_chunks(w_mat, u_tilde, decay_end, bk_end, v, state):
-    """The sequential part over chunk-major (C, B, H, ., N) tensors: U = W S^T + U~, S <- S e^{g_L} + [U; V]^T [b; k]
-    e^{g_L - g} per chunk. Returns the state before every chunk (C, B, H, N, N) and the state after all (B, H, N, N)."""
-    starts = []
-    for c in range(v.shape[0]):
-        starts.append(state)
-        u = u_tilde[c] + w_mat[c] @ state.mT  # (B, H, L, N): u_t = S_{t-1} a_t
-        state = state * decay_end[c] + torch.cat([u, v[c]], dim=-2).mT @ bk_end[c]  # (B, H, N, N) [value, key]
-    return torch.stack(starts), state
+def _walk_chunks(maps, decay_end, b_end, inject, state):
+    """The sequential part over chunk-major (C, B, H, ., N) tensors. Per chunk, one matmul gives both
+    [U; O] = [W; Q] S^T + [U~; P], then S <- S e^{g_L} + U^T (b e^{g_L - g}) + V^T (k e^{g_L - g}) (the last term
+    is `inject`). Returns the outputs (C, B, H, L, N) and the state after all chunks (B, H, N, N)."""
+    batch, heads, size, _ = state.shape
+    chunk = b_end.shape[-2]
+    flat = (batch * heads, -1, size)  # (B, H, ., N) -> (B * H, ., N) for baddbmm
+    s, outputs = state.reshape(flat), []  # (B * H, N, N)
+    for c in range(b_end.shape[0]):
+        removed_out = torch.baddbmm(maps[1][c].reshape(flat), maps[0][c].reshape(flat), s.mT)  # (B * H, 2L, N)
+        outputs.append(removed_out[:, chunk:])  # (B * H, L, N): o_t = S_t r_t
+        decayed = torch.addcmul(inject[c].reshape(flat), s, decay_end[c].reshape(flat))  # (B * H, N, N)
+        s = torch.baddbmm(decayed, removed_out[:, :chunk].mT, b_end[c].reshape(flat))  # (B * H, N, N)
+    out = torch.stack(outputs).reshape(len(outputs), batch, heads, chunk, size)  # (C, B, H, L, N)
+    return out, s.reshape(batch, heads, size, size)
 
 
 def _run_segment(packed: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunks (C, B, H, 6, L, N) from `state` -> output (C, B, H, L, N) and the state after them."""
-    w_mat, u_tilde, decay_end, bk_end, query, local = _intra_chunk(packed)
-    starts, state = _walk_chunks(w_mat, u_tilde, decay_end, bk_end, packed[..., 4, :, :], state)  # (C, B, H, N, N)
-    return query @ starts.mT + local, state  # (C, B, H, L, N): O = Q S_0^T + P
+    return _walk_chunks(*_intra_chunk(packed), state)
 
 
 def wkv7_cpu(r, log_w, k, v, a, b, state: torch.Tensor | None = None, *,
