@@ -73,7 +73,9 @@ def row_specs(s: GpuBenchSettings) -> list[Row]:
                 rows.append(Row(("decode", shape, batch, mode), f"decode {shape} {s.dtype} batch {batch}, {label}",
                                 decode_target(shape, batch, mode, s.dtype)))
     rows += [Row(("prefill", shape), f"prefill {shape} {s.dtype} T={s.prefill_len} batch 1") for shape in SHAPES]
-    return rows
+    from .gpu7 import row_specs7  # the RWKV-7 section (imports this module)
+
+    return rows + row_specs7(s)
 
 
 def decode_target(shape: str, batch: int, mode: str, dtype: str) -> str:
@@ -263,6 +265,9 @@ def run_gpu_bench(s: GpuBenchSettings, log=print) -> tuple[dict, dict]:
             torch.cuda.empty_cache()
     log("timing the WKV kernel")
     results.update(time_wkv(s, peak))
+    from .gpu7 import run7
+
+    results.update(run7(s, peak, log))
     return results, facts
 
 
@@ -306,4 +311,6 @@ NOTES = """Correctness errors: the WKV kernel's output and final state against t
 |err| / (1 + |ref|); the model's logits (and decode state) against its per-op path, max |err| / max |logit|.
 Decode: tokens/s through `model(token, state=state)` (input checks included), `model.cuda_decode` set
 to "ops", "fused" or "graph"; bandwidth = weight bytes read per step x steps/s / peak. Prefill: one
-forward over the prompt, `logits_to_keep=1`. Medians of repeats."""
+forward over the prompt, `logits_to_keep=1`. Medians of repeats. RWKV-7: the WKV Triton prefill (two calls,
+state carried) and fused decode step (in place on a stacked state) against the float64 loop, |err| / (1 + |ref|);
+timings against the torch chunked path and loop on the GPU (rwkv_app/bench/gpu7.py)."""
