@@ -139,6 +139,23 @@ def test_cpu7_half_inputs(seq_len, dtype):
     assert_close_rel(final, expected_final, STATE_TOL7, "state")
 
 
+@pytest.mark.parametrize("seq_len", [1, 40])
+def test_float32_log_decay_beside_half_inputs(seq_len):
+    """A half-precision model keeps log_w in float32 (the decay compounds over tokens): the dispatcher accepts it,
+    and every path gives the reference's result on the same inputs."""
+    torch.manual_seed(seq_len)
+    r, log_w, k, v, a, b = make_inputs7(2, seq_len, 2, 32, torch.bfloat16)
+    inputs = (r, log_w.float(), k, v, a, b)
+    expected_output, expected_final = wkv7_reference(*inputs)
+    for impl in ("cpu", "auto"):
+        output, final = wkv7(*inputs, impl=impl)
+        assert output.dtype == torch.bfloat16
+        assert_close_rel(output, expected_output, TOL7[torch.bfloat16], f"{impl} output")
+        assert_close_rel(final, expected_final, STATE_TOL7, f"{impl} state")
+    with pytest.raises(ValueError, match="k must match r"):
+        wkv7(r, log_w, k.float(), v, a, b)
+
+
 @pytest.mark.parametrize("with_state", [False, True])
 def test_cpu7_step_matches_reference(with_state):
     torch.manual_seed(3)

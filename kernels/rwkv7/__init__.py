@@ -46,7 +46,8 @@ def triton7_available() -> bool:
 
 def check_wkv7_args(inputs, state, ndim: int = 4, dtypes=DTYPES7) -> None:
     """Raise TypeError/ValueError naming the argument at fault. inputs: (r, log_w, k, v, a, b), each (B, T, H, N)
-    (or (B, H, N) with ndim=3, the decode step), same shape, dtype and device; state None or (B, H, N, N) float32."""
+    (or (B, H, N) with ndim=3, the decode step), same shape, dtype and device (log_w may be float32);
+    state None or (B, H, N, N) float32."""
     layout = "(B, T, H, N)" if ndim == 4 else "(B, H, N)"
     for name, x in zip(NAMES, inputs):
         if not isinstance(x, torch.Tensor):
@@ -57,7 +58,9 @@ def check_wkv7_args(inputs, state, ndim: int = 4, dtypes=DTYPES7) -> None:
             raise ValueError(f"{name} dtype must be one of {', '.join(str(d) for d in dtypes)}, got {x.dtype}")
     r = inputs[0]
     for name, x in zip(NAMES[1:], inputs[1:]):
-        if x.shape != r.shape or x.dtype != r.dtype or x.device != r.device:
+        # log_w may stay float32 in a half-precision model: the decay compounds over tokens
+        dtype_ok = x.dtype == r.dtype or (name == "log_w" and x.dtype == torch.float32)
+        if x.shape != r.shape or not dtype_ok or x.device != r.device:
             raise ValueError(f"{name} must match r: got {tuple(x.shape)} {x.dtype} on {x.device}, "
                              f"r is {tuple(r.shape)} {r.dtype} on {r.device}")
     if ndim == 4 and r.shape[1] < 1:
