@@ -31,6 +31,9 @@ def serve(argv=(), **options) -> Served:
     port = free_port()
     args = app_module.parse_args(["--model", "demo", "--port", str(port), *argv])
     playground = tiny_playground("demo", **options)
+    loaded = playground.acquire_default()
+    playground.engine_for(loaded)  # made now, so its counters can be read before the first request
+    playground.manager.release(loaded)
     demo = build_app(playground)
     demo.queue(default_concurrency_limit=4)
     api_options, refusal = app_module.api_options(args)
