@@ -40,7 +40,8 @@ def serve(argv=(), **options) -> Served:
     assert refusal is None, refusal
     fastapi_app = app_module.mounted_app(args, playground, demo, api_options)
     (mounted,) = [r.app for r in fastapi_app.routes if getattr(r, "path", None) == "/v1"]
-    server = uvicorn.Server(uvicorn.Config(fastapi_app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(fastapi_app, host="127.0.0.1", port=port, log_level="warning",
+                                          timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
