@@ -30,7 +30,7 @@ def serve(argv=(), **options) -> Served:
 
     port = free_port()
     args = app_module.parse_args(["--model", "demo", "--port", str(port), *argv])
-    playground = tiny_playground("demo", **options)
+    playground = tiny_playground(app_module.choose_default_model(args.model).source, **options)  # as main() does
     loaded = playground.acquire_default()
     playground.engine_for(loaded)  # made now, so its counters can be read before the first request
     playground.manager.release(loaded)

@@ -37,6 +37,7 @@ def chat(client, messages, **kwargs):
 def test_models_lists_the_served_model_and_the_presets(client):
     names = [m.id for m in client.models.list()]
     assert names[0] == "demo" and "rwkv-4-169m-pile" in names
+    assert not any("/" in name for name in names)  # the demo model's server path stays private
 
 
 def test_completion_whole_and_streamed_agree(client):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from ..default_model import DEMO_NAME, resolve_demo
 from ..sampling import SamplingSettings
 from ..session.chat import reply_settings
 from ..session.nodes import BOT, GENERATED, TEXT, USER
@@ -45,14 +47,23 @@ class ApiService:
         self.playground, self.options = playground, options
         self.states = StateRegistry(playground, options)
 
+    def default_name(self) -> str | None:
+        """The served model's public name: `demo`, a preset or Hub id as given, a local folder by its name
+        (clients never see a server path)."""
+        source = self.playground.default_source
+        if source is None or source in self.playground.manager.presets or not Path(source).exists():
+            return source
+        return DEMO_NAME if Path(source).resolve() == Path(resolve_demo(DEMO_NAME)).resolve() else Path(source).name
+
     def model_names(self) -> list[str]:
-        names = [self.playground.default_source] + list(self.playground.manager.presets)
+        names = [self.default_name()] + list(self.playground.manager.presets)
         return list(dict.fromkeys(n for n in names if n))
 
     def acquire(self, name: str):
         """The named model, borrowed; 404 for a name this server does not serve (the Models tab's rules)."""
-        known = name in self.playground.manager.presets or name == self.playground.default_source
-        if not known and not self.playground.options.allow_any_model:
+        if name == self.default_name():
+            return self.playground.acquire_default()
+        if name not in self.playground.manager.presets and not self.playground.options.allow_any_model:
             raise not_found(f"The model {name!r:.80} does not exist on this server: use one of "
                             f"{', '.join(self.model_names())} (GET /v1/models)", "model", "model_not_found")
         return self.playground.acquire(name)
@@ -65,7 +76,7 @@ class ApiService:
             self.playground.manager.release(loaded)
             api_tree = self.states.find(key, request.state_id, loaded)
         else:
-            api_tree = self.states.tree_for(key, loaded)
+            api_tree = self.states.tree_for(key, loaded, request.model)
         with api_tree.lock:
             tree = api_tree.tree
             parent = request.state_id or tree.root

@@ -19,6 +19,7 @@ from .errors import bad_request, not_found
 class ApiTree:
     key: str
     loaded: object  # the LoadedModel this tree holds borrowed
+    model_name: str  # as the client named it
     tree: SessionTree
     lock: threading.RLock = field(default_factory=threading.RLock)
     used: dict[str, float] = field(default_factory=dict)  # node id -> last use (time.time())
@@ -30,14 +31,14 @@ class StateRegistry:
         self._lock = threading.Lock()
         self._trees: dict[tuple[str, object], ApiTree] = {}
 
-    def tree_for(self, key: str, loaded) -> ApiTree:
+    def tree_for(self, key: str, loaded, model_name: str) -> ApiTree:
         """The key's tree on this model; takes over the caller's borrow of `loaded` (released if not needed)."""
         with self._lock:
             found = self._trees.get((key, loaded.key))
             if found is None:
                 tree = SessionTree(loaded.model, loaded.tokenizer, model_id=loaded.key.source,
                                    budget=self.playground.state_budget())
-                found = self._trees[(key, loaded.key)] = ApiTree(key, loaded, tree)
+                found = self._trees[(key, loaded.key)] = ApiTree(key, loaded, model_name, tree)
                 return found
         self.playground.manager.release(loaded)
         return found
@@ -49,8 +50,8 @@ class StateRegistry:
         for api_tree in trees:
             if state_id in api_tree.tree.nodes and state_id != api_tree.tree.root:
                 if loaded is not None and api_tree.loaded.key != loaded.key:
-                    raise bad_request(f"state {state_id} belongs to model {api_tree.loaded.key.source}, not to "
-                                      f"{loaded.key.source}", "state_id")
+                    raise bad_request(f"state {state_id} belongs to model {api_tree.model_name}, not to the "
+                                      "model this request names", "state_id")
                 return api_tree
         raise not_found(f"unknown state_id {state_id!r:.40}: it expired, was deleted, or belongs to another key",
                         "state_id", "state_not_found")
@@ -64,7 +65,7 @@ class StateRegistry:
         api_tree = self.find(key, state_id)
         with api_tree.lock:
             tree, node = api_tree.tree, api_tree.tree.node(state_id)
-            return {"id": node.id, "object": "state", "model": api_tree.loaded.key.source,
+            return {"id": node.id, "object": "state", "model": api_tree.model_name,
                     "parent": None if node.parent == tree.root else node.parent, "role": node.role,
                     "tokens": node.size, "context_tokens": len(tree.path_tokens(node.id)), "text": node.text,
                     "finish_reason": node.meta.get("reason"), "children": list(node.children),
