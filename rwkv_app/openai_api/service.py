@@ -6,7 +6,6 @@ resolves one SamplingSettings per choice. Nothing is queued yet.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +122,3 @@ class ApiService:
 
     def close(self) -> None:
         self.states.close()
-
-
-def now() -> int:
-    return int(time.time())
