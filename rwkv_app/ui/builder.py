@@ -2,6 +2,8 @@
 (tree, tokens, chat branches, node pickers) is redrawn from the session."""
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from ..playground import views
@@ -25,7 +27,8 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
                 with gr.Tab(name, id=name.lower()):
                     parts.update({f"{name.lower()}.{k}": v for k, v in module.build(ctx, refresh).items()})
         outputs = [parts["playground.tree"], parts["playground.tokens"], parts["chat.turn"], parts["chat.chatbot"],
-                   parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"]]
+                   parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"],
+                   parts["playground.position"], parts["playground.alternative"]]
         for event in refresh:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
         demo.load(redraw, [ctx.state], outputs, api_visibility="private")
@@ -43,7 +46,8 @@ def redraw(session):
     nodes = [(row["label"].strip(" ├└─"), row["id"]) for row in rows]
     source = "Select a node in the Playground tab (or chat first); the comparison starts there."
     if session is not None and session.current != session.tree.root:
-        source = f"Comparing continuations of: **{views.preview(session.tree.path_text(session.current)[-200:])}**"
+        source = f"Comparing continuations of: **{html.escape(views.tail(session.tree.path_text(session.current)))}**"
     return (tree_update, tokens, gr.update(choices=turns, value=None), messages,
             gr.update(choices=nodes, value=session.current if session else None),
-            gr.update(choices=nodes, value=None), source, session.current if session is not None else "")
+            gr.update(choices=nodes, value=None), source, session.current if session is not None else "",
+            None, gr.update(choices=[], value=None))  # the token position and alternatives of the old node

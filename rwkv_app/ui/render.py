@@ -35,3 +35,25 @@ def heatmap_html(data: dict) -> str:
     return (f'<div class="state-heatmap"><svg width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(labels)}{"".join(cells)}</svg>'
             f'<p style="font-size:12px">{caption}</p></div>')
+
+
+INDENT_PX = 16
+
+
+def tree_html(rows: list[dict]) -> str:
+    """The session tree as a flat list of rows (depth first), indented where the tree branches. A branch point has
+    a toggle that folds its subtree; the current node and its ancestors are highlighted. Clicks are handled by
+    the tab's script (TREE_JS): a row's data-id goes to the hidden picker box, whose input event selects it."""
+    if not rows:
+        return '<div class="rwkv-tree"><p class="tree-empty">No nodes yet: generate from a prompt.</p></div>'
+    parts = []
+    for row in rows:
+        classes = "tn" + (" current" if row["current"] else "") + (" on-path" if row["on_path"] else "")
+        toggle = '<span class="tog" title="fold or unfold this branch">▾</span>' if row["branches"] > 1 else \
+            '<span class="tog-space"></span>'
+        extra = f' <span class="extra">{html.escape(" · ".join(row["extra"]))}</span>' if row["extra"] else ""
+        role = "" if row["depth"] == 0 else f'<span class="role role-{html.escape(row["role"])}">{html.escape(row["role"])}</span> '
+        parts.append(f'<div class="{classes}" data-id="{html.escape(row["id"])}" data-indent="{row["indent"]}" '
+                     f'style="padding-left:{4 + row["indent"] * INDENT_PX}px" title="{html.escape(row["snippet"])}">'
+                     f'{toggle}{role}<span class="snip">{html.escape(row["snippet"])}</span>{extra}</div>')
+    return f'<div class="rwkv-tree" data-count="{len(rows)}">{"".join(parts)}</div>'
