@@ -10,7 +10,21 @@ from ..playground import views
 from . import chat, compare, models, playground, session, state
 from .common import Context
 
-CSS = ".state-heatmap svg { max-width: 100%; height: auto; } #pg-tree label { white-space: pre; font-family: monospace; }"
+TREE_CSS = """
+.rwkv-tree { position: relative; max-height: min(480px, 60vh); overflow: auto; font-size: 13px; line-height: 1.5;
+  border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 4px 0; }
+.rwkv-tree .tn { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; cursor: pointer; padding: 1px 6px;
+  border-left: 3px solid transparent; }
+.rwkv-tree .tn:hover { background: var(--background-fill-secondary); }
+.rwkv-tree .tn.on-path { border-left-color: #7fb3ff; background: rgba(127, 179, 255, 0.12); }
+.rwkv-tree .tn.current { background: rgba(127, 179, 255, 0.35); font-weight: 600; }
+.rwkv-tree .tog, .rwkv-tree .tog-space { display: inline-block; width: 1.2em; text-align: center; }
+.rwkv-tree .tn.folded .tog { transform: rotate(-90deg); }
+.rwkv-tree .role { font-size: 11px; padding: 0 4px; border-radius: 4px; background: var(--background-fill-secondary);
+  color: var(--body-text-color-subdued); }
+.rwkv-tree .extra { color: var(--body-text-color-subdued); font-size: 11px; margin-left: 6px; }
+"""
+CSS = ".state-heatmap svg { max-width: 100%; height: auto; }" + TREE_CSS
 THEME = "soft"
 
 

@@ -13,7 +13,7 @@ SELECTED = "clicked token"
 COLOURS = {"p ≥ 0.5": "#b7e4c7", "p ≥ 0.2": "#fff3b0", "p ≥ 0.05": "#ffd6a5", "p < 0.05": "#ffadad",
            SELECTED: "#7fb3ff"}
 
-# The tree's clicks: a row's id goes to the hidden picker box (whose input event selects the node on the server);
+# The tree's clicks: a row's click is the HTML component's select event, its id the event's value;
 # a branch point's toggle folds its subtree (kept across redraws); the current row is scrolled into view.
 TREE_JS = """
 const folded = new Set();
@@ -42,9 +42,7 @@ element.addEventListener('click', (e) => {
   }
   element.querySelectorAll('.tn.current').forEach(r => r.classList.remove('current'));
   row.classList.add('current');
-  const box = document.querySelector('#pg-pick textarea, #pg-pick input');
-  box.value = row.dataset.id;
-  box.dispatchEvent(new Event('input', {bubbles: true}));
+  trigger('select', {index: [...element.querySelectorAll('.tn')].indexOf(row), value: row.dataset.id, selected: true});
 });
 watch('value', apply);
 apply();
@@ -97,7 +95,6 @@ def build(ctx, refresh):
         with gr.Column(scale=2, elem_id="pg-side"):
             tree = gr.HTML(tree_html([]), label="Session tree (click a node to select it; ▾ folds a branch)",
                            show_label=True, elem_id="pg-tree", js_on_load=TREE_JS)
-            pick = gr.Textbox("", visible="hidden", elem_id="pg-pick")  # the tree's clicks arrive here
             extra = gr.Textbox("", label="Text to add before continuing (optional)", lines=2, elem_id="pg-extra")
             delete = gr.Button("Delete the selected node and its branch", elem_id="pg-delete")
             with gr.Row(visible=False, elem_id="pg-confirm") as confirm:
@@ -222,6 +219,9 @@ def wire(ctx, refresh, c):
     sampling = [c["preset"], c["length"], c["seed"]]
     generate, resume, rewind, force = generation_callbacks(ctx)
     select, show_tree, pick_token, delete = node_callbacks(ctx)
+
+    def clicked(session, evt: gr.SelectData, request: gr.Request):
+        return select(str(evt.value or ""), session, request)
     out = [c["output"], state]
     run = dict(concurrency_limit=None, show_progress=QUIET)
     refresh.append(c["generate"].click(generate, [c["prompt"], *sampling, state], out, api_name="generate", **run))
@@ -230,7 +230,7 @@ def wire(ctx, refresh, c):
     resumed.success(lambda: "", None, c["extra"], api_visibility="private", show_progress="hidden")  # used once
     c["stop"].click(stop, [state], None, api_name="stop", concurrency_limit=None, show_progress="hidden")
     picked = [c["tokens"], c["details"], c["alternative"], c["node"], c["position"], c["token"], c["tree"], state]
-    c["pick"].input(select, [c["pick"], state], picked, api_visibility="private", show_progress=QUIET)  # a click
+    c["tree"].select(clicked, [state], picked, api_visibility="private", show_progress=QUIET)  # a click
     c["node"].submit(select, [c["node"], state], picked, api_name="select_node", show_progress=QUIET)  # an API id
     c["show_tree"].click(show_tree, [state], [c["tree_data"], state], api_name="tree")
     c["tokens"].select(pick_token, [state], [c["position"], c["alternative"], c["tokens"]], api_name="pick_token",

