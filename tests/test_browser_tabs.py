@@ -182,3 +182,58 @@ def test_a_paste_over_the_prompt_limit_says_so(app, page):
     assert len(page.input_value("#pg-prompt textarea")) == limit + 5  # not cut silently by the browser
     page.click("#pg-generate")
     wait_toast(page, f"at most {limit:,}")
+
+
+# ---- 10: streams are throttled, Stop is quick, the page stays responsive -----------------------------------
+WATCH_JS = """() => {
+  window.changes = []; window.lags = []; window.watching = true;
+  const boxes = [0, 1, 2, 3].map(i => document.querySelector(`#cmp-text-${i} textarea`));
+  let last = boxes.map(b => b.value);
+  const frame = () => {
+    boxes.forEach((b, i) => { if (b.value !== last[i]) { window.changes.push([i, performance.now()]); last[i] = b.value; } });
+    if (window.watching) requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+  const probe = () => { const t = performance.now(); setTimeout(() => { window.lags.push(performance.now() - t - 50);
+    if (window.watching) probe(); }, 50); };
+  probe();
+  document.querySelector('#cmp-stop').addEventListener('click', () => { window.stopAt = performance.now(); },
+                                                        {capture: true});
+}"""
+
+
+def set_slider(page, elem_id, value):
+    box = f"#{elem_id} input[type=number]"
+    page.fill(box, str(value))
+    page.press(box, "Enter")
+
+
+def test_four_long_columns_stream_throttled_and_stop_at_once(app, page):
+    generate(page, "It was")
+    open_tab(page, "Compare")
+    set_slider(page, "cmp-count", 4)
+    set_slider(page, "cmp-length", 512)
+    page.wait_for_selector("#cmp-text-3", state="visible")
+    page.evaluate(WATCH_JS)
+    page.click("#cmp-run")
+    page.wait_for_function("() => window.changes.length > 0")
+    page.wait_for_timeout(1500)
+    page.click("#cmp-stop")
+    page.wait_for_timeout(2000)
+    changes, lags, stop_at = page.evaluate("() => { window.watching = false; "
+                                           "return [window.changes, window.lags, window.stopAt]; }")
+    last_change = max(t for _, t in changes)
+    per_second = max(sum(1 for i, t in changes if i == 0 and start <= t < start + 1000) for _, start in changes)
+    print(f"compare 4x512: {len(changes)} column updates, at most {per_second}/s per column, "
+          f"stopped {last_change - stop_at:.0f} ms after Stop, worst event-loop lag {max(lags):.0f} ms")
+    assert per_second <= 20
+    assert last_change - stop_at <= 500
+    assert max(lags) <= 200
+    session = browser_session(app[1])
+    kept = [session.tree.node(n) for n in session.compared if n]
+    assert any(n.meta.get("reason") == "cancelled" for n in kept)  # Stop cut them short (others met an end token)
+    assert all(len(n.tokens) < 512 for n in kept)
+    assert page.eval_on_selector("#cmp-text-0 textarea", "e => e.disabled || e.readOnly")  # read-only columns
+    lefts = [page.eval_on_selector(f"#cmp-{kind}-{i}", "e => Math.round(e.getBoundingClientRect().left)")
+             for i in range(4) for kind in ("text", "keep")]
+    assert lefts[0::2] == lefts[1::2]  # each Keep button under its column

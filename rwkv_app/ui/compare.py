@@ -17,8 +17,9 @@ def build(ctx, refresh):
     source = gr.Markdown("Select a node in the Playground tab (or chat first); the comparison starts there.",
                          elem_id="cmp-source")
     with gr.Row():
-        count = gr.Slider(2, MAX_COLUMNS, value=3, step=1, label="Columns")
-        length = gr.Slider(1, ctx.playground.options.max_new_tokens, value=40, step=1, label="Max new tokens")
+        count = gr.Slider(2, MAX_COLUMNS, value=3, step=1, label="Columns", elem_id="cmp-count")
+        length = gr.Slider(0, ctx.playground.options.max_new_tokens, value=40, step=1, label="Max new tokens",
+                           elem_id="cmp-length")
     columns, settings, texts, keeps = [], [], [], []
     with gr.Row():
         for i in range(MAX_COLUMNS):
