@@ -237,3 +237,22 @@ def test_four_long_columns_stream_throttled_and_stop_at_once(app, page):
     lefts = [page.eval_on_selector(f"#cmp-{kind}-{i}", "e => Math.round(e.getBoundingClientRect().left)")
              for i in range(4) for kind in ("text", "keep")]
     assert lefts[0::2] == lefts[1::2]  # each Keep button under its column
+
+
+# ---- 15: the server log: one line for a visitor's mistake, no warning from Stop ----------------------------
+def test_stop_and_refused_input_leave_a_quiet_server_log(page, recwarn, capfd, caplog):
+    caplog.set_level(logging.WARNING, logger="rwkv_app.ui")
+    generate(page, "Emma")
+    set_slider(page, "pg-length", 400)
+    page.click("#pg-generate")
+    page.wait_for_timeout(300)
+    page.click("#pg-stop")
+    wait_idle(page)
+    page.fill("#pg-seed textarea, #pg-seed input", "1.5")
+    page.click("#pg-generate")
+    wait_toast(page, SEED_ERROR)
+    page.wait_for_timeout(500)
+    assert not [w for w in recwarn if "too many output values" in str(w.message)]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert [r.getMessage() for r in caplog.records if r.name == "rwkv_app.ui"] == [f"refused generate: {SEED_ERROR}"]

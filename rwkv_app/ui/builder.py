@@ -38,8 +38,11 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
         with gr.Tabs():
             for name, module in (("Chat", chat), ("Playground", playground), ("Compare", compare),
                                  ("State", state), ("Models", models), ("Session", session)):
-                with gr.Tab(name, id=name.lower()):
+                with gr.Tab(name, id=name.lower()) as tab:
                     parts.update({f"{name.lower()}.{k}": v for k, v in module.build(ctx, refresh).items()})
+                if module is models:  # what is loaded and who uses it, as of when the tab is opened
+                    tab.select(lambda s: models.info_markdown(ctx, s), [ctx.state], [parts["models.info"]],
+                               api_visibility="private", show_progress="hidden")
         outputs = [parts["playground.tree"], parts["playground.tokens"], parts["chat.turn"], parts["chat.chatbot"],
                    parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"],
                    parts["playground.position"], parts["playground.alternative"]]

@@ -34,7 +34,19 @@ def heatmap_html(data: dict) -> str:
                f"; min {low:.4g}, max {high:.4g}; red positive, blue negative")
     return (f'<div class="state-heatmap"><svg width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(labels)}{"".join(cells)}</svg>'
-            f'<p style="font-size:12px">{caption}</p></div>')
+            f'{legend_svg(low, high)}<p style="font-size:12px">{caption}</p></div>')
+
+
+def legend_svg(low: float, high: float, width: int = 240, steps: int = 24) -> str:
+    """The heatmap's colour scale: a bar from -span (blue) through 0 (white) to +span (red), values marked."""
+    span = max(abs(low), abs(high)) or 1.0
+    step_w = width / steps
+    bars = "".join(f'<rect x="{40 + i * step_w:.1f}" y="0" width="{step_w + 0.5:.1f}" height="12" '
+                   f'fill="{colour(-span + 2 * span * (i + 0.5) / steps, -span, span)}"/>' for i in range(steps))
+    marks = "".join(f'<text x="{40 + x}" y="26" font-size="11" text-anchor="{anchor}">{value:.3g}</text>'
+                    for x, anchor, value in ((0, "start", -span), (width / 2, "middle", 0.0), (width, "end", span)))
+    return (f'<svg class="heatmap-legend" width="{width + 80}" height="30" xmlns="http://www.w3.org/2000/svg">'
+            f'<text x="0" y="10" font-size="11">scale</text>{bars}{marks}</svg>')
 
 
 INDENT_PX = 16
