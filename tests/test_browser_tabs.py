@@ -256,3 +256,65 @@ def test_stop_and_refused_input_leave_a_quiet_server_log(page, recwarn, capfd, c
     err = capfd.readouterr().err
     assert "Traceback" not in err
     assert [r.getMessage() for r in caplog.records if r.name == "rwkv_app.ui"] == [f"refused generate: {SEED_ERROR}"]
+
+
+# ---- 11: the State tab ------------------------------------------------------------------------------------
+def axis_labels(page, plot) -> list[str]:
+    return page.eval_on_selector_all(f"#{plot} svg .role-axis-label text, #{plot} svg g.mark-text text",
+                                     "ts => ts.map(t => t.textContent)")
+
+
+def test_state_plots_have_integer_layers_a_scale_notes_and_live_updates(page):
+    generate(page, "Anne")
+    open_tab(page, "State")
+    page.click("#st-show")
+    page.wait_for_selector("#st-heatmap svg rect")
+    page.wait_for_selector("#st-norms svg")
+    wait_idle(page)
+    page.wait_for_timeout(800)  # Vega draws after the data arrives
+    labels = axis_labels(page, "st-norms")
+    assert labels and not [t for t in labels if "." in t and t.replace(".", "").isdigit()], labels  # no 0.5 layers
+    assert page.locator("#st-heatmap svg.heatmap-legend").count() == 1  # the colour scale
+    assert "Compare with node" in page.inner_text("#st-diff-note")  # an empty plot says why
+    page.locator("#st-tensor label", has_text="den").click()  # no button press: it redraws
+    page.wait_for_function("() => document.querySelector('#st-heatmap').innerText.includes('den:')", timeout=10_000)
+
+
+# ---- 12: the Models tab -----------------------------------------------------------------------------------
+def test_models_tab_shows_sizes_fit_and_live_use_without_server_paths(app, page):
+    generate(page, "Harriet")
+    open_tab(page, "Models")
+    page.wait_for_selector("#models-info table")
+    text = page.inner_text("#models-info") + page.input_value("#models-choice input")
+    assert str(app[1].default_source) not in page.content() and "/" + "demo-model" not in text
+    table = page.inner_text("#models-info table")
+    assert "parameters" in table and "download" in table and "fits this machine" in table
+    assert "169M" in table and "0.68 GB" in table
+    demo_row = next(line for line in table.splitlines() if line.startswith("demo"))
+    assert "1 (loaded)" in demo_row  # this visitor's session, without pressing Refresh
+    page.fill("#models-choice input", "someone/unknown")
+    page.keyboard.press("Enter")
+    page.click("#models-load")
+    wait_toast(page, "nknown model")
+    assert error_badges(page) == 0 and page.locator("#models-info table").is_visible()
+
+
+# ---- 13: the Session tab ----------------------------------------------------------------------------------
+def test_session_export_is_one_click_and_a_refused_import_leaves_no_stale_message(page, tmp_path):
+    generate(page, "Catherine")
+    open_tab(page, "Session")
+    with page.expect_download() as download:
+        page.click("#session-export")
+    saved = tmp_path / "session.zip"
+    download.value.save_as(saved)
+    assert saved.stat().st_size > 0
+    page.set_input_files("#session-upload input[type=file]", str(saved))
+    page.click("#session-load")
+    page.wait_for_function("() => document.querySelector('#session-status').innerText.includes('Resumed')")
+    bad = tmp_path / "corrupt.zip"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    page.set_input_files("#session-upload input[type=file]", str(bad))
+    page.click("#session-load")
+    page.wait_for_selector(".toast-body")
+    page.wait_for_timeout(500)
+    assert "Resumed" not in page.inner_text("#session-status")

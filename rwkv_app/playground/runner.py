@@ -79,7 +79,7 @@ def stream_ticks(engine, tree, parent: str, branches: list[Branch], role: str, j
     texts = [""] * len(rows)
     live = list(range(len(rows)))
     dirty: set[int] = set()
-    last_yield = time.monotonic()
+    last_yield = -float("inf")  # the first token goes out at once (and Gradio can cancel the stream from then on)
     try:
         while live and not job.stopped:  # Stop: end now; the rows streamed so far are kept (finally)
             finished = False
