@@ -300,6 +300,16 @@ def test_models_tab_shows_sizes_fit_and_live_use_without_server_paths(app, page)
 
 
 # ---- 13: the Session tab ----------------------------------------------------------------------------------
+def upload(page, path):
+    clear = page.locator("#session-upload button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    with page.expect_file_chooser() as chooser:
+        page.click("#session-upload button[aria-label='Click to upload or drop files']")
+    chooser.value.set_files(str(path))
+    page.wait_for_function("n => document.querySelector('#session-upload').innerText.includes(n)", arg=path.name)
+
+
 def test_session_export_is_one_click_and_a_refused_import_leaves_no_stale_message(page, tmp_path):
     generate(page, "Catherine")
     open_tab(page, "Session")
@@ -308,12 +318,12 @@ def test_session_export_is_one_click_and_a_refused_import_leaves_no_stale_messag
     saved = tmp_path / "session.zip"
     download.value.save_as(saved)
     assert saved.stat().st_size > 0
-    page.set_input_files("#session-upload input[type=file]", str(saved))
+    upload(page, saved)
     page.click("#session-load")
     page.wait_for_function("() => document.querySelector('#session-status').innerText.includes('Resumed')")
     bad = tmp_path / "corrupt.zip"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    page.set_input_files("#session-upload input[type=file]", str(bad))
+    upload(page, bad)
     page.click("#session-load")
     page.wait_for_selector(".toast-body")
     page.wait_for_timeout(500)
