@@ -24,7 +24,25 @@ TREE_CSS = """
   color: var(--body-text-color-subdued); }
 .rwkv-tree .extra { color: var(--body-text-color-subdued); font-size: 11px; margin-left: 6px; }
 """
-CSS = ".state-heatmap svg { max-width: 100%; height: auto; }" + TREE_CSS
+# A phone (390 px): a one-line banner; the Playground's prompt, buttons, output, then the tree, then the token tools;
+# wide tables scroll sideways instead of breaking words.
+MOBILE_CSS = """
+#banner h1 { margin: 0 0 2px 0; }
+#banner p { margin: 0; font-size: 13px; }
+#models-info table { display: block; overflow-x: auto; }
+#models-info th, #models-info td { white-space: nowrap; }
+@media (max-width: 640px) {
+  #banner h1 { font-size: 20px; }
+  #banner p { font-size: 12px; line-height: 1.3; }
+  #pg-layout { flex-direction: column; }
+  #pg-main, #pg-side { display: contents; }
+  #pg-prompt { order: 1; } #pg-settings { order: 2; } #pg-actions { order: 3; } #pg-output { order: 4; }
+  #pg-tree { order: 5; } #pg-extra { order: 6; } #pg-delete { order: 7; } #pg-confirm { order: 8; }
+  #pg-tokens { order: 9; } #pg-token-row { order: 10; } #pg-edit-row { order: 11; } #pg-details { order: 12; }
+  .rwkv-tree { max-height: 40vh; }
+}
+"""
+CSS = ".state-heatmap svg { max-width: 100%; height: auto; }" + TREE_CSS + MOBILE_CSS
 THEME = "soft"
 
 
@@ -32,7 +50,7 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
     # Gradio's copies of uploads and downloads are deleted an hour after they were made (every 10 minutes)
     with gr.Blocks(title="RWKV Playground", delete_cache=(600, 3600)) as demo:
         ctx = Context(playground_service)
-        gr.Markdown("# RWKV Playground" + (f"\n{message}" if message else ""))
+        gr.Markdown("# RWKV Playground" + (f"\n{message}" if message else ""), elem_id="banner")
         refresh: list = []  # events after which every view is redrawn (wired below, once every view exists)
         parts = {}
         with gr.Tabs():

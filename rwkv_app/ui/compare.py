@@ -20,8 +20,11 @@ def build(ctx, refresh):
         count = gr.Slider(2, MAX_COLUMNS, value=3, step=1, label="Columns", elem_id="cmp-count")
         length = gr.Slider(0, ctx.playground.options.max_new_tokens, value=40, step=1, label="Max new tokens",
                            elem_id="cmp-length")
+    with gr.Row():  # above the columns: reachable without scrolling past four of them (on a phone too)
+        run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
+        stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
     columns, settings, texts, keeps = [], [], [], []
-    with gr.Row():
+    with gr.Row(equal_height=True):
         for i in range(MAX_COLUMNS):
             with gr.Column(visible=i < 3, min_width=200) as column:
                 preset = gr.Dropdown(presets, value=defaults[i], label=f"Preset {i + 1}")
@@ -33,9 +36,6 @@ def build(ctx, refresh):
             settings += [preset, seed]
             texts.append(text)
             keeps.append(keep)
-    with gr.Row():
-        run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
-        stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
     status = gr.Markdown()
     wire(ctx, refresh, locals())
     return {"source": source}

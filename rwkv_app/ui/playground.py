@@ -72,13 +72,13 @@ def build(ctx, refresh):
         with gr.Column(scale=3, elem_id="pg-main"):
             prompt = gr.Textbox(label="Prompt", lines=4, placeholder="The quick brown fox", elem_id="pg-prompt",
                                 info=f"Up to {limit:,} characters.")  # no max_length: the browser would cut a paste
-            with gr.Row():
+            with gr.Row(elem_id="pg-settings"):
                 preset = gr.Dropdown(presets, value=default, label="Preset", min_width=120)
                 length = gr.Slider(0, ctx.playground.options.max_new_tokens, value=40, step=1, min_width=160,
                                    label="Max new tokens", elem_id="pg-length")
                 seed = gr.Textbox("", label="Seed (empty: random)", max_lines=1, min_width=120, elem_id="pg-seed",
                                   placeholder="random")
-            with gr.Row():
+            with gr.Row(elem_id="pg-actions"):
                 generate = gr.Button("Generate from the prompt", variant="primary", elem_id="pg-generate")
                 resume = gr.Button("Continue from the selected node", elem_id="pg-continue")
                 stop = gr.Button("Stop", variant="stop", elem_id="pg-stop")
@@ -86,10 +86,10 @@ def build(ctx, refresh):
             tokens = gr.HighlightedText(label="Selected node, coloured by token probability (click a token)",
                                         color_map=COLOURS, combine_adjacent=False, show_legend=True,
                                         elem_id="pg-tokens")
-            with gr.Row():
+            with gr.Row(elem_id="pg-token-row"):
                 position = gr.Number(None, label="Token position in the node", precision=0, elem_id="pg-position")
                 alternative = gr.Radio([], label="Top alternatives at this token", elem_id="pg-alternatives")
-            with gr.Row():
+            with gr.Row(elem_id="pg-edit-row"):
                 rewind = gr.Button("Rewind here and resample", elem_id="pg-rewind")
                 force = gr.Button("Force the chosen alternative and continue", elem_id="pg-force")
         with gr.Column(scale=2, elem_id="pg-side"):
@@ -100,7 +100,7 @@ def build(ctx, refresh):
             with gr.Row(visible=False, elem_id="pg-confirm") as confirm:
                 sure = gr.Button("Yes, delete it", variant="stop", elem_id="pg-delete-yes")
                 cancel = gr.Button("Keep it", elem_id="pg-delete-no")
-            with gr.Accordion("Node details", open=False):
+            with gr.Accordion("Node details", open=False, elem_id="pg-details"):
                 node = gr.Textbox("", label="Node id (set by the tree; API clients pass ids from /tree)",
                                   max_lines=1, elem_id="pg-node")
                 token = gr.Number(None, label="Token id to force (set by the alternatives)", precision=0)
