@@ -69,11 +69,9 @@ def wire(ctx, refresh, c):
 
         session.switch_model(source, report)
         key = session.loaded.key
-        return f"Loaded {public_name(key.source)}; this session starts a new tree on it.", session
+        return (f"Loaded {public_name(key.source)}; this session starts a new tree on it.",
+                info_markdown(ctx, session), session)
     # the progress bar shows over the status line only; a failure leaves the table as it was (a toast says why)
-    loaded = c["load"].click(load, [c["model"], ctx.state], [c["status"], ctx.state], api_name="load_model",
-                             concurrency_limit=2)
-    refresh.append(loaded)
-    loaded.then(lambda s: info_markdown(ctx, s), [ctx.state], [c["info"]], api_visibility="private",
-                show_progress="hidden")
+    refresh.append(c["load"].click(load, [c["model"], ctx.state], [c["status"], c["info"], ctx.state],
+                                   api_name="load_model", concurrency_limit=2, show_progress_on=[c["status"]]))
     c["refresh_info"].click(lambda s: info_markdown(ctx, s), [ctx.state], [c["info"]], api_name="models_info")
