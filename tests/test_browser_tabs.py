@@ -328,3 +328,70 @@ def test_session_export_is_one_click_and_a_refused_import_leaves_no_stale_messag
     page.wait_for_selector(".toast-body")
     page.wait_for_timeout(500)
     assert "Resumed" not in page.inner_text("#session-status")
+
+
+# ---- 16: a phone ------------------------------------------------------------------------------------------
+def box(page, selector) -> dict:
+    return page.eval_on_selector(selector, "e => { const r = e.getBoundingClientRect(); "
+                                           "return {top: r.top + window.scrollY, height: r.height, width: r.width}; }")
+
+
+def test_each_tab_works_on_a_phone(app, browser):
+    page = open_page(browser, app[0], width=390, height=844)
+    try:
+        assert box(page, "#banner")["height"] < 110  # not half the first screen
+        generate(page, "It was a fine morning")
+        assert box(page, "#pg-prompt")["top"] < 300 and box(page, "#pg-generate")["top"] < 844 - 60  # first screen
+        tree = box(page, "#pg-tree")
+        assert tree["top"] < box(page, "#pg-tokens")["top"] and tree["width"] >= 300  # before the token tools
+        page.click("#pg-tree .tn .snip")  # usable: a tap selects
+        page.wait_for_function("() => document.querySelector('#pg-tree .rwkv-tree').dataset.current !== ''")
+        open_tab(page, "Compare")
+        assert box(page, "#cmp-run")["top"] < 844
+        open_tab(page, "State")
+        page.click("#st-show")
+        page.wait_for_selector("#st-norms svg")
+        page.wait_for_timeout(800)
+        cut = page.evaluate("() => [...document.querySelectorAll('[id^=st-] svg .role-title-text text, "
+                            "[id^=st-] svg .mark-text.role-title text')].filter(t => { const r = t.getBoundingClientRect(); "
+                            "const s = t.closest('svg').getBoundingClientRect(); return r.left < s.left - 1 || "
+                            "r.right > s.right + 1; }).map(t => t.textContent)")
+        assert cut == []
+        open_tab(page, "Models")
+        page.wait_for_selector("#models-info table")
+        assert page.eval_on_selector("#models-info td", "e => getComputedStyle(e).whiteSpace") == "nowrap"
+        assert box(page, "#models-info table")["width"] <= 390
+    finally:
+        page.close()
+
+
+# ---- 17: the first run ------------------------------------------------------------------------------------
+def test_python_app_py_starts_offline_and_a_missing_model_names_the_ways_forward(browser, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from .app_helpers import free_port
+    from .browser_helpers import ROOT
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    failed = subprocess.run([sys.executable, "app.py", "--model", "RWKV/rwkv-4-169m-pile"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and "--model demo" in failed.stderr and "HF_HUB_OFFLINE=1" in failed.stderr
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        log = []
+        for line in server.stdout:
+            log.append(line)
+            if "Running on" in line:
+                break
+        assert "Pass --model" in "".join(log)  # operator advice goes to the log...
+        page = open_page(browser, f"http://127.0.0.1:{port}/")
+        banner = page.inner_text("#banner")
+        assert "demo model" in banner and "--model" not in banner  # ...not to the page
+        page.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

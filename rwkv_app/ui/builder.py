@@ -24,7 +24,8 @@ TREE_CSS = """
   color: var(--body-text-color-subdued); }
 .rwkv-tree .extra { color: var(--body-text-color-subdued); font-size: 11px; margin-left: 6px; }
 """
-# A phone (390 px): a one-line banner; the Playground's prompt, buttons, output, then the tree, then the token tools;
+# A phone (390 px): a short banner; the Playground's prompt and its buttons first, then settings, output, the tree,
+# then the token tools;
 # wide tables scroll sideways instead of breaking words.
 MOBILE_CSS = """
 #banner h1 { margin: 0 0 2px 0; }
@@ -34,9 +35,10 @@ MOBILE_CSS = """
 @media (max-width: 640px) {
   #banner h1 { font-size: 20px; }
   #banner p { font-size: 12px; line-height: 1.3; }
+  .tab-container button { padding: 4px 7px !important; font-size: 13px !important; }
   #pg-layout { flex-direction: column; }
   #pg-main, #pg-side { display: contents; }
-  #pg-prompt { order: 1; } #pg-settings { order: 2; } #pg-actions { order: 3; } #pg-output { order: 4; }
+  #pg-prompt { order: 1; } #pg-actions { order: 2; } #pg-settings { order: 3; } #pg-output { order: 4; }
   #pg-tree { order: 5; } #pg-extra { order: 6; } #pg-delete { order: 7; } #pg-confirm { order: 8; }
   #pg-tokens { order: 9; } #pg-token-row { order: 10; } #pg-edit-row { order: 11; } #pg-details { order: 12; }
   .rwkv-tree { max-height: 40vh; }
