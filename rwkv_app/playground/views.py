@@ -39,11 +39,12 @@ def tail(text: str, size: int = TAIL) -> str:
 def tree_rows(tree, current: str) -> list[dict]:
     """Every node, depth first, as {id, depth, indent, label, role, snippet, extra, branches, current, on_path}.
     `indent` grows only under a node with more than one child (a chain of continuations stays in one column,
-    as loom draws it); `branches` is the number of children; `on_path`: an ancestor of the current node."""
+    as loom draws it; `chained`: the only child of the row above's node); `branches` is the number of children;
+    `on_path`: an ancestor of the current node."""
     path = {node.id for node in tree.path(current)} if current in tree.nodes else set()
-    rows, stack = [], [(tree.root, 0, 0, "")]
+    rows, stack = [], [(tree.root, 0, 0, "", False)]
     while stack:
-        node_id, depth, indent, lead = stack.pop()
+        node_id, depth, indent, lead, chained = stack.pop()
         node = tree.nodes[node_id]
         snippet = "(start)" if node.parent is None else (preview(node.text) or "∅")
         text = snippet if node.parent is None else f"{node.role}: {snippet}"
@@ -52,11 +53,11 @@ def tree_rows(tree, current: str) -> list[dict]:
         children = node.children
         rows.append({"id": node_id, "depth": depth, "indent": indent, "label": label, "role": node.role,
                      "snippet": snippet, "extra": extra, "branches": len(children), "current": node_id == current,
-                     "on_path": node_id in path})
+                     "on_path": node_id in path, "chained": chained})
         step = 1 if len(children) > 1 else 0
         for i, child in reversed(list(enumerate(children))):
             stack.append((child, depth + 1, indent + step,
-                          "    " * depth + ("└─ " if i == len(children) - 1 else "├─ ")))
+                          "    " * depth + ("└─ " if i == len(children) - 1 else "├─ "), len(children) == 1))
     return rows
 
 

@@ -11,7 +11,9 @@ from . import chat, compare, models, playground, session, state
 from .common import Context
 
 TREE_CSS = """
-.rwkv-tree { position: relative; max-height: min(480px, 60vh); overflow: auto; font-size: 13px; line-height: 1.5;
+#pg-tree .html-container { padding-top: 4px; }
+#pg-tree label + div, #pg-tree .block-label + div { margin-top: 28px; }
+.rwkv-tree { position: relative; margin-top: 30px; max-height: min(480px, 60vh); overflow: auto; font-size: 13px; line-height: 1.5;
   border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 4px 0; }
 .rwkv-tree .tn { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; cursor: pointer; padding: 1px 6px;
   border-left: 3px solid transparent; }
@@ -38,12 +40,15 @@ MOBILE_CSS = """
   .tab-container button { padding: 4px 7px !important; font-size: 13px !important; }
   #pg-layout { flex-direction: column; }
   #pg-main, #pg-side { display: contents; }
-  #pg-prompt { order: 1; } #pg-actions { order: 2; } #pg-settings { order: 3; } #pg-output { order: 4; }
-  #pg-tree { order: 5; } #pg-extra { order: 6; } #pg-delete { order: 7; } #pg-confirm { order: 8; }
-  #pg-tokens { order: 9; } #pg-token-row { order: 10; } #pg-edit-row { order: 11; } #pg-details { order: 12; }
+  PHONE_ORDER
   .rwkv-tree { max-height: 40vh; }
 }
 """
+PHONE_ORDER = ("pg-prompt", "pg-actions", "pg-settings", "pg-output", "pg-tree", "pg-extra", "pg-delete", "pg-confirm",
+               "pg-tokens", "pg-token-row", "pg-edit-row", "pg-details")
+# Gradio wraps form components in its own divs: each wrapper holding one of these gets the order
+MOBILE_CSS = MOBILE_CSS.replace("PHONE_ORDER", "\n  ".join(
+    f":is(#pg-main, #pg-side) > :is(#{name}, :has(#{name})) {{ order: {i}; }}" for i, name in enumerate(PHONE_ORDER, 1)))
 CSS = ".state-heatmap svg { max-width: 100%; height: auto; }" + TREE_CSS + MOBILE_CSS
 THEME = "soft"
 

@@ -94,7 +94,7 @@ def build(ctx, refresh):
                 force = gr.Button("Force the chosen alternative and continue", elem_id="pg-force")
         with gr.Column(scale=2, elem_id="pg-side"):
             tree = gr.HTML(tree_html([]), label="Session tree (click a node to select it; ▾ folds a branch)",
-                           show_label=True, elem_id="pg-tree", js_on_load=TREE_JS)
+                           show_label=True, container=True, elem_id="pg-tree", js_on_load=TREE_JS)
             extra = gr.Textbox("", label="Text to add before continuing (optional)", lines=2, elem_id="pg-extra")
             delete = gr.Button("Delete the selected node and its branch", elem_id="pg-delete")
             with gr.Row(visible=False, elem_id="pg-confirm") as confirm:

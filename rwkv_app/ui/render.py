@@ -61,8 +61,9 @@ def tree_html(rows: list[dict]) -> str:
     parts = []
     for row in rows:
         classes = "tn" + (" current" if row["current"] else "") + (" on-path" if row["on_path"] else "")
-        toggle = '<span class="tog" title="fold or unfold this branch">▾</span>' if row["branches"] > 1 else \
-            '<span class="tog-space"></span>'
+        toggle = ('<span class="tog" title="fold or unfold this branch">▾</span>' if row["branches"] > 1 else
+                  '<span class="tog-space chain" title="continues the node above">↳</span>' if row.get("chained")
+                  else '<span class="tog-space"></span>')
         extra = f' <span class="extra">{html.escape(" · ".join(row["extra"]))}</span>' if row["extra"] else ""
         role = "" if row["depth"] == 0 else f'<span class="role role-{html.escape(row["role"])}">{html.escape(row["role"])}</span> '
         parts.append(f'<div class="{classes}" data-id="{html.escape(row["id"])}" data-indent="{row["indent"]}" '
