@@ -16,7 +16,7 @@ SHOTS = ROOT / "docs" / "screenshots"
 DEMO_MODEL = ROOT / "demo-model"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = int(os.environ.get("BROWSER_TIMEOUT_MS", "60000"))  # shorter to see quickly what fails
 BANNER = "Running the bundled demo model (4.5M parameters, trained on Jane Austen)."
 
 
