@@ -104,7 +104,7 @@ def act(page, selector):
 def generate(page, prompt, seed=""):
     open_tab(page, "Playground")
     page.fill("#pg-prompt textarea", prompt)
-    page.fill("#pg-seed textarea, #pg-seed input", seed)
+    page.get_by_label("Seed (empty: random)").fill(seed)  # by its label: the same on every version of the tab
     act(page, "#pg-generate")
 
 
