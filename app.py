@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from rwkv_app import RwkvError
-from rwkv_app.default_model import choose_default_model
+from rwkv_app.default_model import OFFLINE_HINT, choose_default_model
+from rwkv_app.errors import HubError
 from rwkv_app.malloc import DEFAULT_ARENAS, ENV, default_arenas, limit_arenas
 
 ROOT = Path(__file__).resolve().parent
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
         print(arenas, flush=True)
         from rwkv_app.ui.builder import CSS, THEME
 
-        playground, demo = build(args, choice.source, choice.message)
+        playground, demo = build(args, choice.source, choice.banner)
         if args.stats:
             from rwkv_app.ui.stats import add_stats_endpoint
 
@@ -155,6 +156,8 @@ def main(argv=None) -> int:
         return 0
     except RwkvError as err:
         print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, HubError):
+            print(OFFLINE_HINT[0].upper() + OFFLINE_HINT[1:] + ".", file=sys.stderr)
         return 2
 
 

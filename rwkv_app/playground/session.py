@@ -14,9 +14,9 @@ from ..errors import InputError
 from ..session import Branch, ChatSession, SessionError, SessionTree
 from ..session.chat import reply_settings
 from ..session.continuation import resolve_sampling
-from ..session.nodes import BOT, GENERATED, SYSTEM, USER
+from ..session.nodes import BOT, GENERATED, SYSTEM, TEXT, USER
 from . import transfer
-from .runner import Job, stream_rows
+from .runner import Job, stream_rows, stream_texts
 
 KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty")
 
@@ -89,7 +89,8 @@ class UserSession:
         if max_new_tokens is not None:
             count = int(max_new_tokens)
             if not 1 <= count <= self.options.max_new_tokens:
-                raise InputError(f"max_new_tokens must be between 1 and {self.options.max_new_tokens}, got {count}")
+                raise InputError(f"max_new_tokens (Max new tokens) must be from 1 to {self.options.max_new_tokens}, "
+                                 f"got {count}")
             overrides["max_new_tokens"] = count
         if seed is not None and seed != "":
             overrides["seed"] = int(seed)
@@ -114,7 +115,7 @@ class UserSession:
     def _continue(self, node_id: str, text: str | None, branch: Branch) -> Iterator[str]:
         with self.busy() as job:
             if text:
-                node_id = self.tree.extend(node_id, text).node
+                node_id = self.text_node(node_id, text)
                 self.current = node_id
             try:
                 with closing(stream_rows(self.engine, self.tree, node_id, [branch], GENERATED, job)) as stream:
@@ -123,6 +124,15 @@ class UserSession:
             finally:  # finished, stopped, failed or abandoned: what was kept becomes current
                 self.last_run = [n for n in job.nodes if n]
                 self.current = self.last_run[0] if self.last_run else node_id
+
+    def text_node(self, parent: str, text: str) -> str:
+        """The node holding `text` typed under `parent`: the one made the last time the same text was typed there
+        (regenerating a prompt adds a sibling generation, not a duplicate prompt node), else a new one."""
+        for child in reversed(self.tree.node(parent).children):
+            node = self.tree.node(child)
+            if node.role == TEXT and node.text == text:
+                return child
+        return self.tree.extend(parent, text).node
 
     def select(self, node_id: str) -> None:
         self.current = self.tree.node(node_id).id
@@ -160,13 +170,10 @@ class UserSession:
         return self._compare(node_id, branches)
 
     def _compare(self, node_id: str, branches: list[Branch]) -> Iterator[list[str]]:
-        texts = [""] * len(branches)
         with self.busy() as job:
             try:
-                with closing(stream_rows(self.engine, self.tree, node_id, branches, GENERATED, job)) as stream:
-                    for index, value in stream:
-                        texts[index] = value
-                        yield list(texts)
+                with closing(stream_texts(self.engine, self.tree, node_id, branches, GENERATED, job)) as stream:
+                    yield from stream
             finally:
                 if job.nodes:  # refused at once (busy, bad node): the last comparison stays
                     self.compared = list(job.nodes)
