@@ -70,15 +70,22 @@ def refuse(err: BaseException, where: str) -> gr.Error:
     return gr.Error(text, visible=False, print_exception=False)
 
 
-def guarded(fn):
-    """Service errors become a warning toast and an error for API clients; the session is untouched."""
+def _on_user_error(fn, handle):
+    """`fn` (a function or a generator function) with USER_ERRORS passed to `handle(err, name)`, whose return
+    value (raised if it is an exception, else returned or yielded) ends the call."""
+    def outcome(err):
+        result = handle(err, fn.__name__)
+        if isinstance(result, BaseException):
+            raise result from None
+        return result
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def stream(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except USER_ERRORS as err:
-                raise refuse(err, fn.__name__) from None
+                yield outcome(err)
         return stream
 
     @functools.wraps(fn)
@@ -86,8 +93,26 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
-            raise refuse(err, fn.__name__) from None
+            return outcome(err)
     return call
+
+
+def guarded(fn):
+    """Service errors become a warning toast and an error for API clients; the session is untouched."""
+    return _on_user_error(fn, refuse)
+
+
+def skip_output(err: BaseException, where: str):
+    """A page event's refused input: one log line, a warning toast, and every output left as it was."""
+    text = message(err)
+    log.warning("refused %s: %s", where, text)
+    gr.Warning(text)
+    return gr.skip()
+
+
+def warned(fn):
+    """For the page's events (not API endpoints): an input error is a warning toast, outputs stay as they were."""
+    return _on_user_error(fn, skip_output)
 
 
 def seed_value(value):
