@@ -100,8 +100,13 @@ def stream_ticks(engine, tree, parent: str, branches: list[Branch], role: str, j
                 changed = dirty or {live[0] if live else 0}
                 dirty = set()
                 yield {index: texts[index] for index in sorted(changed)}
-        if dirty:  # stopped between two ticks: the last tokens still reach the browser
-            yield {index: texts[index] for index in sorted(dirty)}
+        if live:  # Stop: keep what the rows streamed (tokens already delivered included), then show it
+            abandon(job, tree, parent, rows, live, role)
+            dirty.update(live)
+            texts = [tree.node(row.node).text if row.node else text for row, text in zip(rows, texts)]
+            live = []
+        if dirty or last_yield == -float("inf"):  # the last tokens reach the browser; a stream always yields
+            yield {index: texts[index] for index in sorted(dirty or range(len(rows)))}
     finally:
         if live:
             abandon(job, tree, parent, rows, live, role)
