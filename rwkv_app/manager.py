@@ -28,7 +28,7 @@ from .errors import RwkvError
 from .hub import resolve_model_dir
 from .model_presets import ModelPreset, load_model_presets
 from .modeling import RwkvForCausalLM
-from .pretrained import resolve_device, resolve_dtype
+from .pretrained import load_dtype, resolve_device
 from .progress import Progress, progress_tqdm_class
 
 Clock = Callable[[], float]
@@ -138,7 +138,7 @@ class ModelManager:
         target = preset.repo if preset else resolve_demo(str(source))  # "demo": the bundled demo-model/ folder
         resolved_device = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         name = dtype or auto_dtype(resolved_device, preset)
-        resolve_dtype(name)  # validates the name
+        load_dtype(name)  # validates the name
         return ModelKey(target, revision, str(resolved_device), str(name).replace("torch.", "")), preset
 
     # ---- loading -------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ class ModelManager:
         progress("download", 0.0, f"fetching {key.source}")
         path = resolve_model_dir(key.source, revision=key.revision, cache_dir=self.cache_dir,
                                  local_files_only=self.local_files_only, tqdm_class=progress_tqdm_class(progress))
-        needed = estimate_bytes(path, resolve_dtype(key.dtype))
+        needed = estimate_bytes(path, load_dtype(key.dtype))
         self._make_room(needed, key)
         progress("load", 0.0, f"loading weights ({needed / 2**30:.2f} GiB)")
         model = RwkvForCausalLM.from_pretrained(path, dtype=key.dtype, device=key.device)

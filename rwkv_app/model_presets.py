@@ -9,7 +9,7 @@ import yaml
 from .errors import ConfigError
 
 MODELS_YAML = Path(__file__).resolve().parents[1] / "presets" / "models.yaml"
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "int8")  # int8: int8 weights, CPU only (rwkv_app/models/quantize.py)
 FIELDS = {"repo", "params", "download_gb", "dtype", "description", "chat"}
 
 

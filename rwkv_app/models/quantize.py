@@ -1,0 +1,129 @@
+"""Weight-only int8 for CPU inference, shared by the model families (dtype "int8").
+
+Each projection's weight (N, K) is stored as int8 with one scale per output channel: w ~= q * scale[:, None],
+scale = max|w[n, :]| / 127. Everything else (embeddings, layer norms, time parameters, the residual stream, the
+WKV state) stays float32; only the matrix product runs in bfloat16 activations:
+
+- few rows (decode, B*T <= PACK_MAX_ROWS): `torch.ops.aten._weight_int8pack_mm`, which reads the int8 weight
+  directly (a quarter of float32's bytes; what gpt-fast and torchao use on CPU);
+- many rows (prefill): the weight dequantized to bfloat16 for the call and one bfloat16 GEMM, which beats the
+  int8 kernel once the product is compute bound.
+
+Measured on this machine (docs/BENCHMARKS.md): int8pack with float32 activations is 10-100x slower than with
+bfloat16 ones, and F.linear on a dequantized float32 weight is slower than float32 F.linear, so bfloat16
+activations it is. `int8_linear_reference` (dequantize, float32 F.linear) is the oracle the fast path is tested
+against. Low-rank branches (RWKV-7's LoRAs, a few percent of the bytes) stay float32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+
+INT8 = "int8"  # the dtype name, in app.py --dtype, the CLI, from_pretrained(dtype=...) and presets/models.yaml
+PACK_MAX_ROWS = 32  # up to this many rows the int8 kernel wins; above it, dequantize + bfloat16 GEMM (measured)
+KEEP_FLOAT = ("lora",)  # module-name fragments whose linears stay float32
+
+
+def is_int8(dtype) -> bool:
+    return isinstance(dtype, str) and dtype.lower() == INT8
+
+
+def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) float weight -> (int8 (N, K), float32 scales (N,)), symmetric, one scale per output channel."""
+    weight = weight.detach().float()  # (N, K)
+    scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # (N,)
+    quantized = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)  # (N, K)
+    return quantized, scales
+
+
+def dequantize(quantized: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return quantized.float() * scales.float()[:, None]  # (N, K) float32
+
+
+def int8_linear_reference(x: torch.Tensor, quantized: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """The float32 oracle: dequantize, then F.linear; (..., K) -> (..., N) in x's dtype."""
+    return F.linear(x.float(), dequantize(quantized, scales)).to(x.dtype)  # (..., N)
+
+
+def int8_linear(x: torch.Tensor, quantized: torch.Tensor, scales_bf16: torch.Tensor) -> torch.Tensor:
+    """The fast path: bfloat16 activations, float32 accumulation inside the kernels; (..., K) -> (..., N)."""
+    rows = x.reshape(-1, x.size(-1)).to(torch.bfloat16)  # (M, K)
+    if rows.size(0) <= PACK_MAX_ROWS:
+        out = torch.ops.aten._weight_int8pack_mm(rows, quantized, scales_bf16)  # (M, N)
+    else:
+        out = F.linear(rows, quantized.to(torch.bfloat16) * scales_bf16[:, None])  # (M, N)
+    return out.view(*x.shape[:-1], quantized.size(0)).to(x.dtype)  # (..., N)
+
+
+class Int8Linear(nn.Module):
+    """A bias-free nn.Linear replacement holding an int8 weight and per-output-channel scales (CPU only)."""
+
+    def __init__(self, quantized: torch.Tensor, scales: torch.Tensor):
+        super().__init__()
+        self.out_features, self.in_features = quantized.shape
+        self.register_buffer("weight_int8", quantized.contiguous())  # (N, K) int8
+        self.register_buffer("scales", scales.float().contiguous())  # (N,) float32
+        self.register_buffer("scales_bf16", scales.to(torch.bfloat16).contiguous())  # (N,) what the kernel takes
+        self.reference = False  # True: the float32 oracle instead of the fast path (tests)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        if linear.bias is not None:
+            raise InputError("int8 quantization covers bias-free projections only")
+        return cls(*quantize_per_channel(linear.weight))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized float32 weight (N, K), for code that reads `.weight` (fingerprints, device checks)."""
+        return dequantize(self.weight_int8, self.scales)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reference:
+            return int8_linear_reference(x, self.weight_int8, self.scales)
+        return int8_linear(x, self.weight_int8, self.scales_bf16)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+
+
+def project(x: torch.Tensor, linear: nn.Module) -> torch.Tensor:
+    """x @ W.T for an nn.Linear (through F.linear, skipping the module call) or an Int8Linear."""
+    if isinstance(linear, nn.Linear):
+        return F.linear(x, linear.weight, linear.bias)
+    return linear(x)
+
+
+@torch.no_grad()
+def quantize_model(model: nn.Module) -> nn.Module:
+    """Replace every bias-free nn.Linear (the projections and the head; not the KEEP_FLOAT ones) by an Int8Linear,
+    in place. The model must be float32 on the CPU. Returns the model, marked `weight_dtype = "int8"`."""
+    if getattr(model, "weight_dtype", None) == INT8:
+        return model
+    for param in model.parameters():
+        if param.device.type != "cpu" or param.dtype != torch.float32:
+            raise InputError(f"int8 weights are for float32 models on the CPU; got {param.dtype} on {param.device} "
+                             "(on CUDA use float16 or bfloat16)")
+    targets = [(name, module) for name, module in model.named_modules()
+               if isinstance(module, nn.Linear) and module.bias is None
+               and not any(part in name for part in KEEP_FLOAT)]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, Int8Linear.from_linear(module))
+    model.weight_dtype = INT8
+    return model
+
+
+def set_reference(model: nn.Module, reference: bool) -> None:
+    """Run every Int8Linear through the float32 oracle (True) or the fast path (False)."""
+    for module in model.modules():
+        if isinstance(module, Int8Linear):
+            module.reference = reference
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of parameters and buffers (int8 weights count one byte each)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())
