@@ -16,6 +16,8 @@ against. Low-rank branches (RWKV-7's LoRAs, a few percent of the bytes) stay flo
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +48,22 @@ def dequantize(quantized: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 def int8_linear_reference(x: torch.Tensor, quantized: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """The float32 oracle: dequantize, then F.linear; (..., K) -> (..., N) in x's dtype."""
     return F.linear(x.float(), dequantize(quantized, scales)).to(x.dtype)  # (..., N)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the int8 GEMV on one intra-op thread. Measured here (2 cores shared with other work): with two OpenMP
+    threads each call waits ~3 ms at the barrier for the descheduled second thread (0.05 ms on one); the product is
+    memory bound, so one core streaming a quarter of float32's bytes is the fast choice."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def int8_linear(x: torch.Tensor, quantized: torch.Tensor, scales_bf16: torch.Tensor) -> torch.Tensor:
