@@ -28,6 +28,7 @@ from .errors import RwkvError
 from .hub import resolve_model_dir
 from .model_presets import ModelPreset, load_model_presets
 from .modeling import RwkvForCausalLM
+from .models.cpu_dtype import AUTO, cpu_default_dtype
 from .pretrained import load_dtype, resolve_device
 from .progress import Progress, progress_tqdm_class
 
@@ -127,6 +128,10 @@ class ModelManager:
             return [{"model": m.key.describe(), "source": m.key.source, "device": m.key.device,
                      "dtype": m.key.dtype, "bytes": m.nbytes, "in_use": m.users} for m in self._loaded.values()]
 
+    def cpu_default(self) -> dict[str, str]:
+        """The dtype presets marked `cpu: auto` load in on this machine, and why (plain data for the Models tab)."""
+        return cpu_default_dtype()
+
     def bytes_in_use(self) -> int:
         with self._lock:
             return sum(m.nbytes for m in self._loaded.values())
@@ -201,7 +206,10 @@ class ModelManager:
 def auto_dtype(device: torch.device, preset: ModelPreset | None) -> str:
     """CUDA: float16 (rescaling keeps it finite), bfloat16 where a preset asks; CPU: float32 unless a preset says."""
     if preset is not None:
-        return preset.dtype_for(device.type)
+        name = preset.dtype_for(device.type)
+        if name == AUTO:  # the machine's fastest at equal quality
+            return cpu_default_dtype()["dtype"] if device.type == "cpu" else "float16"
+        return name
     return "float16" if device.type == "cuda" else "float32"
 
 
