@@ -38,12 +38,12 @@ def test_per_channel_rounding_error_is_at_most_half_a_step():
     assert int(quantized.abs().amax(dim=1).min()) == 127  # each row uses its full range
 
 
-@pytest.mark.parametrize("rows", [1, 3, PACK_MAX_ROWS, PACK_MAX_ROWS + 1, 100])  # both kernels, both sides of the switch
+@pytest.mark.parametrize("rows", [1, 3, PACK_MAX_ROWS, PACK_MAX_ROWS + 1, 16, 100])  # both kernels, both sides of the switch
 def test_fast_path_matches_the_float32_reference(rows):
     torch.manual_seed(rows)
     quantized, scales = quantize_per_channel(torch.randn(96, 80))
     x = torch.randn(rows, 80)  # (M, K)
-    fast = int8_linear(x, quantized, scales.to(torch.bfloat16))  # (M, N)
+    fast = int8_linear(x, quantized, scales, scales.to(torch.bfloat16))  # (M, N)
     assert fast.dtype == torch.float32 and fast.shape == (rows, 96)
     assert_close_relative(fast, int8_linear_reference(x, quantized, scales), FAST_RTOL)
 

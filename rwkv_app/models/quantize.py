@@ -4,10 +4,13 @@ Each projection's weight (N, K) is stored as int8 with one scale per output chan
 scale = max|w[n, :]| / 127. Everything else (embeddings, layer norms, time parameters, the residual stream, the
 WKV state) stays float32; only the matrix product runs in bfloat16 activations:
 
-- few rows (decode, B*T <= PACK_MAX_ROWS): `torch.ops.aten._weight_int8pack_mm`, which reads the int8 weight
-  directly (a quarter of float32's bytes; what gpt-fast and torchao use on CPU);
-- many rows (prefill): the weight dequantized to bfloat16 for the call and one bfloat16 GEMM, which beats the
-  int8 kernel once the product is compute bound.
+- few rows (batch-1 decode, B*T <= PACK_MAX_ROWS): `torch.ops.aten._weight_int8pack_mm`, which reads the int8
+  weight directly (a quarter of float32's bytes; what gpt-fast and torchao use on CPU);
+- more rows (batched decode in the engine, prefill): one bfloat16 GEMM on a bfloat16 copy of the dequantized
+  copy of the int8 values (exact), made on first use and kept (then 3 bytes per weight, under float32's 4), the
+  per-channel scales applied to the GEMM's output.
+  The int8 kernel's cost grows with every row (it is compute bound past one row: 16 rows cost ~3x 1 row on the
+  head here), a bfloat16 GEMM's barely grows, and dequantizing per call would cost more than the GEMM.
 
 Measured on this machine (docs/BENCHMARKS.md): int8pack with float32 activations is 10-100x slower than with
 bfloat16 ones, and F.linear on a dequantized float32 weight is slower than float32 F.linear, so bfloat16
@@ -25,7 +28,7 @@ from torch import nn
 from ..errors import InputError
 
 INT8 = "int8"  # the dtype name, in app.py --dtype, the CLI, from_pretrained(dtype=...) and presets/models.yaml
-PACK_MAX_ROWS = 32  # up to this many rows the int8 kernel wins; above it, dequantize + bfloat16 GEMM (measured)
+PACK_MAX_ROWS = 4  # up to this many rows the int8 kernel wins; above it, the bfloat16 GEMM (measured; see above)
 KEEP_FLOAT = ("lora",)  # module-name fragments whose linears stay float32
 
 
@@ -66,13 +69,21 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def int8_linear(x: torch.Tensor, quantized: torch.Tensor, scales_bf16: torch.Tensor) -> torch.Tensor:
-    """The fast path: bfloat16 activations, float32 accumulation inside the kernels; (..., K) -> (..., N)."""
+def dense_bf16(quantized: torch.Tensor) -> torch.Tensor:
+    """The int8 values as bfloat16 (N, K): exact (bfloat16 holds every integer up to 256); scales apply after."""
+    return quantized.to(torch.bfloat16)  # (N, K)
+
+
+def int8_linear(x: torch.Tensor, quantized: torch.Tensor, scales: torch.Tensor, scales_bf16: torch.Tensor,
+                dense: torch.Tensor | None = None) -> torch.Tensor:
+    """The fast path: bfloat16 activations, float32 accumulation inside the kernels; (..., K) -> (..., N).
+    `dense`: what dense_bf16() returns, if the caller keeps it (else made for the call)."""
     rows = x.reshape(-1, x.size(-1)).to(torch.bfloat16)  # (M, K)
     if rows.size(0) <= PACK_MAX_ROWS:
         out = torch.ops.aten._weight_int8pack_mm(rows, quantized, scales_bf16)  # (M, N)
     else:
-        out = F.linear(rows, quantized.to(torch.bfloat16) * scales_bf16[:, None])  # (M, N)
+        dense = dense if dense is not None else dense_bf16(quantized)  # (N, K)
+        out = F.linear(rows, dense).float() * scales  # (M, N): the int8 weights exactly, scaled per channel
     return out.view(*x.shape[:-1], quantized.size(0)).to(x.dtype)  # (..., N)
 
 
@@ -86,6 +97,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", scales.float().contiguous())  # (N,) float32
         self.register_buffer("scales_bf16", scales.to(torch.bfloat16).contiguous())  # (N,) what the kernel takes
         self.reference = False  # True: the float32 oracle instead of the fast path (tests)
+        self.dense = None  # the bfloat16 weight for calls of more than PACK_MAX_ROWS rows, made on first need
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
@@ -101,7 +113,9 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reference:
             return int8_linear_reference(x, self.weight_int8, self.scales)
-        return int8_linear(x, self.weight_int8, self.scales_bf16)
+        if self.dense is None and x.numel() > PACK_MAX_ROWS * self.in_features:
+            self.dense = dense_bf16(self.weight_int8)  # (N, K); a racing thread builds the same
+        return int8_linear(x, self.weight_int8, self.scales, self.scales_bf16, self.dense)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
