@@ -113,9 +113,8 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
     out["greedy_match"] = {"int8": greedy_match(f32, int8, short[:, :10], s.greedy_tokens),
                            "bfloat16": greedy_match(f32, bf16, short[:, :10], s.greedy_tokens)}
     out["engine"] = engine_rates(fast, s, base.vocab_size)
-    out["engine_float32_greedy"] = {k: v for k, v in engine_rates(f32, Cpu8Settings(
-        engine_clients=(1, 8), repeats=1, rwkv7=False), base.vocab_size).items() if k.startswith("greedy")}
     out["demo_bpc"] = demo_bits_per_char()
+    log(f"RWKV-4 results: {out}")
     return out
 
 
