@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "model (default: RWKV/rwkv-4-169m-pile when cached or reachable, else the demo model)")
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit to pin (with --prompt)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: per device)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16, or int8 (int8 weights, bfloat16 "
+                        "matmuls; CPU only) (default: per device)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", required=True, help="preset name (presets/models.yaml), Hub repo id or local path")
     gen.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     gen.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    gen.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: by device)")
+    gen.add_argument("--dtype", default=None, help="float32, bfloat16, float16, or int8 (int8 weights, bfloat16 "
+                     "matmuls; CPU only) (default: by device)")
     gen.add_argument("--prompt", required=True, help="the text to continue; '-' reads it from stdin")
     gen.add_argument("--preset", default="balanced",
                      help=f"sampling preset name or .yaml path ({', '.join(list_sampling_presets())})")

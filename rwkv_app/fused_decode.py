@@ -189,7 +189,7 @@ def applies(model, input_ids, inputs_embeds, state, labels, output_hidden_states
     """Whether forward() takes the fused path: inference on CUDA, one token per row, a state given,
     nothing asked for that only the per-op path computes, and the Triton kernels available."""
     mode = getattr(model, "cuda_decode", "ops")
-    if mode == "ops" or not model.head.weight.is_cuda:
+    if mode == "ops" or not model.rwkv.embeddings.weight.is_cuda:  # (the head may be an int8 CPU module)
         return False
     if mode not in MODES:
         raise InputError(f"model.cuda_decode must be one of {MODES}, got {mode!r}")

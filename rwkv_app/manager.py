@@ -28,7 +28,8 @@ from .errors import RwkvError
 from .hub import resolve_model_dir
 from .model_presets import ModelPreset, load_model_presets
 from .modeling import RwkvForCausalLM
-from .pretrained import resolve_device, resolve_dtype
+from .models.cpu_dtype import AUTO, cpu_default_dtype
+from .pretrained import load_dtype, resolve_device
 from .progress import Progress, progress_tqdm_class
 
 Clock = Callable[[], float]
@@ -127,6 +128,10 @@ class ModelManager:
             return [{"model": m.key.describe(), "source": m.key.source, "device": m.key.device,
                      "dtype": m.key.dtype, "bytes": m.nbytes, "in_use": m.users} for m in self._loaded.values()]
 
+    def cpu_default(self) -> dict[str, str]:
+        """The dtype presets marked `cpu: auto` load in on this machine, and why (plain data for the Models tab)."""
+        return cpu_default_dtype()
+
     def bytes_in_use(self) -> int:
         with self._lock:
             return sum(m.nbytes for m in self._loaded.values())
@@ -138,7 +143,7 @@ class ModelManager:
         target = preset.repo if preset else resolve_demo(str(source))  # "demo": the bundled demo-model/ folder
         resolved_device = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         name = dtype or auto_dtype(resolved_device, preset)
-        resolve_dtype(name)  # validates the name
+        load_dtype(name)  # validates the name
         return ModelKey(target, revision, str(resolved_device), str(name).replace("torch.", "")), preset
 
     # ---- loading -------------------------------------------------------------------------------
@@ -170,7 +175,7 @@ class ModelManager:
         progress("download", 0.0, f"fetching {key.source}")
         path = resolve_model_dir(key.source, revision=key.revision, cache_dir=self.cache_dir,
                                  local_files_only=self.local_files_only, tqdm_class=progress_tqdm_class(progress))
-        needed = estimate_bytes(path, resolve_dtype(key.dtype))
+        needed = estimate_bytes(path, load_dtype(key.dtype))
         self._make_room(needed, key)
         progress("load", 0.0, f"loading weights ({needed / 2**30:.2f} GiB)")
         model = RwkvForCausalLM.from_pretrained(path, dtype=key.dtype, device=key.device)
@@ -201,7 +206,10 @@ class ModelManager:
 def auto_dtype(device: torch.device, preset: ModelPreset | None) -> str:
     """CUDA: float16 (rescaling keeps it finite), bfloat16 where a preset asks; CPU: float32 unless a preset says."""
     if preset is not None:
-        return preset.dtype_for(device.type)
+        name = preset.dtype_for(device.type)
+        if name == AUTO:  # the machine's fastest at equal quality
+            return cpu_default_dtype()["dtype"] if device.type == "cpu" else "float16"
+        return name
     return "float16" if device.type == "cuda" else "float32"
 
 

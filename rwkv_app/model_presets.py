@@ -9,7 +9,8 @@ import yaml
 from .errors import ConfigError
 
 MODELS_YAML = Path(__file__).resolve().parents[1] / "presets" / "models.yaml"
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "int8", "auto")  # int8: int8 weights, CPU only (models/quantize.py);
+# auto: the machine's fastest at equal quality (rwkv_app/models/cpu_dtype.py)
 FIELDS = {"repo", "params", "download_gb", "dtype", "description", "chat"}
 
 

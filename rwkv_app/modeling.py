@@ -19,6 +19,7 @@ from .config import RwkvConfig
 from .errors import InputError
 from .generation import GenerationMixin
 from .hf_api import HfApiMixin
+from .models.quantize import project
 from .outputs import RwkvCausalLMOutput, RwkvOutput
 from .pretrained import PretrainedMixin
 from .state import LayerState, check_state, split_layers, stack_layers
@@ -58,15 +59,15 @@ class RwkvSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: LayerState, out_scale: float, wkv_impl: str) -> torch.Tensor:
         shifted = token_shift(x, layer.att_shift)  # (B, T, H)
-        key = F.linear(torch.lerp(shifted, x, self.time_mix_key), self.key.weight)  # (B, T, A)
-        value = F.linear(torch.lerp(shifted, x, self.time_mix_value), self.value.weight)  # (B, T, A)
-        receptance = F.linear(torch.lerp(shifted, x, self.time_mix_receptance), self.receptance.weight).sigmoid()  # (B, T, A)
+        key = project(torch.lerp(shifted, x, self.time_mix_key), self.key)  # (B, T, A)
+        value = project(torch.lerp(shifted, x, self.time_mix_value), self.value)  # (B, T, A)
+        receptance = project(torch.lerp(shifted, x, self.time_mix_receptance), self.receptance).sigmoid()  # (B, T, A)
         wkv, layer.wkv = kernels.wkv(self.time_decay, self.time_first, key, value, layer.wkv, impl=wkv_impl)
         layer.att_shift = x[:, -1]  # (B, H)
         mixed = receptance * wkv  # (B, T, A)
         if out_scale != 1.0:
             mixed = mixed * out_scale  # a power of two: the same as scaling the output weights
-        return F.linear(mixed, self.output.weight)  # (B, T, H)
+        return project(mixed, self.output)  # (B, T, H)
 
 
 class RwkvFeedForward(nn.Module):
@@ -84,12 +85,12 @@ class RwkvFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: LayerState, out_scale: float) -> torch.Tensor:
         shifted = token_shift(x, layer.ffn_shift)  # (B, T, H)
-        key = F.linear(torch.lerp(shifted, x, self.time_mix_key), self.key.weight).relu().square()  # (B, T, I)
-        receptance = F.linear(torch.lerp(shifted, x, self.time_mix_receptance), self.receptance.weight).sigmoid()  # (B, T, H)
+        key = project(torch.lerp(shifted, x, self.time_mix_key), self.key).relu().square()  # (B, T, I)
+        receptance = project(torch.lerp(shifted, x, self.time_mix_receptance), self.receptance).sigmoid()  # (B, T, H)
         layer.ffn_shift = x[:, -1]  # (B, H)
         if out_scale != 1.0:
             key = key * out_scale  # a power of two: the same as scaling the value weights
-        return receptance * F.linear(key, self.value.weight)  # (B, T, H)
+        return receptance * project(key, self.value)  # (B, T, H)
 
 
 class RwkvBlock(nn.Module):

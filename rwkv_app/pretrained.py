@@ -9,6 +9,7 @@ from .checkpoints import check_state_dict, load_checkpoint, save_state_dict
 from .config import RwkvConfig
 from .errors import CheckpointError, InputError
 from .hub import resolve_model_dir
+from .models.quantize import INT8, is_int8, quantize_model
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -25,7 +26,12 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype.lower() in DTYPES:
         return DTYPES[dtype.lower()]
-    raise InputError(f"dtype must be one of float32, float16, bfloat16; got {dtype!r}")
+    raise InputError(f"dtype must be one of float32, float16, bfloat16 (or int8 weights, on the CPU); got {dtype!r}")
+
+
+def load_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """The dtype weights are read in: resolve_dtype's, or float32 for "int8" (quantized after loading)."""
+    return resolve_dtype("float32" if is_int8(dtype) else dtype)
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
@@ -63,12 +69,16 @@ class PretrainedMixin:
 
         The model comes back in eval mode. Nothing is kept if any step fails.
         """
-        dtype, device = resolve_dtype(dtype), resolve_device(device)
+        int8 = is_int8(dtype)  # int8 weights: loaded in float32, then quantized (rwkv_app/models/quantize.py)
+        dtype, device = resolve_dtype("float32" if int8 else dtype), resolve_device(device)
+        if int8 and device.type != "cpu":
+            raise InputError(f"dtype 'int8' runs on the CPU only; on {device.type} use float16 or bfloat16")
         path = resolve_model_dir(repo_id_or_path, revision=revision, cache_dir=cache_dir,
                                  local_files_only=local_files_only)
         config, state_dict = cls._read_checkpoint(path)
         state_dict = convert_tensors(state_dict, dtype, device)
-        return cls._from_state_dict(config, state_dict)
+        model = cls._from_state_dict(config, state_dict)
+        return quantize_model(model) if int8 else model
 
     @classmethod
     def _read_checkpoint(cls, path: Path) -> tuple[RwkvConfig, dict[str, torch.Tensor]]:
@@ -99,6 +109,8 @@ class PretrainedMixin:
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json and model.safetensors. Weights are never stored rescaled."""
+        if getattr(self, "weight_dtype", None) == INT8:
+            raise InputError("an int8 model is not saved: int8 is applied at load time; save the float model")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state_dict = {key: value.detach() for key, value in self.state_dict().items()}

@@ -81,7 +81,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(saved):
         RwkvForCausalLM.from_pretrained(saved[1], device="cuda")
 
 
-@pytest.mark.parametrize("dtype", ["int8", "float64", torch.int32])
+@pytest.mark.parametrize("dtype", ["int4", "float64", torch.int32])  # "int8" loads: tests/test_quantize.py
 def test_unsupported_dtype_is_named(saved, dtype):
     with pytest.raises(InputError, match="dtype"):
         RwkvForCausalLM.from_pretrained(saved[1], dtype=dtype)

@@ -2,6 +2,7 @@
 `python -m rwkv_app.bench gpu [--repeats 3] [--no-write] [--placeholder]`
 `python -m rwkv_app.bench report [--quick] [--repeats 3] [--no-rwkv] [--no-memory] [--no-write]`
 `python -m rwkv_app.bench rwkv7 [--prefill-len 512] [--decode-tokens 32] [--repeats 3] [--no-write]`
+`python -m rwkv_app.bench cpu8 [--repeats 3] [--threads N] [--no-rwkv7] [--no-write]`
 `python -m rwkv_app.bench load [--rounds 3] [--clients 1 4 16] [--no-write]`
 `python -m rwkv_app.bench soak [--users 16] [--rounds 50] [--model demo] [--no-write] [--report-only]`"""
 from __future__ import annotations
@@ -17,6 +18,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
 GPU_TITLE = "GPU: Triton kernels, fused decode, CUDA graphs"
 REPORT_TITLE = "Report: this project vs transformers and rwkv, engine throughput, memory (CPU)"
 LOAD_TITLE = "Engine load test (CPU)"
+CPU8_TITLE = "CPU past float32: int8 weights, bfloat16 prefill, engine scaling (issue 18)"
 RWKV7_TITLE = "RWKV-7 (CPU): this project vs BlinkDL's reference"
 RELIABILITY = DOCS.parent / "RELIABILITY.md"
 SOAK_TITLE = "Soak test: figures"
@@ -48,6 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     rwkv7 = sub.add_parser("rwkv7", help="RWKV-7 0.1B shape, float32 CPU: prefill and decode vs the rwkv pip package")
     for field in ("prefill_len", "decode_tokens", "repeats"):
         rwkv7.add_argument("--" + field.replace("_", "-"), type=int, default=3 if field == "repeats" else None)
+    cpu8 = sub.add_parser("cpu8", help="int8 decode, default-dtype prefill and engine scaling vs transformers and "
+                                       "BlinkDL's rwkv (RWKV-4 169M and RWKV-7 0.1B shapes)")
+    cpu8.add_argument("--repeats", type=int, default=3)
+    cpu8.add_argument("--no-rwkv7", action="store_true", help="RWKV-4 only")
     load = sub.add_parser("load", help="the engine load test: N concurrent streaming generations, TTFT, RSS")
     load.add_argument("--rounds", type=int, default=3)
     load.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
@@ -68,11 +74,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     soak.add_argument("--report-only", action="store_true", help="exit 0 even when a target is missed")
     soak.add_argument("--no-write", action="store_true", help=f"print only; do not update {RELIABILITY.name}")
     soak.add_argument("--out", type=Path, default=RELIABILITY, help="the markdown file to update")
-    for suite in (report, load):
+    for suite in (report, load, cpu8):
         suite.add_argument("--threads", type=int, default=None,
                            help="torch.set_num_threads for every contender (default: torch's own choice); "
                                 "on a machine whose cores other jobs share, fewer threads avoid OpenMP stalls")
-    for suite in (cpu, gpu, report, load, rwkv7):
+    for suite in (cpu, gpu, report, load, rwkv7, cpu8):
         suite.add_argument("--no-write", action="store_true", help=f"print only; do not update {DOCS.name}")
         suite.add_argument("--out", type=Path, default=DOCS, help="the markdown file to update")
     return parser.parse_args(argv)
@@ -164,6 +170,33 @@ def main_rwkv7(args: argparse.Namespace) -> int:
     return 0
 
 
+def main_cpu8(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from .cpu8 import Cpu8Settings, measure_rwkv4
+    from .cpu8_rwkv7 import run_child
+    from .cpu8_tables import render
+
+    settings = Cpu8Settings(repeats=args.repeats, rwkv7=not args.no_rwkv7)
+    before = os.getloadavg()
+    results = {"rwkv4": measure_rwkv4(settings)}
+    if settings.rwkv7:
+        try:
+            results["rwkv7"] = run_child(settings, torch.get_num_threads())
+        except RuntimeError as err:
+            print(err, file=sys.stderr)
+            results["rwkv7_error"] = str(err).splitlines()[-1][:200]
+    results["loadavg"] = (before, os.getloadavg())
+    table = render(results, settings)
+    print(table)
+    if not args.no_write:
+        write_section(args.out, CPU8_TITLE, "python -m rwkv_app.bench cpu8", table)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main_load(args: argparse.Namespace) -> int:
     from .load import LoadSettings, random_model, render_load, run_load
 
@@ -209,7 +242,7 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     suites = {"cpu": main_cpu, "gpu": main_gpu, "report": main_report, "load": main_load, "soak": main_soak,
-              "rwkv7": main_rwkv7}
+              "rwkv7": main_rwkv7, "cpu8": main_cpu8}
     return suites[args.suite](args)
 
 

@@ -19,6 +19,7 @@ from kernels.rwkv7 import wkv7
 from ...errors import InputError
 from ...generation import GenerationMixin
 from ...modeling import RwkvModel, causal_lm_loss, token_shift
+from ..quantize import project
 from ...outputs import RwkvCausalLMOutput, RwkvOutput
 from .config import Rwkv7Config
 from .init import init_model_weights
@@ -70,9 +71,9 @@ class Rwkv7Attention(nn.Module):
         xx = token_shift(x, layer.att_shift) - x  # (B, T, C)
         xr, xw, xk, xv, xa, xg = (torch.addcmul(x, xx, mix) for mix in
                                   (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g))  # (B, T, C) each
-        r = F.linear(xr, self.r_proj.weight)  # (B, T, C)
-        k = F.linear(xk, self.k_proj.weight)  # (B, T, C)
-        v = F.linear(xv, self.v_proj.weight)  # (B, T, C)
+        r = project(xr, self.r_proj)  # (B, T, C)
+        k = project(xk, self.k_proj)  # (B, T, C)
+        v = project(xv, self.v_proj)  # (B, T, C)
         a = torch.sigmoid(self.a_lora(xa))  # (B, T, C) in-context learning rate
         g = self.g_lora(xg)  # (B, T, C) output gate
         log_w = -DECAY_SCALE * torch.sigmoid(self.w_lora(xw).float())  # (B, T, C) float32, log of the decay
@@ -89,7 +90,7 @@ class Rwkv7Attention(nn.Module):
         out = self.g_norm(out.reshape(B * T, C)).view(B, T, C)  # (B, T, C) per-head GroupNorm (ln_x)
         bonus = (r * k * self.r_k.view(C)).view(B, T, H, N).sum(-1, keepdim=True) * v.view(B, T, H, N)  # (B, T, H, N)
         out = out + bonus.view(B, T, C)  # (B, T, C)
-        return F.linear(out * g, self.o_proj.weight), v_first  # (B, T, C)
+        return project(out * g, self.o_proj), v_first  # (B, T, C)
 
 
 class Rwkv7FeedForward(nn.Module):
@@ -105,8 +106,8 @@ class Rwkv7FeedForward(nn.Module):
     def forward(self, x: torch.Tensor, layer: LayerState7) -> torch.Tensor:
         xx = token_shift(x, layer.ffn_shift) - x  # (B, T, C)
         layer.ffn_shift = x[:, -1]  # (B, C)
-        k = torch.relu(F.linear(torch.addcmul(x, xx, self.x_k), self.key.weight)).square()  # (B, T, I)
-        return F.linear(k, self.value.weight)  # (B, T, C)
+        k = torch.relu(project(torch.addcmul(x, xx, self.x_k), self.key)).square()  # (B, T, I)
+        return project(k, self.value)  # (B, T, C)
 
 
 class Rwkv7Block(nn.Module):

@@ -1,0 +1,161 @@
+"""Weight-only int8 for CPU inference, shared by the model families (dtype "int8").
+
+Each projection's weight (N, K) is stored as int8 with one scale per output channel: w ~= q * scale[:, None],
+scale = max|w[n, :]| / 127. Everything else (embeddings, layer norms, time parameters, the residual stream, the
+WKV state) stays float32; only the matrix product runs in bfloat16 activations:
+
+- few rows (batch-1 decode, B*T <= PACK_MAX_ROWS): `torch.ops.aten._weight_int8pack_mm`, which reads the int8
+  weight directly (a quarter of float32's bytes; what gpt-fast and torchao use on CPU);
+- more rows (batched decode in the engine, prefill): one bfloat16 GEMM on a bfloat16 copy of the dequantized
+  copy of the int8 values (exact), made on first use and kept (then 3 bytes per weight, under float32's 4), the
+  per-channel scales applied to the GEMM's output.
+  The int8 kernel's cost grows with every row (it is compute bound past one row: 16 rows cost ~3x 1 row on the
+  head here), a bfloat16 GEMM's barely grows, and dequantizing per call would cost more than the GEMM.
+
+Measured on this machine (docs/BENCHMARKS.md): int8pack with float32 activations is 10-100x slower than with
+bfloat16 ones, and F.linear on a dequantized float32 weight is slower than float32 F.linear, so bfloat16
+activations it is. `int8_linear_reference` (dequantize, float32 F.linear) is the oracle the fast path is tested
+against. Low-rank branches (RWKV-7's LoRAs, a few percent of the bytes) stay float32.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+
+INT8 = "int8"  # the dtype name, in app.py --dtype, the CLI, from_pretrained(dtype=...) and presets/models.yaml
+PACK_MAX_ROWS = 4  # up to this many rows the int8 kernel wins; above it, the bfloat16 GEMM (measured; see above)
+KEEP_FLOAT = ("lora",)  # module-name fragments whose linears stay float32
+
+
+def is_int8(dtype) -> bool:
+    return isinstance(dtype, str) and dtype.lower() == INT8
+
+
+def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) float weight -> (int8 (N, K), float32 scales (N,)), symmetric, one scale per output channel."""
+    weight = weight.detach().float()  # (N, K)
+    scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # (N,)
+    quantized = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)  # (N, K)
+    return quantized, scales
+
+
+def dequantize(quantized: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return quantized.float() * scales.float()[:, None]  # (N, K) float32
+
+
+def int8_linear_reference(x: torch.Tensor, quantized: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """The float32 oracle: dequantize, then F.linear; (..., K) -> (..., N) in x's dtype."""
+    return F.linear(x.float(), dequantize(quantized, scales)).to(x.dtype)  # (..., N)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the int8 GEMV on one intra-op thread. Measured here (2 cores shared with other work): with two OpenMP
+    threads each call waits ~3 ms at the barrier for the descheduled second thread (0.05 ms on one); the product is
+    memory bound, so one core streaming a quarter of float32's bytes is the fast choice."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def dense_bf16(quantized: torch.Tensor) -> torch.Tensor:
+    """The int8 values as bfloat16 (N, K): exact (bfloat16 holds every integer up to 256); scales apply after."""
+    return quantized.to(torch.bfloat16)  # (N, K)
+
+
+def int8_linear(x: torch.Tensor, quantized: torch.Tensor, scales: torch.Tensor, scales_bf16: torch.Tensor,
+                dense: torch.Tensor | None = None) -> torch.Tensor:
+    """The fast path: bfloat16 activations, float32 accumulation inside the kernels; (..., K) -> (..., N).
+    `dense`: what dense_bf16() returns, if the caller keeps it (else made for the call)."""
+    rows = x.reshape(-1, x.size(-1)).to(torch.bfloat16)  # (M, K)
+    if rows.size(0) <= PACK_MAX_ROWS:
+        out = torch.ops.aten._weight_int8pack_mm(rows, quantized, scales_bf16)  # (M, N)
+    else:
+        dense = dense if dense is not None else dense_bf16(quantized)  # (N, K)
+        out = F.linear(rows, dense).float() * scales  # (M, N): the int8 weights exactly, scaled per channel
+    return out.view(*x.shape[:-1], quantized.size(0)).to(x.dtype)  # (..., N)
+
+
+class Int8Linear(nn.Module):
+    """A bias-free nn.Linear replacement holding an int8 weight and per-output-channel scales (CPU only)."""
+
+    def __init__(self, quantized: torch.Tensor, scales: torch.Tensor):
+        super().__init__()
+        self.out_features, self.in_features = quantized.shape
+        self.register_buffer("weight_int8", quantized.contiguous())  # (N, K) int8
+        self.register_buffer("scales", scales.float().contiguous())  # (N,) float32
+        self.register_buffer("scales_bf16", scales.to(torch.bfloat16).contiguous())  # (N,) what the kernel takes
+        self.reference = False  # True: the float32 oracle instead of the fast path (tests)
+        self.dense = None  # the bfloat16 weight for calls of more than PACK_MAX_ROWS rows, made on first need
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        if linear.bias is not None:
+            raise InputError("int8 quantization covers bias-free projections only")
+        return cls(*quantize_per_channel(linear.weight))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized float32 weight (N, K), for code that reads `.weight` (fingerprints, device checks)."""
+        return dequantize(self.weight_int8, self.scales)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reference:
+            return int8_linear_reference(x, self.weight_int8, self.scales)
+        if self.dense is None and x.numel() > PACK_MAX_ROWS * self.in_features:
+            self.dense = dense_bf16(self.weight_int8)  # (N, K); a racing thread builds the same
+        return int8_linear(x, self.weight_int8, self.scales, self.scales_bf16, self.dense)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+
+
+def project(x: torch.Tensor, linear: nn.Module) -> torch.Tensor:
+    """x @ W.T for an nn.Linear (through F.linear, skipping the module call) or an Int8Linear."""
+    if isinstance(linear, nn.Linear):
+        return F.linear(x, linear.weight, linear.bias)
+    return linear(x)
+
+
+@torch.no_grad()
+def quantize_model(model: nn.Module) -> nn.Module:
+    """Replace every bias-free nn.Linear (the projections and the head; not the KEEP_FLOAT ones) by an Int8Linear,
+    in place. The model must be float32 on the CPU. Returns the model, marked `weight_dtype = "int8"`."""
+    if getattr(model, "weight_dtype", None) == INT8:
+        return model
+    for param in model.parameters():
+        if param.device.type != "cpu" or param.dtype != torch.float32:
+            raise InputError(f"int8 weights are for float32 models on the CPU; got {param.dtype} on {param.device} "
+                             "(on CUDA use float16 or bfloat16)")
+    targets = [(name, module) for name, module in model.named_modules()
+               if isinstance(module, nn.Linear) and module.bias is None
+               and not any(part in name for part in KEEP_FLOAT)]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, Int8Linear.from_linear(module))
+    model.weight_dtype = INT8
+    return model
+
+
+def set_reference(model: nn.Module, reference: bool) -> None:
+    """Run every Int8Linear through the float32 oracle (True) or the fast path (False)."""
+    for module in model.modules():
+        if isinstance(module, Int8Linear):
+            module.reference = reference
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of parameters and buffers (int8 weights count one byte each)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())

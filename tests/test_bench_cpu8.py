@@ -1,0 +1,22 @@
+"""The cpu8 benchmark's table: goals marked, machine/threads/load average in the header, missing parts named."""
+from rwkv_app.bench.cpu8 import Cpu8Settings
+from rwkv_app.bench.cpu8_tables import render
+
+RWKV4 = {"default_dtype": "int8",
+         "decode": {"int8": 30.0, "float32": 10.0, "bfloat16": 12.0, "transformers": 10.0, "rwkv fp32i8": 2.0},
+         "prefill": {"default": 500.0, "float32": 200.0, "bfloat16": 400.0, "transformers": 250.0},
+         "greedy_match": {"int8": 6, "bfloat16": 6},
+         "engine": {"greedy/1": 20.0, "greedy/8": 110.0, "greedy/16": 150.0, "balanced/1": 18.0,
+                    "balanced/8": 80.0, "balanced/16": 150.0},
+         "demo_bpc": {"float32": 1.6, "int8": 1.601, "bfloat16": 1.6005}}
+
+
+def test_table_marks_goals_and_names_the_machine():
+    results = {"rwkv4": RWKV4, "rwkv7_error": "RuntimeError: boom", "loadavg": ((5.0, 4.0, 3.0), (6.0, 4.5, 3.2))}
+    table = render(results, Cpu8Settings())
+    assert "threads** in every row" in table and "before: 5.00, 4.00, 3.00" in table
+    assert "| 30.0 | 10.0 | 3.00x ✅ | 2.5x |" in table  # decode int8 vs transformers
+    assert "| 500.0 | 250.0 | 2.00x ❌ | 2.5x |" in table  # prefill default vs transformers
+    assert "| 110.0 | 20.0 | 5.50x ✅ | 5.0x |" in table and "| 150.0 | 18.0 | 8.33x ✅ | 8.0x |" in table
+    assert "not measured: RuntimeError: boom" in table
+    assert "int8 1.6010 (+0.062%)" in table

@@ -1,0 +1,153 @@
+"""Weight-only int8 (dtype "int8"): the fast path against the float32 reference, both families, loading, quality."""
+import copy
+import math
+
+import pytest
+import torch
+
+from rwkv_app import InputError, RwkvForCausalLM
+from rwkv_app.models.quantize import (PACK_MAX_ROWS, Int8Linear, dequantize, int8_linear, int8_linear_reference,
+                                      quantize_model, quantize_per_channel, set_reference)
+from rwkv_app.pretrained import load_dtype
+from rwkv_app.tokenizer import RwkvTokenizer
+from rwkv_app.train.evaluate import evaluate
+
+from .rwkv7_helpers import tiny_model7
+
+FAST_RTOL = 2e-2  # bfloat16 activations (8-bit mantissa) against the float32 reference, relative to the largest output
+MODEL_RTOL = 5e-2  # whole tiny models, fast against reference, relative to the largest logit
+DEMO = "demo-model"
+DEMO_PROMPT = "It is a truth universally acknowledged, that"
+
+
+def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> None:
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def matching_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def test_per_channel_rounding_error_is_at_most_half_a_step():
+    weight = torch.randn(37, 50) * torch.logspace(-3, 1, 37)[:, None]  # (N, K) rows of very different scales
+    quantized, scales = quantize_per_channel(weight)
+    assert quantized.dtype == torch.int8 and scales.shape == (37,)
+    error = (dequantize(quantized, scales) - weight).abs()  # (N, K)
+    assert bool((error <= scales[:, None] / 2 + 1e-7).all())
+    assert int(quantized.abs().amax(dim=1).min()) == 127  # each row uses its full range
+
+
+@pytest.mark.parametrize("rows", [1, 3, PACK_MAX_ROWS, PACK_MAX_ROWS + 1, 16, 100])  # both kernels, both sides of the switch
+def test_fast_path_matches_the_float32_reference(rows):
+    torch.manual_seed(rows)
+    quantized, scales = quantize_per_channel(torch.randn(96, 80))
+    x = torch.randn(rows, 80)  # (M, K)
+    fast = int8_linear(x, quantized, scales, scales.to(torch.bfloat16))  # (M, N)
+    assert fast.dtype == torch.float32 and fast.shape == (rows, 96)
+    assert_close_relative(fast, int8_linear_reference(x, quantized, scales), FAST_RTOL)
+
+
+def test_int8_linear_keeps_leading_dims_and_refuses_a_bias():
+    linear = torch.nn.Linear(16, 8, bias=False)
+    module = Int8Linear.from_linear(linear)
+    x = torch.randn(2, 5, 16)  # (B, T, K)
+    assert module(x).shape == (2, 5, 8)
+    assert_close_relative(module(x), linear(x).detach(), 3e-2)
+    torch.testing.assert_close(module.weight, dequantize(module.weight_int8, module.scales))
+    with pytest.raises(InputError, match="bias-free"):
+        Int8Linear.from_linear(torch.nn.Linear(16, 8))
+
+
+@torch.no_grad()
+def test_rwkv4_every_projection_and_the_head_are_int8(tiny_lm):
+    model = tiny_lm()
+    ids = torch.randint(0, 97, (2, 11))
+    expected = model(ids).logits  # (B, T, V) float32
+    quantized = quantize_model(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.Linear) for m in quantized.modules())
+    assert sum(isinstance(m, Int8Linear) for m in quantized.modules()) == 7 * 4 + 1  # 7 per block, the head
+    fast = quantized(ids).logits
+    set_reference(quantized, True)
+    reference = quantized(ids).logits
+    assert_close_relative(fast, reference, MODEL_RTOL)
+    assert_close_relative(reference, expected, 0.1)  # int8 weights against float32 weights: close, not equal
+
+
+@torch.no_grad()
+def test_rwkv4_int8_decode_equals_its_prefill_and_batches(tiny_lm):
+    model = quantize_model(tiny_lm())
+    ids = torch.randint(0, 97, (2, 9))
+    whole = model(ids).logits  # (B, T, V)
+    state, steps = None, []
+    for t in range(ids.size(1)):
+        out = model(ids[:, t:t + 1], state=state)
+        state, steps = out.state, steps + [out.logits[:, -1]]
+    assert_close_relative(torch.stack(steps, 1), whole, MODEL_RTOL)  # int8 GEMV vs bf16 GEMM: same numbers within bf16
+    alone = model(ids[:1]).logits
+    assert_close_relative(whole[:1], alone, MODEL_RTOL)
+
+
+@torch.no_grad()
+def test_rwkv7_projections_int8_lora_float32():
+    model = tiny_model7(seed=1).eval()
+    ids = torch.randint(0, model.config.vocab_size, (2, 7))
+    expected = model(ids).logits
+    quantized = quantize_model(copy.deepcopy(model))
+    assert all(isinstance(m, torch.nn.Linear) for name, m in quantized.named_modules() if "lora" in name
+               and isinstance(m, (torch.nn.Linear, Int8Linear)))
+    assert isinstance(quantized.lm_head, Int8Linear) and isinstance(quantized.model.layers[0].attn.r_proj, Int8Linear)
+    fast = quantized(ids).logits
+    set_reference(quantized, True)
+    assert_close_relative(fast, quantized(ids).logits, MODEL_RTOL)
+    assert_close_relative(quantized(ids).logits, expected, 0.1)
+
+
+def test_int8_is_for_float32_cpu_models_and_is_not_saved(tiny_lm, tmp_path):
+    with pytest.raises(InputError, match="float32 models on the CPU"):
+        quantize_model(tiny_lm().bfloat16())
+    model = quantize_model(tiny_lm())
+    assert quantize_model(model) is model  # idempotent
+    with pytest.raises(InputError, match="int8 model is not saved"):
+        model.save_pretrained(tmp_path)
+
+
+def test_dtype_names():
+    assert load_dtype("int8") == torch.float32 and load_dtype("INT8") == torch.float32
+    with pytest.raises(InputError, match="int8"):
+        load_dtype("int4")
+
+
+@pytest.fixture(scope="module")
+def demo_pair():
+    return RwkvForCausalLM.from_pretrained(DEMO), RwkvForCausalLM.from_pretrained(DEMO, dtype="int8")
+
+
+@torch.no_grad()
+def test_demo_model_int8_greedy_matches_float32_for_32_tokens(demo_pair):
+    full, int8 = demo_pair
+    assert isinstance(int8.head, Int8Linear) and int8.weight_dtype == "int8"
+    prompt = torch.tensor([RwkvTokenizer.from_pretrained(DEMO).encode(DEMO_PROMPT)])
+    a = full.generate(prompt, max_new_tokens=32, do_sample=False)[0, prompt.size(1):].tolist()
+    b = int8.generate(prompt, max_new_tokens=32, do_sample=False)[0, prompt.size(1):].tolist()
+    assert matching_prefix(a, b) == 32
+
+
+@torch.no_grad()
+def test_demo_model_int8_bits_per_char_within_one_percent(demo_pair):
+    full, int8 = demo_pair
+    tokenizer = RwkvTokenizer.from_pretrained(DEMO)
+    with open(f"{DEMO}/heldout-sample.txt", encoding="utf-8") as f:
+        ids = torch.tensor(tokenizer.encode(f.read()[:3000]))
+    bpc_full = evaluate(full, tokenizer, ids).bits_per_char
+    bpc_int8 = evaluate(int8, tokenizer, ids).bits_per_char
+    assert math.isfinite(bpc_int8) and abs(bpc_int8 - bpc_full) <= 0.01 * bpc_full
+
+
+def test_the_manager_loads_int8_by_name():
+    from rwkv_app.manager import ModelManager
+
+    manager = ModelManager()
+    with manager.use("demo", device="cpu", dtype="int8") as loaded:
+        assert loaded.model.weight_dtype == "int8" and isinstance(loaded.model.head, Int8Linear)
+    assert manager.loaded()[0]["dtype"] == "int8"
