@@ -21,15 +21,18 @@ from typing import Callable, Iterator
 
 import torch
 
+from .auto import CAUSAL_LM, detect_family
 from .checkpoints import expected_shapes
 from .config import CONFIG_NAME, RwkvConfig
 from .default_model import resolve_demo
 from .errors import RwkvError
 from .hub import resolve_model_dir
 from .model_presets import ModelPreset, load_model_presets
-from .modeling import RwkvForCausalLM
+from .models.variants import RWKV4
 from .pretrained import resolve_device, resolve_dtype
 from .progress import Progress, progress_tqdm_class
+from .tokenizer import TOKENIZER_FILE, TokenizerError
+from .tokenizer_select import tokenizer_in
 
 Clock = Callable[[], float]
 
@@ -57,7 +60,7 @@ class ModelKey:
 @dataclass
 class LoadedModel:
     key: ModelKey
-    model: RwkvForCausalLM
+    model: torch.nn.Module  # a causal LM of any family (its `family` says how to handle its state)
     tokenizer: object | None
     nbytes: int
     preset: ModelPreset | None = None
@@ -170,10 +173,11 @@ class ModelManager:
         progress("download", 0.0, f"fetching {key.source}")
         path = resolve_model_dir(key.source, revision=key.revision, cache_dir=self.cache_dir,
                                  local_files_only=self.local_files_only, tqdm_class=progress_tqdm_class(progress))
-        needed = estimate_bytes(path, resolve_dtype(key.dtype))
+        family = detect_family(path)
+        needed = estimate_bytes(path, resolve_dtype(key.dtype), family)
         self._make_room(needed, key)
         progress("load", 0.0, f"loading weights ({needed / 2**30:.2f} GiB)")
-        model = RwkvForCausalLM.from_pretrained(path, dtype=key.dtype, device=key.device)
+        model = CAUSAL_LM[family].from_pretrained(path, dtype=key.dtype, device=key.device)
         tokenizer = load_tokenizer(path)
         progress("ready", 1.0, f"{key.describe()} ready")
         return LoadedModel(key, model, tokenizer, model_bytes(model), preset, last_used=self._clock())
@@ -205,10 +209,11 @@ def auto_dtype(device: torch.device, preset: ModelPreset | None) -> str:
     return "float16" if device.type == "cuda" else "float32"
 
 
-def estimate_bytes(path: Path, dtype: torch.dtype) -> int:
-    """Memory the loaded weights will take: from config.json when there is one, else the weight file size."""
+def estimate_bytes(path: Path, dtype: torch.dtype, family: str = RWKV4) -> int:
+    """Memory the loaded weights will take: from an RWKV-4 config.json when there is one, else the weight files'
+    size."""
     directory = path if path.is_dir() else path.parent
-    if (directory / CONFIG_NAME).exists():
+    if family == RWKV4 and (directory / CONFIG_NAME).exists():
         config = RwkvConfig.from_json_file(directory / CONFIG_NAME)
         elements = sum(math.prod(shape) for shape in expected_shapes(config).values())
         return elements * torch.empty(0, dtype=dtype).element_size()
@@ -226,14 +231,15 @@ def model_bytes(model: torch.nn.Module) -> int:
 
 
 def load_tokenizer(path: Path):
-    """The checkpoint's tokenizer.json, or None when it ships none (BlinkDL files, bare weights)."""
-    directory = path if path.is_dir() else path.parent
-    file = directory / "tokenizer.json"
-    if not file.exists():
+    """The checkpoint's tokenizer (tokenizer.json, or the World vocabulary for RWKV-7), or None when it ships
+    none that can be told (an RWKV-4 BlinkDL file or bare weights without tokenizer.json)."""
+    try:
+        return tokenizer_in(path)
+    except TokenizerError:
+        directory = path if path.is_dir() else path.parent
+        if (directory / TOKENIZER_FILE).exists():
+            raise  # a tokenizer.json that does not load is an error, not a missing tokenizer
         return None
-    from .tokenizer import RwkvTokenizer
-
-    return RwkvTokenizer.from_file(file)
 
 
 def gib(nbytes: int) -> str:

@@ -21,6 +21,7 @@ from .generation import GenerationMixin
 from .hf_api import HfApiMixin
 from .outputs import RwkvCausalLMOutput, RwkvOutput
 from .pretrained import PretrainedMixin
+from .models.rwkv4.family import RWKV4_FAMILY
 from .state import LayerState, check_state, split_layers, stack_layers
 
 LN_OUT_EPS = 1e-5  # the final layer norm's, fixed as in transformers and BlinkDL (layer_norm_epsilon is the blocks')
@@ -129,6 +130,7 @@ def checkpointed_block(block: RwkvBlock, hidden: torch.Tensor, layer: LayerState
 class RwkvModel(HfApiMixin, PretrainedMixin, nn.Module):
     """The bare RWKV-4 stack: embeddings, blocks, final layer norm."""
 
+    family = RWKV4_FAMILY  # what the services use to handle its state
     base_prefix = "rwkv."
 
     def __init__(self, config: RwkvConfig):
@@ -264,6 +266,7 @@ def init_time_params(block: RwkvBlock, config: RwkvConfig) -> None:
 class RwkvForCausalLM(GenerationMixin, HfApiMixin, PretrainedMixin, nn.Module):
     """RwkvModel plus the language-model head; `generate` comes from the generation mixin."""
 
+    family = RWKV4_FAMILY  # what the services use to handle its state
     base_prefix = ""
 
     def __init__(self, config: RwkvConfig):

@@ -94,18 +94,21 @@ def test_compare_columns_and_keep(session):
 
 def test_state_inspector_data(session):
     list(session.generate("Hello", "balanced", 5, 1))
+    family = session.tree.family
     state, _ = session.tree.state_at(session.current)
-    norms = inspect.layer_norms(state)
+    norms = inspect.layer_norms(family, state)
     assert len(norms) == 5 * 2 and all(r["norm"] >= 0 for r in norms)
-    heat = inspect.heatmap(state, "att_shift")
+    heat = inspect.heatmap(family, state, "att_shift")
     assert len(heat["values"]) == 2 and len(heat["values"][0]) == 16
-    decay = inspect.decay_rows(session.tree.model)
+    decay = inspect.decay_rows(session.tree)
     assert all(0 < r["decay"] < 1 for r in decay)
     assert len(inspect.trace_rows(session.tree, session.current)) == 5 * 2
     parent = session.tree.node(session.current).parent
     assert any(r["norm"] > 0 for r in inspect.diff_rows(session.tree, parent, session.current))
     root = session.tree.root
-    assert all(r["norm"] == 0 for r in inspect.layer_norms(session.tree.state_at(root)[0]))
+    assert all(r["norm"] == 0 for r in inspect.layer_norms(family, session.tree.state_at(root)[0]))
+    report = inspect.state_report(session.tree, session.current, None, parent)
+    assert report["heatmap"]["tensor"] == "num" and report["diff"] and report["tensors"][0]["name"] == "ffn_shift"
 
 
 def test_export_import_and_bad_files(session, playground, tmp_path):

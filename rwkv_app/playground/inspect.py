@@ -1,44 +1,59 @@
-"""The state inspector's data: per-layer norms of the five state tensors, a layer x channel map of one of them,
-each layer's effective decay, how the state moved over the last generation, and the change between two nodes.
+"""The state inspector's data, through the model's family: per-layer norms of each state tensor, a layer x column
+map of one of them (columns are channels, or heads for a per-head matrix), each layer's decay, how the state
+moved over the last generation, and the change between two nodes. Everything returned is plain data.
 
-About rescaling: this model applies `rescale_every` to activations only (the residual stream is halved every
-N blocks and the two output projections scaled to match). The state never holds rescaled values: the token
-shifts are stored after the layer norm (ln1/ln2 outputs), and the WKV numerator, denominator and max come from
-key and value projections whose weights are not rescaled. So the values below are the state as stored, cast
-to float32, and they mean the same in every dtype; nothing needs undoing.
+The values are the state as stored, cast to float32. For RWKV-4, `rescale_every` touches activations only (the
+token shifts are stored after the layer norms, the WKV sums come from unrescaled key/value projections), so
+they mean the same in every dtype.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 
-from ..state import MAX_INIT, STATE_NAMES
+from ..errors import InputError
+from ..models.rwkv4.family import RWKV4_FAMILY
 
-MAX_COLUMNS = 192  # a heatmap wider than this averages neighbouring channels
+DEFAULT_TENSORS = RWKV4_FAMILY.state_names  # the State tab's choices before a node is shown (the default model's)
+
+MAX_COLUMNS = 192  # a heatmap wider than this averages neighbouring columns
 MAX_TRACE_TOKENS = 256  # the per-token trace runs at most this many tokens of the last generation
-DECAY_POINTS = 96
 
 
-def as_float(state: list[torch.Tensor]) -> list[torch.Tensor]:
-    """(C, L) float32 per tensor; the running max's "no token yet" sentinel reads as 0."""
-    out = [s[0].detach().float().cpu() for s in state]  # 5 x (C, L)
-    out[4] = torch.where(out[4] <= MAX_INIT / 10, torch.zeros_like(out[4]), out[4])
-    return out
+def describe(tree) -> list[dict]:
+    """{name, shape, dtype, meaning, columns} for each tensor of the tree's state (one row)."""
+    return [asdict(t) for t in tree.family.tensors(tree.model)]
 
 
-def layer_norms(state: list[torch.Tensor]) -> list[dict]:
-    """{layer, tensor, norm}: the L2 norm over channels of each tensor at each layer."""
+def layer_norms(family, state) -> list[dict]:
+    """{layer, tensor, norm}: the L2 norm over each layer's row of each tensor."""
+    return norm_rows(family, state, None)
+
+
+def diff_rows(tree, first: str, second: str) -> list[dict]:
+    """{layer, tensor, norm}: per-layer norm of (second's state - first's state), tensor by tensor."""
+    a, _ = tree.state_at(first)
+    b, _ = tree.state_at(second)
+    return norm_rows(tree.family, b, a)
+
+
+def norm_rows(family, state, minus) -> list[dict]:
     rows = []
-    for name, tensor in zip(STATE_NAMES, as_float(state)):
-        for layer, value in enumerate(tensor.norm(dim=0).tolist()):  # (L,)
-            rows.append({"layer": layer, "tensor": name, "norm": float(value)})
+    for name in family.state_names:
+        matrix = family.layer_matrix(state, name)  # (L, columns)
+        if minus is not None:
+            matrix = matrix - family.layer_matrix(minus, name)
+        rows += [{"layer": layer, "tensor": name, "norm": float(v)} for layer, v in enumerate(matrix.norm(dim=1))]
     return rows
 
 
-def heatmap(state: list[torch.Tensor], name: str) -> dict:
+def heatmap(family, state, name: str) -> dict:
     """{tensor, values (L rows x columns), channels_per_column, min, max} for one state tensor."""
-    if name not in STATE_NAMES:
-        raise ValueError(f"unknown state tensor {name!r}: one of {', '.join(STATE_NAMES)}")
-    tensor = as_float(state)[STATE_NAMES.index(name)].T  # (L, C)
+    if name not in family.state_names:
+        raise InputError(f"unknown state tensor {str(name)[:40]!r}: this {family.label} model's are "
+                         f"{', '.join(family.state_names)}")
+    tensor = family.layer_matrix(state, name)  # (L, C)
     group = max(1, -(-tensor.size(1) // MAX_COLUMNS))
     if group > 1:
         pad = (-tensor.size(1)) % group
@@ -47,41 +62,32 @@ def heatmap(state: list[torch.Tensor], name: str) -> dict:
             "min": float(tensor.min()), "max": float(tensor.max())}
 
 
-def decay_rows(model) -> list[dict]:
-    """{layer, rank, decay}: each layer's per-channel decay exp(-exp(time_decay)), sorted, sampled evenly."""
-    rows = []
-    for layer, block in enumerate(model.rwkv.blocks):
-        decay = torch.exp(-torch.exp(block.attention.time_decay.detach().float().cpu())).sort().values  # (A,)
-        picks = torch.linspace(0, decay.numel() - 1, min(DECAY_POINTS, decay.numel())).round().long()
-        for rank, index in enumerate(picks.tolist()):
-            rows.append({"layer": f"layer {layer}", "channel rank": rank / max(1, len(picks) - 1),
-                         "decay": float(decay[index])})
-    return rows
+def decay_rows(tree) -> list[dict]:
+    """{layer, channel rank, decay}: each layer's per-channel decay, sorted, sampled evenly."""
+    return tree.family.decay_rows(tree.model)
 
 
 @torch.no_grad()
 def trace_rows(tree, node_id: str) -> list[dict]:
-    """{token, layer, norm}: the WKV numerator's per-layer norm after each token of the node (its last
+    """{token, layer, norm}: the family's memory tensor's per-layer norm after each token of the node (its last
     generation), run again token by token from the parent's state (at most MAX_TRACE_TOKENS tokens)."""
     node = tree.node(node_id)
     if node.parent is None:
         return []
-    state, _ = tree.state_at(node.parent)
-    model, rows = tree.model, []
-    state = [s.to(model.device) for s in state]
+    family, model, rows = tree.family, tree.model, []
+    state = family.to(tree.state_at(node.parent)[0], model.device)
     for index, token in enumerate(node.tokens[:MAX_TRACE_TOKENS]):
         state = model(input_ids=torch.tensor([[token]], device=model.device), state=state, use_cache=True).state
-        norms = as_float(state)[2].norm(dim=0).tolist()  # (L,)
+        norms = family.layer_matrix(state, family.memory_tensor).norm(dim=1).tolist()  # (L,)
         rows.extend({"token": index, "layer": f"layer {layer}", "norm": float(v)} for layer, v in enumerate(norms))
     return rows
 
 
-def diff_rows(tree, first: str, second: str) -> list[dict]:
-    """{layer, tensor, norm}: per-layer norm of (second's state - first's state), tensor by tensor."""
-    a, _ = tree.state_at(first)
-    b, _ = tree.state_at(second)
-    rows = []
-    for name, x, y in zip(STATE_NAMES, as_float(a), as_float(b)):
-        for layer, value in enumerate((y - x).norm(dim=0).tolist()):
-            rows.append({"layer": layer, "tensor": name, "norm": float(value)})
-    return rows
+def state_report(tree, node_id: str, tensor: str | None = None, other_id: str | None = None) -> dict:
+    """Everything the State tab shows for a node, as plain data: tensors (describe), norms, decay, heatmap
+    (of `tensor`, default the family's memory tensor), trace, and diff (against `other_id`, if given)."""
+    family = tree.family
+    state, _ = tree.state_at(node_id)
+    return {"tensors": describe(tree), "norms": layer_norms(family, state), "decay": decay_rows(tree),
+            "heatmap": heatmap(family, state, tensor or family.memory_tensor), "trace": trace_rows(tree, node_id),
+            "diff": diff_rows(tree, node_id, other_id) if other_id else []}

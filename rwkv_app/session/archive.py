@@ -1,8 +1,8 @@
 """Saving a session to one zip file and loading it back, refusing other models and hostile files.
 
 The zip holds exactly two members: `tree.json` (format, version, the model's identity, the tokenizer's
-fingerprint, the nodes) and `states.safetensors` (each kept node's five state tensors and its logits,
-keyed "<node id>/<entry>"). Loading never unpickles or executes anything: member names, sizes and
+fingerprint, the nodes) and `states.safetensors` (each kept node's state tensors, named by the model's
+family, and its logits, keyed "<node id>/<entry>"). Loading never unpickles or executes anything: member names, sizes and
 compression are checked before reading, reads are bounded, the JSON is validated as a tree over this
 model's vocabulary, and the safetensors header is checked against this model's state shapes before any
 tensor is allocated.
@@ -24,7 +24,7 @@ from .identity import ModelIdentity
 from .nodes import Node
 from .store import StateBudget
 from .tree import SessionTree
-from .validate import (FORMAT, STATE_NAMES, VERSION, SessionFileError, fail, parse_json, validate_document,
+from .validate import (FORMAT, VERSION, SessionFileError, expected_entries, fail, parse_json, validate_document,
                        validate_identity, validate_safetensors)
 
 TREE_MEMBER, STATES_MEMBER = "tree.json", "states.safetensors"
@@ -54,8 +54,8 @@ def export_session(tree: SessionTree, target: str | Path | BinaryIO) -> None:
     tensors = {}
     for node_id, kept in tree.store.entries.items():  # least recently used first: an import keeps the order
         if node_id != tree.root:
-            for name, tensor in zip(STATE_NAMES, kept.state):
-                tensors[f"{node_id}/{name}"] = tensor.detach().cpu().contiguous()  # (1, C, L)
+            for name, tensor in tree.family.to_named(kept.state).items():
+                tensors[f"{node_id}/{name}"] = tensor
             tensors[f"{node_id}/logits"] = kept.logits.detach().cpu().contiguous()  # (V,)
     with zipfile.ZipFile(target, "w") as archive:
         archive.writestr(zipfile.ZipInfo(TREE_MEMBER, FIXED_TIME), json.dumps(doc, allow_nan=False).encode("utf-8"),
@@ -83,8 +83,9 @@ def import_session(source: str | Path | bytes | BinaryIO, model, tokenizer=None,
     if doc["tokenizer"] and tree.tokenizer_id and doc["tokenizer"] != tree.tokenizer_id:
         raise SessionFileError(f"cannot import: the session was saved with another tokenizer (sha256 "
                                f"{doc['tokenizer'][:16]}), this session's is {tree.tokenizer_id[:16]}")
-    kept = validate_safetensors(members[STATES_MEMBER], {n["id"] for n in doc["nodes"]}, doc["root"],
-                                tree.identity, limits.max_header_bytes)
+    shapes = expected_entries(tree.family.state_spec(model), model.config.vocab_size)
+    kept = validate_safetensors(members[STATES_MEMBER], {n["id"] for n in doc["nodes"]}, doc["root"], shapes,
+                                limits.max_header_bytes)
     try:
         tensors = safetensors.torch.load(members[STATES_MEMBER])
     except Exception as err:  # the Rust side raises its own error types
@@ -92,7 +93,8 @@ def import_session(source: str | Path | bytes | BinaryIO, model, tokenizer=None,
     tree.nodes = {node["id"]: Node.from_json(node) for node in doc["nodes"]}
     tree.meta = doc["meta"]
     for node_id in kept:
-        tree.store.put(node_id, [tensors[f"{node_id}/{name}"] for name in STATE_NAMES], tensors[f"{node_id}/logits"])
+        named = {name: tensors[f"{node_id}/{name}"] for name in tree.family.state_names}
+        tree.store.put(node_id, tree.family.from_named(named), tensors[f"{node_id}/logits"])
     return tree
 
 

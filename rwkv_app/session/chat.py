@@ -70,9 +70,11 @@ def separator_after(tail: str) -> str:
 class ChatSession:
     """A chat held in a SessionTree (saved with it: the format and the current node live in tree.meta)."""
 
-    def __init__(self, tree: SessionTree, *, user: str = "User", bot: str = "Bot", system: str | None = None,
-                 sampling=None):
+    def __init__(self, tree: SessionTree, *, user: str | None = None, bot: str | None = None,
+                 system: str | None = None, sampling=None):
+        """`user` and `bot` default to the names the model's family was tuned on (RWKV-7: User / Assistant)."""
         tree.require_tokenizer()
+        user, bot = user or tree.family.chat_names[0], bot or tree.family.chat_names[1]
         self.tree, self.format = tree, ChatFormat(user, bot)
         self.sampling = "chat" if sampling is None else sampling  # a preset name, SamplingSettings or dict
         saved = self.sampling if isinstance(self.sampling, str) else resolve_sampling(self.sampling, {}).to_dict()

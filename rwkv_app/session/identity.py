@@ -1,8 +1,9 @@
 """Which model and tokenizer a session runs on, recorded in its file so an import can refuse another model.
 
-The weights fingerprint hashes a small, fixed sample of the weights (embedding and head rows, every
-layer's decay, bonus and first layer norm), so two checkpoints with the same shapes but different weights
-differ, without hashing gigabytes.
+The weights fingerprint hashes a small, fixed sample of the weights that the model's family picks (embedding
+and head rows, every layer's decay, bonus and first layer norm), so two checkpoints with the same shapes but
+different weights differ, without hashing gigabytes. Files written before families were recorded hold no
+`family` and are RWKV-4's.
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..models.family import family_of
+
+LEGACY_FAMILY = "rwkv4"  # the family of a file that records none
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
@@ -23,14 +27,14 @@ class ModelIdentity:
     attention_hidden_size: int
     num_hidden_layers: int
     weights: str  # sha256 of the weight sample
+    family: str = LEGACY_FAMILY
 
     @classmethod
     def of(cls, model, model_id: str | None = None) -> ModelIdentity:
-        config = model.config
+        family = family_of(model)
         return cls(model_id=model_id or "unnamed model", dtype=DTYPE_NAMES.get(model.dtype, str(model.dtype)),
-                   vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-                   attention_hidden_size=config.attention_hidden_size,
-                   num_hidden_layers=config.num_hidden_layers, weights=weights_fingerprint(model))
+                   vocab_size=model.config.vocab_size, weights=weights_fingerprint(model), family=family.name,
+                   **family.identity_sizes(model.config))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -41,6 +45,9 @@ class ModelIdentity:
 
     def mismatch(self, other: ModelIdentity) -> str | None:
         """Why a session recorded with `other` cannot run on this model; None when it can."""
+        if self.family != other.family:
+            return (f"the session was saved with a {other.family} model ({other.describe()}) but this session "
+                    f"runs a {self.family} model ({self.describe()}): a session file only opens on its own family")
         for name in ("dtype", "vocab_size", "hidden_size", "attention_hidden_size", "num_hidden_layers", "weights"):
             if getattr(self, name) != getattr(other, name):
                 return (f"the session was saved with model {other.describe()} but this session runs on "
@@ -50,12 +57,8 @@ class ModelIdentity:
 
 @torch.no_grad()
 def weights_fingerprint(model) -> str:
-    base = model.rwkv
-    sample = [base.embeddings.weight[:2], base.embeddings.weight[-2:], model.head.weight[:2], model.head.weight[-2:]]
-    for block in base.blocks:
-        sample += [block.attention.time_decay, block.attention.time_first, block.ln1.weight]
     digest = hashlib.sha256()
-    for tensor in sample:
+    for tensor in family_of(model).fingerprint_tensors(model):
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 

@@ -1,6 +1,6 @@
 """Kept states: each node's RNN state after its tokens and the logits after its last token, under a budget.
 
-An entry is five (1, C, L) tensors plus (V,) float32 logits, so generating from a node needs no forward.
+An entry is the model family's one-row state plus (V,) float32 logits, so generating from a node needs no forward.
 Over budget (entries or bytes), the least recently used entries are dropped, never the root's; a dropped
 state is recomputed on demand from the nearest kept ancestor (see SessionTree.state_at). Entries live on
 `device`, which may differ from the model's (states on CPU while the model runs on a GPU).
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..models.family import ModelFamily
 
 
 @dataclass(frozen=True)
@@ -31,20 +32,16 @@ class StateBudget:
 
 @dataclass
 class Kept:
-    state: list[torch.Tensor]  # 5 x (1, C, L)
+    state: list[torch.Tensor]  # the family's one-row state
     logits: torch.Tensor | None  # (V,) float32 after the node's last token; None for the root (no token yet)
     nbytes: int
-
-
-def tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 class StateStore:
     """An LRU map node id -> Kept. `get` counts as a use; `pinned` (the root) is never dropped."""
 
-    def __init__(self, budget: StateBudget, device: torch.device, pinned: str | None = None):
-        self.budget, self.device, self.pinned = budget, torch.device(device), pinned
+    def __init__(self, family: ModelFamily, budget: StateBudget, device: torch.device, pinned: str | None = None):
+        self.family, self.budget, self.device, self.pinned = family, budget, torch.device(device), pinned
         self.entries: OrderedDict[str, Kept] = OrderedDict()
         self.nbytes = 0
         self.drops = 0  # entries dropped for the budget, over the store's life
@@ -62,12 +59,12 @@ class StateStore:
         return kept
 
     def put(self, node_id: str, state: list[torch.Tensor], logits: torch.Tensor | None) -> Kept:
-        """Keep copies (on the store's device) of a (1, C, L) state and its (V,) logits; then fit the budget."""
-        state = [s.detach().to(self.device, copy=True) for s in state]  # 5 x (1, C, L), shares nothing
+        """Keep copies (on the store's device) of a one-row state and its (V,) logits; then fit the budget."""
+        state = self.family.to(state, self.device, copy=True)  # shares nothing with the caller
         if logits is not None:
             logits = logits.detach().reshape(-1).to(self.device, torch.float32, copy=True)  # (V,)
         self.drop(node_id)
-        kept = Kept(state, logits, tensor_bytes(state) + tensor_bytes([logits]))
+        kept = Kept(state, logits, self.family.nbytes(state) + (0 if logits is None else logits.numel() * 4))
         self.entries[node_id] = kept
         self.nbytes += kept.nbytes
         self.fit(keep=node_id)

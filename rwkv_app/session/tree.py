@@ -21,12 +21,12 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from ..sampling import token_probs
-from ..state import init_state
+from ..models.family import family_of
 from . import continuation
 from .continuation import Branch
 from .identity import ModelIdentity, tokenizer_fingerprint
 from .nodes import BOT, GENERATED, ROLES, ROOT, TEXT, Change, Node, SessionError, chat_messages, new_id
-from .store import Kept, StateBudget, StateStore, tensor_bytes
+from .store import Kept, StateBudget, StateStore
 
 MAX_COMPARE = 8
 
@@ -36,6 +36,7 @@ class SessionTree:
                  state_device: torch.device | str | None = None, top_alternatives: int = 5,
                  root_id: str | None = None):
         self.model, self.tokenizer = model, tokenizer
+        self.family = family_of(model)  # everything the tree does to a state goes through it
         self.identity = ModelIdentity.of(model, model_id)
         self.tokenizer_id = tokenizer_fingerprint(tokenizer)
         self.state_device = torch.device(state_device) if state_device is not None else model.device
@@ -45,9 +46,9 @@ class SessionTree:
         root = Node(root_id or new_id(), None, ROOT, ())
         self.root = root.id
         self.nodes: dict[str, Node] = {root.id: root}
-        self.store = StateStore(budget or StateBudget(), self.state_device, pinned=root.id)
-        empty = init_state(model.config, 1, model.dtype, self.state_device)  # 5 x (1, C, L)
-        self.check_budget(tensor_bytes(empty))
+        self.store = StateStore(self.family, budget or StateBudget(), self.state_device, pinned=root.id)
+        empty = self.family.empty_state(model, 1, self.state_device)
+        self.check_budget(self.family.nbytes(empty))
         self.store.put(root.id, empty, None)
 
     def check_budget(self, state_bytes: int) -> None:
@@ -84,9 +85,9 @@ class SessionTree:
         return chat_messages(self.path(node_id))
 
     def state_at(self, node_id: str) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Copies of the node's state, 5 x (1, C, L), and its (V,) logits (None at the root), recomputed if dropped."""
+        """Copies of the node's one-row state and its (V,) logits (None at the root), recomputed if dropped."""
         kept = self.resume(node_id)
-        return [s.clone() for s in kept.state], None if kept.logits is None else kept.logits.clone()
+        return self.family.clone(kept.state), None if kept.logits is None else kept.logits.clone()
 
     # ---- growing -------------------------------------------------------------------------------------
     def extend(self, parent: str, text: str, role: str = TEXT, meta: dict | None = None) -> Change:
@@ -235,9 +236,9 @@ class SessionTree:
             return start.state, None if start.logits is None else start.logits[None]  # (1, V)
         device = self.model.device
         ids = torch.tensor([tokens], dtype=torch.long, device=device)  # (1, T)
-        out = self.model(input_ids=ids, state=[s.to(device) for s in start.state], use_cache=True,
+        out = self.model(input_ids=ids, state=self.family.to(start.state, device), use_cache=True,
                          logits_to_keep=keep)
-        return out.state, out.logits[0].float()  # 5 x (1, C, L), (k, V)
+        return out.state, out.logits[0].float()  # one row, (k, V)
 
     # ---- helpers -------------------------------------------------------------------------------------
     def add(self, parent: str, role: str, tokens, text: str, probs=None, top=None, meta=None) -> Node:

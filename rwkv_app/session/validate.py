@@ -15,8 +15,6 @@ from .nodes import ROLES, ROOT, SessionError
 
 FORMAT, VERSION = "rwkv-playground-session", 1
 ID_PATTERN = re.compile(r"[0-9a-f]{8,64}")
-STATE_NAMES = ("ffn_shift", "att_shift", "num", "den", "max")
-ENTRY_NAMES = STATE_NAMES + ("logits",)
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 ITEM_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
 NODE_KEYS = {"id", "parent", "role", "tokens", "text", "probs", "top", "meta", "children"}
@@ -49,11 +47,11 @@ def is_prob(value: Any) -> bool:
 
 def validate_identity(data: Any) -> ModelIdentity:
     fields = {"model_id": str, "dtype": str, "vocab_size": int, "hidden_size": int, "attention_hidden_size": int,
-              "num_hidden_layers": int, "weights": str}
-    if not isinstance(data, dict) or set(data) != set(fields):
-        fail(f"'model' must be an object with exactly the keys {sorted(fields)}")
+              "num_hidden_layers": int, "weights": str, "family": str}
+    if not isinstance(data, dict) or set(data) - {"family"} != set(fields) - {"family"}:  # older files: no family
+        fail(f"'model' must be an object with exactly the keys {sorted(fields)} ('family' may be absent)")
     for key, kind in fields.items():
-        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
             fail(f"model.{key} must be {kind.__name__}")
     return ModelIdentity(**data)
 
@@ -150,20 +148,19 @@ def check_tree_shape(nodes: list[dict], root: Any) -> None:
         fail(f"{len(nodes) - len(seen)} nodes are not reachable from the root (a cycle or a detached branch)")
 
 
-def expected_entries(identity: ModelIdentity) -> dict[str, tuple[str, list[int]]]:
-    """Each entry name -> (safetensors dtype, shape) for this model's states and logits."""
-    shift = SAFETENSORS_DTYPES[identity.dtype]
-    H, A, L = identity.hidden_size, identity.attention_hidden_size, identity.num_hidden_layers
-    return {"ffn_shift": (shift, [1, H, L]), "att_shift": (shift, [1, H, L]), "num": ("F32", [1, A, L]),
-            "den": ("F32", [1, A, L]), "max": ("F32", [1, A, L]), "logits": ("F32", [identity.vocab_size])}
+def expected_entries(state_spec: dict, vocab_size: int) -> dict[str, tuple[str, list[int]]]:
+    """Each entry name -> (safetensors dtype, shape): the family's one-row state tensors and the logits."""
+    entries = {name: (SAFETENSORS_DTYPES[str(dtype).replace("torch.", "")], list(shape))
+               for name, (dtype, shape) in state_spec.items()}
+    return {**entries, "logits": ("F32", [vocab_size])}
 
 
-def validate_safetensors(data: bytes, node_ids: set[str], root: str, identity: ModelIdentity,
+def validate_safetensors(data: bytes, node_ids: set[str], root: str, shapes: dict[str, tuple[str, list[int]]],
                          max_header: int) -> list[str]:
     """Check the header of a safetensors buffer against the model's shapes before loading any tensor.
 
-    Keys are "<node id>/<entry>"; every kept node has all six entries; dtypes and shapes are the model's;
-    the byte ranges tile the data exactly. Returns the node ids with states, in file order.
+    Keys are "<node id>/<entry>"; every kept node has every entry of `shapes` (expected_entries); dtypes and
+    shapes are the model's; the byte ranges tile the data exactly. Returns the node ids with states, in file order.
     """
     if len(data) < 8:
         fail("states.safetensors is too short")
@@ -177,14 +174,14 @@ def validate_safetensors(data: bytes, node_ids: set[str], root: str, identity: M
     if not isinstance(header, dict):
         fail("states.safetensors header must be an object")
     header.pop("__metadata__", None)
-    shapes, ranges, kept = expected_entries(identity), [], {}
+    ranges, kept = [], {}
     for key, info in header.items():
         node_id, _, name = key.partition("/")
         if node_id not in node_ids or node_id == root or name not in shapes:
             fail(f"states.safetensors has an unexpected entry {key[:80]!r}")
         ranges.append(check_entry(key, info, *shapes[name]))
         kept.setdefault(node_id, set()).add(name)
-    if any(names != set(ENTRY_NAMES) for names in kept.values()):
+    if any(names != set(shapes) for names in kept.values()):
         fail("states.safetensors has a node without all of its entries")
     position = 0
     for begin, end in sorted(ranges):

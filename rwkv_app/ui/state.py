@@ -4,9 +4,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from ..errors import InputError
 from ..playground import inspect as state_data
-from ..state import STATE_NAMES
 from .common import guarded
 from .render import heatmap_html
 
@@ -21,7 +19,7 @@ def build(ctx, refresh):
         node = gr.Dropdown([], label="Node (default: the current one)", elem_id="st-node",
                            allow_custom_value=True)  # API clients pass ids from /tree
         other = gr.Dropdown([], label="Compare with node (for the difference)", allow_custom_value=True)
-        tensor = gr.Radio(list(STATE_NAMES), value="num", label="Heatmap of")
+        tensor = gr.Radio(list(state_data.DEFAULT_TENSORS), value="num", label="Heatmap of")
         show = gr.Button("Show state", variant="primary", elem_id="st-show")
     with gr.Row():
         norms = gr.LinePlot(x="layer", y="norm", color="tensor", title="Per-layer norm of each state tensor",
@@ -47,15 +45,12 @@ def wire(ctx, c):
         session = ctx.ensure(session, request)
         tree = session.tree
         node_id = tree.node(node_id).id if node_id else session.current  # another session's id is unknown here
-        other_rows = state_data.diff_rows(tree, node_id, tree.node(other_id).id) if other_id else []
-        if tensor not in STATE_NAMES and tensor:
-            raise InputError(f"unknown state tensor {str(tensor)[:40]!r}: one of {', '.join(STATE_NAMES)}")
-        state, _ = tree.state_at(node_id)
-        return (frame(state_data.layer_norms(state), "layer", "tensor", "norm"),
-                frame(state_data.decay_rows(tree.model), "layer", "channel rank", "decay"),
-                heatmap_html(state_data.heatmap(state, tensor or "num")),
-                frame(state_data.trace_rows(tree, node_id), "token", "layer", "norm"),
-                frame(other_rows, "layer", "tensor", "norm"), session)
+        report = state_data.state_report(tree, node_id, tensor, tree.node(other_id).id if other_id else None)
+        return (frame(report["norms"], "layer", "tensor", "norm"),
+                frame(report["decay"], "layer", "channel rank", "decay"),
+                heatmap_html(report["heatmap"]),
+                frame(report["trace"], "token", "layer", "norm"),
+                frame(report["diff"], "layer", "tensor", "norm"), session)
 
     c["show"].click(show, [c["node"], c["other"], c["tensor"], ctx.state],
                     [c["norms"], c["decay"], c["heat"], c["trace"], c["diff"], ctx.state], api_name="state")

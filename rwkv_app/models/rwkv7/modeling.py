@@ -20,12 +20,12 @@ from ...errors import InputError
 from ...generation import GenerationMixin
 from ...modeling import RwkvModel, causal_lm_loss, token_shift
 from ...outputs import RwkvCausalLMOutput, RwkvOutput
-from .config import Rwkv7Config
+from .config import DECAY_SCALE, Rwkv7Config
+from .family import RWKV7_FAMILY
 from .init import init_model_weights
 from .pretrained import Rwkv7PretrainedMixin
 from .state import LayerState7, check_state7, split_layers7, stack_layers7
 
-DECAY_SCALE = math.exp(-0.5)  # BlinkDL's 0.606531: decay = exp(-exp(-0.5) * sigmoid(w0 + lora)), in (0.545, 1)
 
 
 class LoRA(nn.Module):
@@ -132,6 +132,7 @@ class Rwkv7Block(nn.Module):
 class Rwkv7Model(Rwkv7PretrainedMixin, nn.Module):
     """The bare RWKV-7 stack: embeddings, blocks, final layer norm."""
 
+    family = RWKV7_FAMILY  # what the services use to handle its state
     base_prefix = "model."
     # The input checks are RWKV-4's, shared: one home for the token-id range check and the embeds check.
     _embed, _check_ids, _check_embeds = RwkvModel._embed, RwkvModel._check_ids, RwkvModel._check_embeds
@@ -182,6 +183,7 @@ def check_unsupported(output_attentions, kwargs: dict) -> None:
 class Rwkv7ForCausalLM(GenerationMixin, Rwkv7PretrainedMixin, nn.Module):
     """Rwkv7Model plus the language-model head; `generate` and `stream_generate` come from the generation mixin."""
 
+    family = RWKV7_FAMILY  # what the services use to handle its state
     base_prefix = ""
 
     def __init__(self, config: Rwkv7Config):
