@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from ..generation import FinishEvent, TokenEvent
+from ..models.family import family_of
 from ..presets import load_sampling_preset
 from ..sampling import SamplingSettings
 from .nodes import ROLES, ROOT, Change, SessionError
@@ -126,16 +127,16 @@ def group_stream(tree, parent_id: str, context: list[int], rows: list[Row], memb
                  criteria: list) -> Iterator:
     """The events of one model's batch, rows renumbered to their index among all branches."""
     model = rows[members[0]].model
-    device = model.device
+    device, family = model.device, family_of(model)
     if model is tree.model:
         kept = tree.resume(parent_id)
-        state, logits = [s.to(device) for s in kept.state], kept.logits.to(device)  # 5 x (1, C, L), (V,)
+        state, logits = family.to(kept.state, device), kept.logits.to(device)  # one row, (V,)
     else:
         with torch.no_grad():
             out = model(input_ids=torch.tensor([context], device=device), use_cache=True, logits_to_keep=1)
-        state, logits = out.state, out.logits[0, -1].float()  # 5 x (1, C, L), (V,)
+        state, logits = out.state, out.logits[0, -1].float()  # one row, (V,)
     B = len(members)
-    state = [s.repeat(B, 1, 1) for s in state] if B > 1 else state  # 5 x (B, C, L)
+    state = family.stack([state] * B) if B > 1 else state  # B rows
     logits = logits[None].repeat(B, 1)  # (B, V)
     events = model.stream_generate(torch.tensor([context], device=device), state=state, start_logits=logits,
                                    sampling=[rows[i].settings for i in members], tokenizer=tree.tokenizer,
