@@ -53,6 +53,22 @@ def test_chat_turns_retry_undo_edit_and_branches(session):
     assert len(session.chat.siblings(session.turn_node(0))) == 2
 
 
+def test_a_message_sent_while_another_generation_runs_adds_no_turn(session):
+    branch = session.branch("chat", 4)
+    list(session.chat_send("first", branch))
+    nodes = len(session.tree.nodes)
+    late = session.chat_send("late", branch)  # accepted at the call, before the other generation starts
+    running = session.generate("Hello", "balanced", 50, 1)
+    next(running)  # holds the session's lock now
+    with pytest.raises(InputError, match="already generating"):
+        next(late)
+    with pytest.raises(InputError, match="already generating"):
+        session.chat_send("too soon", branch)
+    running.close()
+    assert not any(n.role == "user" and n.text == "late" for n in session.tree.nodes.values())
+    assert len(session.tree.nodes) > nodes  # only the other generation added nodes
+
+
 @pytest.mark.parametrize("text, words", [("", "empty"), ("   ", "empty"), ("x" * 100_000, "at most")])
 def test_bad_messages_are_clear_errors_and_the_session_keeps_working(session, text, words):
     with pytest.raises(InputError, match=words):

@@ -235,10 +235,12 @@ class UserSession:
     def chat_send(self, message: str, branch: Branch, system=None, user=None, bot=None) -> Iterator[list[dict]]:
         self.check_text(message)
         chat = self.ensure_chat(system, user, bot)
-        with self.busy():
-            pass  # fail now (before the user turn is added) if a generation runs
-        chat.current = chat.add_user(chat.current, message).node
-        return self._reply(branch)
+        if self._busy.locked():  # fail at the call; the reply adds the turn only once it holds the lock
+            raise InputError("this session is already generating: wait for it or press Stop")
+
+        def add_turn() -> None:
+            chat.current = chat.add_user(chat.current, message).node
+        return self._reply(branch, add_turn)
 
     def chat_retry(self, branch: Branch) -> Iterator[list[dict]]:
         chat = self.require_chat()
@@ -251,12 +253,16 @@ class UserSession:
             branch = Branch(branch.sampling, label=branch.label, overrides={**branch.overrides, "seed": None})
         return self._reply(branch)
 
-    def _reply(self, branch: Branch) -> Iterator[list[dict]]:
-        chat, parent = self.chat, self.chat.current
+    def _reply(self, branch: Branch, add_turn=None) -> Iterator[list[dict]]:
+        """Stream a bot turn under the chat's current node; `add_turn` (the user's message) runs first, under
+        the session's lock, so a turn is never added while another generation runs."""
+        chat = self.chat
         settings = resolve_sampling(branch.sampling, branch.overrides)
         reply = Branch(reply_settings(settings, self.tree.tokenizer), label=branch.label)
-        before = chat.messages()
         with self.busy() as job:
+            if add_turn is not None:
+                add_turn()
+            parent, before = chat.current, chat.messages()
             yield before + [{"role": "assistant", "content": ""}]
             try:
                 with closing(stream_rows(self.engine, self.tree, parent, [reply], BOT, job)) as stream:
