@@ -13,8 +13,10 @@ import warnings
 
 import torch
 
-from .fused_decode import DecodePlan, decode_step
-from .state import MAX_INIT
+from kernels.reference import EMPTY_MAX
+
+from .fused_decode import DecodePlan, checked_ids, decode_step, eager_step, plan_for
+from .state import check_state
 
 MAX_GRAPHS_PER_MODEL = 16  # batch sizes kept; the oldest capture is dropped beyond this
 WARMUP_STEPS = 2  # before capture: compiles the Triton kernels and sets up cuBLAS outside the graph
@@ -27,7 +29,7 @@ def static_state(plan: DecodePlan, batch: int) -> list[torch.Tensor]:
     layers = len(plan.layers)
     shifts = [torch.zeros(batch, hidden, layers, dtype=plan.dtype, device=plan.device) for _ in range(2)]
     wkv = [torch.zeros(batch, channels, layers, dtype=torch.float32, device=plan.device) for _ in range(3)]
-    wkv[2].fill_(MAX_INIT)
+    wkv[2].fill_(EMPTY_MAX)
     return shifts + wkv
 
 
@@ -81,3 +83,17 @@ def graphed_step(plan: DecodePlan, batch: int) -> GraphedStep | None:
                           "decoding with the eager fused step", RuntimeWarning, stacklevel=3)
             plan.graphs[batch] = None
         return plan.graphs[batch]
+
+
+def causal_lm_step(model, input_ids: torch.Tensor, state: list[torch.Tensor]):
+    """forward() for one token on CUDA: (logits (B, 1, V), new state), replayed from a graph when
+    model.cuda_decode is "graph" and capture works, else the eager fused step. Same checks as the per-op
+    path; the caller's state is neither kept nor written."""
+    input_ids = checked_ids(model, input_ids)  # (B, 1)
+    check_state(state, model.config, input_ids.size(0), input_ids.device)
+    plan = plan_for(model)
+    if model.cuda_decode == "graph":
+        step = graphed_step(plan, input_ids.size(0))
+        if step is not None:
+            return step(input_ids, state)
+    return eager_step(plan, input_ids, state)

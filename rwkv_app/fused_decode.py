@@ -8,7 +8,7 @@ projections' inputs are scaled to match; the weights are never touched.
 
 `decode_step` takes tensors only and allocates nothing but intermediates, so it can be captured in a
 CUDA graph (rwkv_app/cuda_graph.py) and runs on CPU tensors under TRITON_INTERPRET=1 (the tests).
-`causal_lm_step` is what the model's forward calls: checks, then the graphed or eager fused step.
+`cuda_graph.causal_lm_step` is what the model's forward calls: checks, then the graphed or eager step.
 Nothing here imports triton until a step runs.
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch.nn.functional as F
 import kernels
 
 from .errors import InputError
-from .state import check_state
 
 MODES = ("graph", "fused", "ops")  # RwkvForCausalLM.cuda_decode: CUDA graph, fused eager, per-op path
 
@@ -180,11 +179,6 @@ def plan_for(model) -> DecodePlan:
     return plan
 
 
-def forget(model) -> None:
-    """Drop the model's plan and CUDA graphs (they are also rebuilt by themselves when the weights move)."""
-    _PLANS.pop(model, None)
-
-
 def applies(model, input_ids, inputs_embeds, state, labels, output_hidden_states, attention_mask) -> bool:
     """Whether forward() takes the fused path: inference on CUDA, one token per row, a state given,
     nothing asked for that only the per-op path computes, and the Triton kernels available."""
@@ -212,17 +206,3 @@ def checked_ids(model, input_ids: torch.Tensor) -> torch.Tensor:
             return ids
     return model.rwkv._check_ids(ids)  # raises InputError naming the problem
 
-
-def causal_lm_step(model, input_ids: torch.Tensor, state: list[torch.Tensor]):
-    """forward() for one token on CUDA: (logits (B, 1, V), new state). Same checks as the per-op path;
-    the caller's state is neither kept nor written."""
-    input_ids = checked_ids(model, input_ids)  # (B, 1)
-    check_state(state, model.config, input_ids.size(0), input_ids.device)
-    plan = plan_for(model)
-    if model.cuda_decode == "graph":
-        from .cuda_graph import graphed_step
-
-        step = graphed_step(plan, input_ids.size(0))
-        if step is not None:
-            return step(input_ids, state)
-    return eager_step(plan, input_ids, state)

@@ -14,9 +14,9 @@ from torch.utils.checkpoint import checkpoint
 
 import kernels
 
-from . import fused_decode
+from . import cuda_graph, fused_decode
 from .config import RwkvConfig
-from .errors import InputError
+from .errors import InputError, check_token_range
 from .generation import GenerationMixin
 from .hf_api import HfApiMixin
 from .outputs import RwkvCausalLMOutput, RwkvOutput
@@ -213,10 +213,7 @@ class RwkvModel(HfApiMixin, PretrainedMixin, nn.Module):
                              + (" (add a batch dimension: input_ids[None])" if input_ids.dim() == 1 else ""))
         if input_ids.numel() == 0:
             raise InputError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one token")
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            bad = low if low < 0 else high
-            raise InputError(f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
+        check_token_range(input_ids, self.config.vocab_size, "input_ids")
         return input_ids
 
     def _check_embeds(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
@@ -300,7 +297,7 @@ class RwkvForCausalLM(GenerationMixin, HfApiMixin, PretrainedMixin, nn.Module):
         as_dict = self.config.return_dict if return_dict is None else return_dict
         if not output_attentions and fused_decode.applies(self, input_ids, inputs_embeds, state, labels,
                                                           output_hidden_states, attention_mask):
-            logits, state = fused_decode.causal_lm_step(self, input_ids, state)  # CUDA, one token: fused kernels
+            logits, state = cuda_graph.causal_lm_step(self, input_ids, state)  # CUDA, one token: fused kernels
             output = RwkvCausalLMOutput(logits=logits, state=state)
             return output if as_dict else output.to_tuple()
         base = self.rwkv(input_ids, attention_mask, inputs_embeds, state, use_cache, output_attentions,

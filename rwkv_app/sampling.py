@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, out_of_vocabulary
 
 
 class SettingsError(InputError):
@@ -186,7 +186,7 @@ def bias_vector(settings: SamplingSettings, vocab_size: int, device: torch.devic
     bad = [t for t in (*settings.logit_bias, *settings.banned_tokens) if t >= vocab_size]
     if bad:
         raise SettingsError("logit_bias" if bad[0] in settings.logit_bias else "banned_tokens",
-                            f"token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
+                            out_of_vocabulary(bad[0], vocab_size))
     bias = torch.zeros(vocab_size, dtype=torch.float32)  # (V,)
     for token, value in settings.logit_bias.items():
         bias[token] = float(value)
@@ -350,7 +350,7 @@ class Sampler:
 def suppress_list(tokens: tuple[int, ...], vocab_size: int) -> list[int]:
     bad = [t for t in tokens if t >= vocab_size]
     if bad:
-        raise SettingsError("begin_suppress_tokens", f"token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
+        raise SettingsError("begin_suppress_tokens", out_of_vocabulary(bad[0], vocab_size))
     return list(tokens)
 
 

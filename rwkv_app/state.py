@@ -5,7 +5,7 @@ A state is a list of five tensors of shape (batch, channels, num_hidden_layers):
   [1] att_shift  attention token shift, model dtype, hidden_size channels
   [2] num        WKV numerator, float32, attention_hidden_size channels
   [3] den        WKV denominator, float32, attention_hidden_size channels
-  [4] max        WKV running max of the exponents, float32, starts at MAX_INIT
+  [4] max        WKV running max of the exponents, float32, starts at EMPTY_MAX
 """
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.reference import EMPTY_MAX
+
 from .config import RwkvConfig
 from .errors import InputError
 
-MAX_INIT = -1e38
 STATE_NAMES = ("ffn_shift", "att_shift", "num", "den", "max")
 
 
@@ -34,7 +35,7 @@ def init_state(config: RwkvConfig, batch: int, dtype: torch.dtype, device: torch
     H, A, L = config.hidden_size, config.attention_hidden_size, config.num_hidden_layers
     shift = [torch.zeros(batch, H, L, dtype=dtype, device=device) for _ in range(2)]  # (B, H, L)
     wkv = [torch.zeros(batch, A, L, dtype=torch.float32, device=device) for _ in range(3)]  # (B, A, L)
-    wkv[2].fill_(MAX_INIT)
+    wkv[2].fill_(EMPTY_MAX)
     return shift + wkv
 
 

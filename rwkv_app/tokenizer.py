@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import torch
 from tokenizers import Tokenizer
 
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, check_token_range
 
 TOKENIZER_FILE = "tokenizer.json"
 EOS_TOKEN = "<|endoftext|>"
@@ -134,9 +134,7 @@ class RwkvTokenizer:
             ids = [operator.index(t) for t in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
         except TypeError:
             raise InputError(f"token ids must be a flat sequence of integers, got {ids!r:.80}") from None
-        bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
-        if bad is not None:
-            raise InputError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size}) of {self.source}")
+        check_token_range(ids, self.vocab_size, f"the ids for {self.source}")
         return ids
 
     def stream_decoder(self, skip_special_tokens: bool = False) -> StreamDecoder:

@@ -233,7 +233,7 @@ def test_bad_input_is_refused_at_submit(tiny_lm, engines):
     engine = engines(model)
     state = model(torch.tensor([[1, 2]])).state
     cases = [
-        (dict(prompt=[1, 97]), InputError, "token id 97, outside the vocabulary"),
+        (dict(prompt=[1, 97]), InputError, "prompt: token id 97 is outside the vocabulary"),
         (dict(prompt=[]), InputError, "non-empty"),
         (dict(prompt="text"), InputError, "needs a tokenizer"),
         (dict(prompt=[[1, 2], [3, 4]]), InputError, "one sequence"),

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import kernels
-from rwkv_app import InputError, RwkvConfig, RwkvForCausalLM, fused_decode
+from rwkv_app import InputError, RwkvConfig, RwkvForCausalLM, cuda_graph, fused_decode
 from rwkv_app.state import clone_state
 
 from .conftest import randomize, tiny_config
@@ -106,7 +106,7 @@ def test_cpu_forward_never_takes_the_fused_path(tiny_lm, monkeypatch):
 
     def fail(*args):
         raise AssertionError("the fused path ran on CPU")
-    monkeypatch.setattr(fused_decode, "causal_lm_step", fail)
+    monkeypatch.setattr(cuda_graph, "causal_lm_step", fail)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
         state = model(torch.tensor([[1, 2]])).state
@@ -198,7 +198,7 @@ def test_gpu_decode_matches_per_op_path(mode, batch, dtype):
 @needs_gpu
 def test_gpu_graph_outputs_are_fresh_and_capture_failure_falls_back(monkeypatch):
     pytest.importorskip("triton")
-    from rwkv_app import cuda_graph
+
 
     model = tiny_model(torch.float32).cuda()
     tokens = torch.randint(0, 97, (2, 4), device="cuda")
@@ -214,7 +214,7 @@ def test_gpu_graph_outputs_are_fresh_and_capture_failure_falls_back(monkeypatch)
         def broken(self, plan, batch):
             raise RuntimeError("capture not supported here")
         monkeypatch.setattr(cuda_graph.GraphedStep, "__init__", broken)
-        fused_decode.forget(model)
+        fused_decode.plan_for(model).graphs.clear()  # captured again, now failing
         with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
             fallback = model(tokens[:, 2:3], state=state)
         with warnings.catch_warnings():

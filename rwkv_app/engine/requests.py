@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import InputError, RwkvError
+from ..errors import InputError, RwkvError, check_token_range
 from ..generation import FinishEvent, RowTracker, TokenEvent
 from ..generation_inputs import FROM_CONFIG, as_input_ids, resolve_eos, resolve_settings
 from ..sampling import Sampler
@@ -203,10 +203,7 @@ def checked_ids(ids, tokenizer, vocab_size: int, device: torch.device, name: str
     if ids.size(0) != 1:
         raise InputError(f"{name} must be one sequence (the engine takes one generation per submit), "
                          f"got a batch of {ids.size(0)}")
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise InputError(f"{name} contains token id {bad}, outside the vocabulary [0, {vocab_size})")
+    check_token_range(ids, vocab_size, name)
     return ids[0]  # (T,)
 
 

@@ -20,6 +20,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from ..errors import check_token_range
 from ..sampling import token_probs
 from ..models.family import family_of
 from . import continuation
@@ -249,11 +250,12 @@ class SessionTree:
 
     def check_tokens(self, tokens: Iterable[int]) -> list[int]:
         tokens = [int(t) if isinstance(t, int) and not isinstance(t, bool) else t for t in tokens]
-        vocab = self.model.config.vocab_size
-        bad = next((t for t in tokens if not isinstance(t, int) or not 0 <= t < vocab), None)
-        if bad is not None or not tokens:
-            raise SessionError(f"token id {bad!r} is outside the vocabulary [0, {vocab})" if tokens
-                               else "a node needs at least one token")
+        if not tokens:
+            raise SessionError("a node needs at least one token")
+        bad = next((t for t in tokens if not isinstance(t, int)), None)
+        if bad is not None:
+            raise SessionError(f"token ids must be integers, got {bad!r:.40}")
+        check_token_range(tokens, self.model.config.vocab_size, "the tokens", SessionError)
         return tokens
 
     def require_tokenizer(self):

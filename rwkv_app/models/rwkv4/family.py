@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ...state import MAX_INIT, STATE_NAMES, check_state, init_state
+from kernels.reference import EMPTY_MAX
+
+from ...state import STATE_NAMES, check_state, init_state
 from ..family import ModelFamily, StateTensor, dtype_name, sampled_rows
 
 MEANINGS = {
@@ -40,7 +42,7 @@ class Rwkv4Family(ModelFamily):
     def layer_matrix(self, state, name: str) -> torch.Tensor:
         tensor = state[self.state_names.index(name)][0].detach().float().cpu().T  # (L, C)
         if name == "max":  # the "no token yet" sentinel reads as 0
-            tensor = torch.where(tensor <= MAX_INIT / 10, torch.zeros_like(tensor), tensor)
+            tensor = torch.where(tensor <= EMPTY_MAX / 10, torch.zeros_like(tensor), tensor)
         return tensor
 
     def decay_rows(self, model) -> list[dict]:
