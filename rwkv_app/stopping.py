@@ -18,14 +18,6 @@ class StoppingCriteria:
         raise NotImplementedError(f"{type(self).__name__} must implement __call__(input_ids, scores)")
 
 
-class MaxLengthCriteria(StoppingCriteria):
-    def __init__(self, max_length: int):
-        self.max_length = max_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> bool:
-        return input_ids.shape[-1] >= self.max_length
-
-
 def stopped_rows(criteria: Iterable, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
     """(B,) bool: the rows some criterion stops. A plain True stops every row, as in Hugging Face."""
     stopped = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)  # (B,)

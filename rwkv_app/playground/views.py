@@ -2,7 +2,6 @@
 alternatives, the chat's branch points, the models panel."""
 from __future__ import annotations
 
-from ..session.nodes import GENERATED, BOT
 
 BUCKETS = ((0.5, "p ≥ 0.5"), (0.2, "p ≥ 0.2"), (0.05, "p ≥ 0.05"), (0.0, "p < 0.05"))
 PREVIEW = 48
@@ -68,7 +67,3 @@ def alternatives(tree, node_id: str, position: int) -> list[dict]:
     if all(not r["chosen"] for r in rows):
         rows.insert(0, {"token": chosen, "text": tree.decode([chosen]), "prob": node.prob(position), "chosen": True})
     return rows
-
-
-def can_branch(tree, node_id: str) -> bool:
-    return tree.node(node_id).role in (GENERATED, BOT)
