@@ -6,7 +6,7 @@ With no --model it uses RWKV/rwkv-4-169m-pile when that is cached or the Hub ans
 once on the bundled demo model (demo-model/), saying so. `--prompt TEXT` skips the web app and prints one
 completion (a quick check of the model core). Visitors choose only among presets/models.yaml unless the
 operator passes --allow-any-model. `--stats` (operator only, off by default) adds a /server_stats API endpoint
-that the soak test reads (python -m rwkv_app.bench soak). The server caps glibc's malloc arenas at 2
+that the soak test reads (python -m benchmarks soak). The server caps glibc's malloc arenas at 2
 (`--malloc-arenas N`, or $RWKV_MALLOC_ARENAS; 0 keeps glibc's default) so its memory stays flat under Gradio's
 many worker threads.
 """

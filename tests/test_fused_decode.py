@@ -237,8 +237,8 @@ def test_gpu_generate_matches_cpu_greedy():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the command would run")
 def test_gpu_bench_without_a_gpu_says_so_and_renders_the_placeholder(tmp_path, capsys):
-    from rwkv_app.bench.__main__ import main
-    from rwkv_app.bench.gpu import NOT_MEASURED, GpuBenchSettings, row_specs
+    from benchmarks.__main__ import main
+    from benchmarks.gpu import NOT_MEASURED, GpuBenchSettings, row_specs
 
     out = tmp_path / "BENCHMARKS.md"
     assert main(["gpu", "--out", str(out)]) == 2

@@ -1,6 +1,6 @@
 """The operator-only stats endpoint (`python app.py --stats`): live sessions and session trees, live tensors,
 engine counters and the process's memory. Off by default, so visitors never see it; the soak test
-(`python -m rwkv_app.bench soak`) reads it after every round."""
+(`python -m benchmarks soak`) reads it after every round."""
 from __future__ import annotations
 
 import gc

@@ -16,8 +16,8 @@ from typing import Callable
 
 import torch
 
-from ..blinkdl import convert_hf_to_blinkdl
-from ..pretrained import FLOAT32_PARAMS
+from rwkv_app.blinkdl import convert_hf_to_blinkdl
+from rwkv_app.pretrained import FLOAT32_PARAMS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RWKV_STRATEGY = {"float32": "cpu fp32", "bfloat16": "cpu bf16"}

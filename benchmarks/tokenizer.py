@@ -1,4 +1,4 @@
-"""`python -m rwkv_app.bench.tokenizer [--mb 2] [--repeats 3]`: World tokenizer encode speed (MB/s of UTF-8 in)
+"""`python -m benchmarks.tokenizer [--mb 2] [--repeats 3]`: World tokenizer encode speed (MB/s of UTF-8 in)
 for each candidate beside BlinkDL's TRIE_TOKENIZER, on one mixed corpus (English, code, Chinese, emoji, odd
 whitespace), and whether each gives TRIE_TOKENIZER's ids. Needs the rwkv pip package (requirements-dev.txt);
 optional candidates that are not installed are listed as such.
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..world_tokenizer import SHIPPED_VOCAB, WorldTokenizer, shipped_vocab
+from rwkv_app.world_tokenizer import SHIPPED_VOCAB, WorldTokenizer, shipped_vocab
 
 Encoder = Callable[[str], list[int]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +94,7 @@ def run(megabytes: float, repeats: int) -> list[tuple[str, str, str]]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rwkv_app.bench.tokenizer", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tokenizer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=2.0, help="corpus size in MB of UTF-8")
     parser.add_argument("--repeats", type=int, default=3)

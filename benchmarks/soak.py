@@ -1,4 +1,4 @@
-"""`python -m rwkv_app.bench soak [--users 16] [--rounds 50] [--model demo] [--no-write] [--report-only]`
+"""`python -m benchmarks soak [--users 16] [--rounds 50] [--model demo] [--no-write] [--report-only]`
 
 Starts app.py (with the operator-only --stats endpoint) on loopback, on CPU, and drives it with N concurrent
 gradio_client users for R rounds. In each round every user does one action, chosen by its own seeded random

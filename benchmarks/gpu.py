@@ -19,8 +19,8 @@ import torch
 
 from kernels import wkv_cpu, wkv_reference
 
-from ..config import RwkvConfig
-from ..modeling import RwkvForCausalLM
+from rwkv_app.config import RwkvConfig
+from rwkv_app.modeling import RwkvForCausalLM
 from .cpu import decode_bytes_per_token
 
 NOT_MEASURED = "not measured yet (no GPU in this session)"
@@ -282,7 +282,7 @@ def environment() -> str:
 
 def header(facts: dict | None) -> str:
     if facts is None:
-        return ("Not measured yet (no GPU in this session): run `python -m rwkv_app.bench gpu` on a machine with "
+        return ("Not measured yet (no GPU in this session): run `python -m benchmarks gpu` on a machine with "
                 "a CUDA GPU; it replaces this section.")
     peak, measured = facts["peak"], facts["measured"]
     basis = (f"peak memory bandwidth {peak / 1e12:.2f} TB/s (memory clock x bus width); a 4 GiB read reaches "
@@ -313,4 +313,4 @@ Decode: tokens/s through `model(token, state=state)` (input checks included), `m
 to "ops", "fused" or "graph"; bandwidth = weight bytes read per step x steps/s / peak. Prefill: one
 forward over the prompt, `logits_to_keep=1`. Medians of repeats. RWKV-7: the WKV Triton prefill (two calls,
 state carried) and fused decode step (in place on a stacked state) against the float64 loop, |err| / (1 + |ref|);
-timings against the torch chunked path and loop on the GPU (rwkv_app/bench/gpu7.py)."""
+timings against the torch chunked path and loop on the GPU (benchmarks/gpu7.py)."""

@@ -1,4 +1,4 @@
-"""`python -m rwkv_app.bench rwkv7`: RWKV-7 on CPU, float32, 0.1B shape with random weights, against BlinkDL's
+"""`python -m benchmarks rwkv7`: RWKV-7 on CPU, float32, 0.1B shape with random weights, against BlinkDL's
 reference (the `rwkv` pip package, RWKV_x070, strategy 'cpu fp32', TorchScript on).
 
 Prefill: one forward over a T-token prompt returning the state and the last logits. Decode: tokens/s of
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..models.rwkv7 import Rwkv7Config, Rwkv7ForCausalLM
-from ..models.rwkv7.blinkdl import fla_to_blinkdl
+from rwkv_app.models.rwkv7 import Rwkv7Config, Rwkv7ForCausalLM
+from rwkv_app.models.rwkv7.blinkdl import fla_to_blinkdl
 from .cpu import environment
 from .timing import interleaved
 

@@ -1,6 +1,6 @@
 """Memory: the process's resident set (RSS), and each implementation's peak measured in a fresh process.
 
-`python -m rwkv_app.bench.memory IMPL DTYPE DIR` loads the checkpoint in DIR (our `save_pretrained` output,
+`python -m benchmarks.memory IMPL DTYPE DIR` loads the checkpoint in DIR (our `save_pretrained` output,
 which transformers loads too, and the BlinkDL .pth for the rwkv package), runs a 512-token prefill and 16
 decode steps, and prints one JSON line: RSS after imports, after loading, its peak while running, the
 process's peak (ru_maxrss, loading included) and the anonymous part of RSS at the end.
@@ -69,7 +69,7 @@ def load(impl: str, dtype: str, directory: Path):
     from .contenders import DTYPES, PTH_NAME, hf_style, load_rwkv_pip, rwkv_pip_style
 
     if impl == "ours":
-        from ..modeling import RwkvForCausalLM
+        from rwkv_app.modeling import RwkvForCausalLM
 
         return hf_style(RwkvForCausalLM.from_pretrained(directory, dtype=dtype, device="cpu").eval(), impl)
     if impl == "transformers":
@@ -101,7 +101,7 @@ def probe(impl: str, dtype: str, directory: Path) -> dict:
 
 def measure_in_subprocess(impl: str, dtype: str, directory: Path, timeout: float = 600) -> dict | None:
     """probe() in a fresh interpreter; None (with the reason on stderr) if it fails."""
-    command = [sys.executable, "-m", "rwkv_app.bench.memory", impl, dtype, str(directory)]
+    command = [sys.executable, "-m", "benchmarks.memory", impl, dtype, str(directory)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                           cwd=Path(__file__).resolve().parents[2])
     if done.returncode != 0:

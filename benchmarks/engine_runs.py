@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..engine import Engine, ErrorFinish
-from ..generation import TokenEvent
-from ..sampling import SamplingSettings
+from rwkv_app.engine import Engine, ErrorFinish
+from rwkv_app.generation import TokenEvent
+from rwkv_app.sampling import SamplingSettings
 from .memory import rss_bytes
 
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import RwkvConfig
-from ..modeling import RwkvForCausalLM
+from rwkv_app.config import RwkvConfig
+from rwkv_app.modeling import RwkvForCausalLM
 from .timing import interleaved, read_bandwidth_gbs
 
 SHAPE_169M = dict(vocab_size=50277, hidden_size=768, num_hidden_layers=12, context_length=1024)
@@ -97,7 +97,7 @@ def synthetic_tokenizer(vocab_size: int):
     """A word-level tokenizer as large as the model's vocabulary, so detokenizing costs what it costs."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from ..tokenizer import RwkvTokenizer
+    from rwkv_app.tokenizer import RwkvTokenizer
 
     backend = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -106,7 +106,7 @@ def synthetic_tokenizer(vocab_size: int):
 
 def sampled_run(ours, prompt: torch.Tensor, steps: int, tokenizer):
     """stream_generate with the balanced preset (penalties, top-k/p, min-p) and streaming detokenization."""
-    from ..presets import load_sampling_preset
+    from rwkv_app.presets import load_sampling_preset
 
     settings = load_sampling_preset("balanced").replace(seed=0, max_new_tokens=steps + 1)
 

@@ -1,9 +1,9 @@
-"""`python -m rwkv_app.bench cpu [--prefill-len 512] [--repeats 3] [--no-write]`
-`python -m rwkv_app.bench gpu [--repeats 3] [--no-write] [--placeholder]`
-`python -m rwkv_app.bench report [--quick] [--repeats 3] [--no-rwkv] [--no-memory] [--no-write]`
-`python -m rwkv_app.bench rwkv7 [--prefill-len 512] [--decode-tokens 32] [--repeats 3] [--no-write]`
-`python -m rwkv_app.bench load [--rounds 3] [--clients 1 4 16] [--no-write]`
-`python -m rwkv_app.bench soak [--users 16] [--rounds 50] [--model demo] [--no-write] [--report-only]`"""
+"""`python -m benchmarks cpu [--prefill-len 512] [--repeats 3] [--no-write]`
+`python -m benchmarks gpu [--repeats 3] [--no-write] [--placeholder]`
+`python -m benchmarks report [--quick] [--repeats 3] [--no-rwkv] [--no-memory] [--no-write]`
+`python -m benchmarks rwkv7 [--prefill-len 512] [--decode-tokens 32] [--repeats 3] [--no-write]`
+`python -m benchmarks load [--rounds 3] [--clients 1 4 16] [--no-write]`
+`python -m benchmarks soak [--users 16] [--rounds 50] [--model demo] [--no-write] [--report-only]`"""
 from __future__ import annotations
 
 import argparse
@@ -21,11 +21,11 @@ RWKV7_TITLE = "RWKV-7 (CPU): this project vs BlinkDL's reference"
 RELIABILITY = DOCS.parent / "RELIABILITY.md"
 SOAK_TITLE = "Soak test: figures"
 SOAK_WAVES_TITLE = "Soak test: waves (is anything left behind once every client closed?)"
-RELIABILITY_HEADER = "# Reliability\n\nThe soak test's section is written by `python -m rwkv_app.bench soak`.\n"
+RELIABILITY_HEADER = "# Reliability\n\nThe soak test's section is written by `python -m benchmarks soak`.\n"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m rwkv_app.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="suite", required=True)
     cpu = sub.add_parser("cpu", help="this project vs transformers on CPU, float32, 169M-shaped random weights")
     defaults = CpuBenchSettings()
@@ -84,7 +84,7 @@ def main_cpu(args: argparse.Namespace) -> int:
     table = render_markdown(rows, facts, settings)
     print(table)
     if not args.no_write:
-        write_section(args.out, "CPU: this project vs transformers", "python -m rwkv_app.bench cpu", table)
+        write_section(args.out, "CPU: this project vs transformers", "python -m benchmarks cpu", table)
         print(f"wrote {args.out}")
     return 0
 
@@ -112,13 +112,13 @@ def main_gpu(args: argparse.Namespace) -> int:
     else:
         problem = gpu_missing()
         if problem:
-            print(f"python -m rwkv_app.bench gpu: {problem}", file=sys.stderr)
+            print(f"python -m benchmarks gpu: {problem}", file=sys.stderr)
             return 2
         results, facts = gpu.run_gpu_bench(settings, log=lambda line: print(line, file=sys.stderr, flush=True))
         table = gpu.render_markdown(gpu.fill(rows, results), facts, settings)
     print(table)
     if not args.no_write:
-        write_section(args.out, GPU_TITLE, "python -m rwkv_app.bench gpu", table)
+        write_section(args.out, GPU_TITLE, "python -m benchmarks gpu", table)
         print(f"wrote {args.out}")
     return 1 if any(row.verdict == "FAIL" for row in rows) else 0
 
@@ -144,8 +144,8 @@ def main_report(args: argparse.Namespace) -> int:
     print(table)
     print(load)
     if not args.no_write:
-        write_section(args.out, REPORT_TITLE, "python -m rwkv_app.bench report", table)
-        write_section(args.out, LOAD_TITLE, "python -m rwkv_app.bench report  (or: python -m rwkv_app.bench load)",
+        write_section(args.out, REPORT_TITLE, "python -m benchmarks report", table)
+        write_section(args.out, LOAD_TITLE, "python -m benchmarks report  (or: python -m benchmarks load)",
                       load)
         print(f"wrote {args.out}")
     return 0
@@ -159,7 +159,7 @@ def main_rwkv7(args: argparse.Namespace) -> int:
     table = render(measure(settings), settings)
     print(table)
     if not args.no_write:
-        write_section(args.out, RWKV7_TITLE, "python -m rwkv_app.bench rwkv7", table)
+        write_section(args.out, RWKV7_TITLE, "python -m benchmarks rwkv7", table)
         print(f"wrote {args.out}")
     return 0
 
@@ -174,13 +174,13 @@ def main_load(args: argparse.Namespace) -> int:
                         settings)
     print(table)
     if not args.no_write:
-        write_section(args.out, LOAD_TITLE, "python -m rwkv_app.bench load", table)
+        write_section(args.out, LOAD_TITLE, "python -m benchmarks load", table)
         print(f"wrote {args.out}")
     return 0
 
 
 def soak_command(args: argparse.Namespace) -> str:
-    command = f"python -m rwkv_app.bench soak --users {args.users} --rounds {args.rounds}"
+    command = f"python -m benchmarks soak --users {args.users} --rounds {args.rounds}"
     command += f" --waves {args.waves}" if args.waves > 1 else ""
     return command + (f" --model {args.model}" if args.model != "demo" else "")
 

@@ -1,4 +1,4 @@
-"""`python -m rwkv_app.bench load`: N concurrent streaming generations through the engine, round after round.
+"""`python -m benchmarks load`: N concurrent streaming generations through the engine, round after round.
 
 Reports per-generation tokens/s and time to first token (TTFT) for N = 1, 4, 16 clients submitting at
 the same moment (256-token prompts, the balanced preset), that no request failed, and the process's RSS
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import RwkvConfig
-from ..engine import Engine
-from ..modeling import RwkvForCausalLM
-from ..presets import load_sampling_preset
+from rwkv_app.config import RwkvConfig
+from rwkv_app.engine import Engine
+from rwkv_app.modeling import RwkvForCausalLM
+from rwkv_app.presets import load_sampling_preset
 from .cpu import SHAPE_169M, environment
 from .engine_runs import LoadResult, load_test
 

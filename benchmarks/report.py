@@ -6,7 +6,7 @@ import datetime
 import re
 from pathlib import Path
 
-HEADER = "# Benchmarks\n\nWritten by `python -m rwkv_app.bench <suite>`; each section is replaced when its suite reruns.\n"
+HEADER = "# Benchmarks\n\nWritten by `python -m benchmarks <suite>`; each section is replaced when its suite reruns.\n"
 
 
 def write_section(path: Path, title: str, command: str, body: str, header: str = HEADER) -> None:

@@ -1,4 +1,4 @@
-"""`python -m rwkv_app.bench report`: the full CPU report from one run.
+"""`python -m benchmarks report`: the full CPU report from one run.
 
 Same random 169M-shaped weights in every contender (this project, transformers, the rwkv pip package fed
 a BlinkDL .pth), timed side by side with interleaved repeats: prefill at several lengths, decode at batch 1
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..engine import Engine
-from ..presets import load_sampling_preset
-from ..sampling import SamplingSettings
+from rwkv_app.engine import Engine
+from rwkv_app.presets import load_sampling_preset
+from rwkv_app.sampling import SamplingSettings
 from .contenders import DTYPES, build_contenders, rwkv_pip_available, write_blinkdl
 from .cpu import CpuBenchSettings, build_models, decode_bytes_per_token, load_transformers
 from .engine_runs import throughput

@@ -1,5 +1,5 @@
 """The GPU check's RWKV-7 section: the WKV kernels (kernels/rwkv7/wkv7_triton.py) against the float64 reference
-loop, then prefill and decode-step timings against the torch paths. Called by rwkv_app/bench/gpu.py; needs a CUDA
+loop, then prefill and decode-step timings against the torch paths. Called by benchmarks/gpu.py; needs a CUDA
 GPU, neither gradio nor transformers.
 
 Correctness, per dtype (float32/float16/bfloat16 inputs): prefill at (B, T, H, N) = (2, 1, 12, 64), (2, 64, 12, 64)
