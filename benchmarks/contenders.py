@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from rwkv_app.blinkdl import convert_hf_to_blinkdl
+from rwkv_app.models.rwkv4.blinkdl import convert_hf_to_blinkdl
 from rwkv_app.pretrained import FLOAT32_PARAMS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rwkv_app.config import RwkvConfig
-from rwkv_app.modeling import RwkvForCausalLM
+from rwkv_app.models.rwkv4.config import RwkvConfig
+from rwkv_app.models.rwkv4.modeling import RwkvForCausalLM
 from .timing import interleaved, read_bandwidth_gbs
 
 SHAPE_169M = dict(vocab_size=50277, hidden_size=768, num_hidden_layers=12, context_length=1024)

@@ -19,8 +19,8 @@ import torch
 
 from kernels import wkv_cpu, wkv_reference
 
-from rwkv_app.config import RwkvConfig
-from rwkv_app.modeling import RwkvForCausalLM
+from rwkv_app.models.rwkv4.config import RwkvConfig
+from rwkv_app.models.rwkv4.modeling import RwkvForCausalLM
 from .cpu import decode_bytes_per_token
 
 NOT_MEASURED = "not measured yet (no GPU in this session)"

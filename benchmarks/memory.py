@@ -69,7 +69,7 @@ def load(impl: str, dtype: str, directory: Path):
     from .contenders import DTYPES, PTH_NAME, hf_style, load_rwkv_pip, rwkv_pip_style
 
     if impl == "ours":
-        from rwkv_app.modeling import RwkvForCausalLM
+        from rwkv_app.models.rwkv4.modeling import RwkvForCausalLM
 
         return hf_style(RwkvForCausalLM.from_pretrained(directory, dtype=dtype, device="cpu").eval(), impl)
     if impl == "transformers":

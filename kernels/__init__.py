@@ -5,7 +5,7 @@
 impl: "reference" (the token-by-token oracle), "cpu" (chunked torch ops, any device), "triton"
 (CUDA tensors only; `wkv_triton` in kernels/wkv_triton.py, whose kernels also run on CPU tensors under
 TRITON_INTERPRET=1 for tests), or "auto": triton for CUDA tensors when the triton package is present,
-else cpu. kernels/triton_decode.py holds the fused single-token decode kernels (rwkv_app/fused_decode.py).
+else cpu. kernels/triton_decode.py holds the fused single-token decode kernels (rwkv_app/models/rwkv4/fused_decode.py).
 Nothing here imports triton until a CUDA tensor asks for it.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """RWKV Playground: RWKV-4 and RWKV-7 models with Hugging Face's API, and the services the web app runs on."""
-from .config import RwkvConfig
+from .models.rwkv4.config import RwkvConfig
 from .errors import CheckpointError, ConfigError, HubError, InputError, RwkvError
-from .modeling import RwkvForCausalLM, RwkvModel
+from .models.rwkv4.modeling import RwkvForCausalLM, RwkvModel
 from .sampling import SamplingSettings
 from .stopping import StoppingCriteria
 from .tokenizer import RwkvTokenizer

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from .checkpoints import find_weight_file, load_weight_file
-from .config import CONFIG_NAME
+from .models.rwkv4.config import CONFIG_NAME
 from .errors import CheckpointError
 from .hub import resolve_model_dir
-from .modeling import RwkvForCausalLM
+from .models.rwkv4.modeling import RwkvForCausalLM
 from .models.rwkv7 import Rwkv7ForCausalLM
 from .models.variants import RWKV4, RWKV7, family_of
 

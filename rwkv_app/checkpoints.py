@@ -17,8 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors_file
 from safetensors.torch import save_file as save_safetensors_file
 
-from .blinkdl import convert_blinkdl_to_hf, infer_config_from_blinkdl, is_blinkdl_state_dict
-from .config import CONFIG_NAME, RwkvConfig
+from .models.rwkv4.blinkdl import convert_blinkdl_to_hf, infer_config_from_blinkdl, is_blinkdl_state_dict
+from .models.rwkv4.config import CONFIG_NAME, RwkvConfig
 from .errors import CheckpointError
 from .models.variants import RWKV4, blinkdl_family
 

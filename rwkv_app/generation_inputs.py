@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .config import eos_token_ids
+from .models.rwkv4.config import eos_token_ids
 from .errors import InputError
 from .sampling import SamplingSettings
 from .tokenizer import RwkvTokenizer

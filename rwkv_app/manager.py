@@ -23,7 +23,7 @@ import torch
 
 from .auto import CAUSAL_LM, detect_family
 from .checkpoints import expected_shapes
-from .config import CONFIG_NAME, RwkvConfig
+from .models.rwkv4.config import CONFIG_NAME, RwkvConfig
 from .default_model import resolve_demo
 from .errors import RwkvError
 from .hub import resolve_model_dir

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import check_state_dict, load_checkpoint, save_state_dict
-from .config import RwkvConfig
+from .models.rwkv4.config import RwkvConfig
 from .errors import CheckpointError, InputError
 from .hub import resolve_model_dir
 

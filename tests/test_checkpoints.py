@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rwkv_app.blinkdl import (
+from rwkv_app.models.rwkv4.blinkdl import (
     convert_blinkdl_to_hf,
     convert_hf_to_blinkdl,
     infer_config_from_blinkdl,
@@ -21,7 +21,7 @@ from rwkv_app.checkpoints import (
     load_state_dict_from_dir,
     save_state_dict,
 )
-from rwkv_app.config import RwkvConfig
+from rwkv_app.models.rwkv4.config import RwkvConfig
 from rwkv_app.errors import CheckpointError
 
 from .hub_fixtures import random_state_dict

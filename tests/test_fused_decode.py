@@ -1,4 +1,4 @@
-"""Fused single-token decode (rwkv_app/fused_decode.py, rwkv_app/cuda_graph.py) against the per-op path.
+"""Fused single-token decode (rwkv_app/models/rwkv4/fused_decode.py and cuda_graph.py) against the per-op path.
 
 On CPU the fused step runs under the Triton interpreter, in a child process (see test_kernels_triton.py
 for why): a tiny model's token-by-token logits and states must equal the per-op path's within the
@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import kernels
-from rwkv_app import InputError, RwkvConfig, RwkvForCausalLM, cuda_graph, fused_decode
-from rwkv_app.state import clone_state
+from rwkv_app import InputError, RwkvConfig, RwkvForCausalLM
+from rwkv_app.models.rwkv4 import cuda_graph, fused_decode
+from rwkv_app.models.rwkv4.state import clone_state
 
 from .conftest import randomize, tiny_config
 from .test_kernels_cpu import assert_state_close
@@ -146,7 +147,7 @@ def test_imports_have_no_side_effects():
     code = (
         "import sys, torch, kernels\n"
         "assert 'yaml' not in sys.modules\n"
-        "from rwkv_app import RwkvForCausalLM, fused_decode, cuda_graph\n"
+        "from rwkv_app import RwkvForCausalLM\nfrom rwkv_app.models.rwkv4 import fused_decode, cuda_graph\n"
         "from tests.conftest import tiny_config\n"
         "model = RwkvForCausalLM(tiny_config()).eval()\n"
         "with torch.no_grad():\n"

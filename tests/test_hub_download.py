@@ -19,7 +19,7 @@ import torch
 from huggingface_hub import constants
 
 from rwkv_app.checkpoints import load_checkpoint
-from rwkv_app.config import RwkvConfig
+from rwkv_app.models.rwkv4.config import RwkvConfig
 from rwkv_app.progress import progress_tqdm_class
 
 from .fake_hub import FakeHub, etag

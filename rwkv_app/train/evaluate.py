@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..modeling import RwkvForCausalLM
+from ..models.rwkv4.modeling import RwkvForCausalLM
 from ..tokenizer import RwkvTokenizer
 from .data import encode_documents, split_documents
 

@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoints import save_state_dict
-from ..config import RwkvConfig
-from ..modeling import RwkvForCausalLM
+from ..models.rwkv4.config import RwkvConfig
+from ..models.rwkv4.modeling import RwkvForCausalLM
 from ..pretrained import convert_tensors, resolve_dtype
 from ..tokenizer import TOKENIZER_FILE, RwkvTokenizer
 from .checkpoint import ResumeState, load_checkpoint, save_checkpoint

@@ -1,11 +1,11 @@
-"""RWKV-4's family: Hugging Face's state layout, five (B, C, L) tensors (see rwkv_app/state.py)."""
+"""RWKV-4's family: Hugging Face's state layout, five (B, C, L) tensors (see rwkv_app/models/rwkv4/state.py)."""
 from __future__ import annotations
 
 import torch
 
 from kernels.reference import EMPTY_MAX
 
-from ...state import STATE_NAMES, check_state, init_state
+from .state import STATE_NAMES, check_state, init_state
 from ..family import ModelFamily, StateTensor, dtype_name, sampled_rows
 
 MEANINGS = {

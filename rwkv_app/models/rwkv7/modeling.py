@@ -18,7 +18,7 @@ from kernels.rwkv7 import wkv7
 
 from ...errors import InputError
 from ...generation import GenerationMixin
-from ...modeling import RwkvModel, causal_lm_loss, token_shift
+from ..rwkv4.modeling import RwkvModel, causal_lm_loss, token_shift
 from ...outputs import RwkvCausalLMOutput, RwkvOutput
 from .config import DECAY_SCALE, Rwkv7Config
 from .family import RWKV7_FAMILY

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ...checkpoints import check_shapes, find_weight_file, load_weight_file
-from ...config import CONFIG_NAME
+from ..rwkv4.config import CONFIG_NAME
 from ...errors import CheckpointError
 from ...pretrained import PretrainedMixin
 from ..variants import RWKV7, blinkdl_family, is_blinkdl_keys

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 CONFIG_NAME = "config.json"
 GENERIC_DEFAULTS = {"output_hidden_states": False, "return_dict": True}  # transformers' PretrainedConfig's own
@@ -45,7 +45,7 @@ class ConfigFileMixin:
                         **overrides: Any):
         """config.json of a local directory, a .json file or a Hub repo (only config.json is downloaded);
         keyword arguments override its values, as in transformers."""
-        from .hub import resolve_config_path  # the Hub client is only needed here
+        from ...hub import resolve_config_path  # the Hub client is only needed here
 
         path = resolve_config_path(repo_id_or_path, revision=revision, cache_dir=cache_dir,
                                    local_files_only=local_files_only)

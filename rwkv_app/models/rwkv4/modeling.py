@@ -16,12 +16,12 @@ import kernels
 
 from . import cuda_graph, fused_decode
 from .config import RwkvConfig
-from .errors import InputError, check_token_range
-from .generation import GenerationMixin
+from ...errors import InputError, check_token_range
+from ...generation import GenerationMixin
 from .hf_api import HfApiMixin
-from .outputs import RwkvCausalLMOutput, RwkvOutput
-from .pretrained import PretrainedMixin
-from .models.rwkv4.family import RWKV4_FAMILY
+from ...outputs import RwkvCausalLMOutput, RwkvOutput
+from ...pretrained import PretrainedMixin
+from .family import RWKV4_FAMILY
 from .state import LayerState, check_state, split_layers, stack_layers
 
 LN_OUT_EPS = 1e-5  # the final layer norm's, fixed as in transformers and BlinkDL (layer_norm_epsilon is the blocks')
@@ -274,7 +274,7 @@ class RwkvForCausalLM(GenerationMixin, HfApiMixin, PretrainedMixin, nn.Module):
         if not self.head.weight.is_meta:
             nn.init.normal_(self.head.weight, std=0.5 / math.sqrt(config.hidden_size))
         self.tie_weights()
-        self.cuda_decode = "graph"  # one-token steps on CUDA: "graph" | "fused" | "ops"; see rwkv_app/fused_decode.py
+        self.cuda_decode = "graph"  # one-token steps on CUDA: "graph" | "fused" | "ops"; see fused_decode.py
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:

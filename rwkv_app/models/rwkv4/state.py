@@ -16,7 +16,7 @@ import torch
 from kernels.reference import EMPTY_MAX
 
 from .config import RwkvConfig
-from .errors import InputError
+from ...errors import InputError
 
 STATE_NAMES = ("ffn_shift", "att_shift", "num", "den", "max")
 

@@ -7,7 +7,7 @@ in modeling.py, rescale_every included: the residual stream halves every N block
 projections' inputs are scaled to match; the weights are never touched.
 
 `decode_step` takes tensors only and allocates nothing but intermediates, so it can be captured in a
-CUDA graph (rwkv_app/cuda_graph.py) and runs on CPU tensors under TRITON_INTERPRET=1 (the tests).
+CUDA graph (rwkv_app/models/rwkv4/cuda_graph.py) and runs on CPU tensors under TRITON_INTERPRET=1 (the tests).
 `cuda_graph.causal_lm_step` is what the model's forward calls: checks, then the graphed or eager step.
 Nothing here imports triton until a step runs.
 """
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import kernels
 
-from .errors import InputError
+from ...errors import InputError
 
 MODES = ("graph", "fused", "ops")  # RwkvForCausalLM.cuda_decode: CUDA graph, fused eager, per-op path
 

@@ -11,7 +11,7 @@ import re
 import torch
 
 from .config import RwkvConfig
-from .errors import CheckpointError
+from ...errors import CheckpointError
 
 HF_PREFIX = "rwkv."
 TOP_LEVEL = {  # BlinkDL name -> HF name, outside the blocks
