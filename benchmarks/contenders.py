@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from rwkv_app.models.rwkv4.blinkdl import convert_hf_to_blinkdl
-from rwkv_app.pretrained import FLOAT32_PARAMS
+from rwkv_app.weights.pretrained import FLOAT32_PARAMS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RWKV_STRATEGY = {"float32": "cpu fp32", "bfloat16": "cpu bf16"}

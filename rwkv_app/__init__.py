@@ -6,7 +6,7 @@ from .sampling import SamplingSettings
 from .stopping import StoppingCriteria
 from .tokenizer import RwkvTokenizer
 from .models.rwkv7 import Rwkv7Config, Rwkv7ForCausalLM, Rwkv7Model
-from .auto import from_pretrained
+from .weights.auto import from_pretrained
 
 __all__ = [
     "RwkvConfig", "RwkvModel", "RwkvForCausalLM", "StoppingCriteria", "RwkvTokenizer", "SamplingSettings",

@@ -14,9 +14,9 @@ from typing import Callable
 
 from huggingface_hub import constants, is_offline_mode
 
-from .checkpoints import WEIGHT_NAMES
+from .weights.checkpoints import WEIGHT_NAMES
 from .errors import HubError
-from .hub import resolve_model_dir
+from .weights.hub import resolve_model_dir
 
 DEMO_NAME = "demo"
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo-model"

@@ -21,16 +21,16 @@ from typing import Callable, Iterator
 
 import torch
 
-from .auto import CAUSAL_LM, detect_family
-from .checkpoints import expected_shapes
+from .weights.auto import CAUSAL_LM, detect_family
+from .weights.checkpoints import expected_shapes
 from .models.rwkv4.config import CONFIG_NAME, RwkvConfig
 from .default_model import resolve_demo
 from .errors import RwkvError
-from .hub import resolve_model_dir
+from .weights.hub import resolve_model_dir
 from .model_presets import ModelPreset, load_model_presets
 from .models.variants import RWKV4
-from .pretrained import resolve_device, resolve_dtype
-from .progress import Progress, progress_tqdm_class
+from .weights.pretrained import resolve_device, resolve_dtype
+from .weights.progress import Progress, progress_tqdm_class
 from .tokenizer import TOKENIZER_FILE, TokenizerError
 from .tokenizer_select import tokenizer_in
 

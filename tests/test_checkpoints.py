@@ -14,7 +14,7 @@ from rwkv_app.models.rwkv4.blinkdl import (
     infer_config_from_blinkdl,
     is_blinkdl_state_dict,
 )
-from rwkv_app.checkpoints import (
+from rwkv_app.weights.checkpoints import (
     check_state_dict,
     expected_shapes,
     load_checkpoint,

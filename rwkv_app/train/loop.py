@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..checkpoints import save_state_dict
+from ..weights.checkpoints import save_state_dict
 from ..models.rwkv4.config import RwkvConfig
 from ..models.rwkv4.modeling import RwkvForCausalLM
-from ..pretrained import convert_tensors, resolve_dtype
+from ..weights.pretrained import convert_tensors, resolve_dtype
 from ..tokenizer import TOKENIZER_FILE, RwkvTokenizer
 from .checkpoint import ResumeState, load_checkpoint, save_checkpoint
 from .data import TokenData, prepare, random_windows, split_documents, split_heldout, train_tokenizer

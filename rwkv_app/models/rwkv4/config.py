@@ -45,7 +45,7 @@ class ConfigFileMixin:
                         **overrides: Any):
         """config.json of a local directory, a .json file or a Hub repo (only config.json is downloaded);
         keyword arguments override its values, as in transformers."""
-        from ...hub import resolve_config_path  # the Hub client is only needed here
+        from ...weights.hub import resolve_config_path  # the Hub client is only needed here
 
         path = resolve_config_path(repo_id_or_path, revision=revision, cache_dir=cache_dir,
                                    local_files_only=local_files_only)

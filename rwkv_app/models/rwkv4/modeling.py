@@ -20,7 +20,7 @@ from ...errors import InputError, check_token_range
 from ...generation import GenerationMixin
 from .hf_api import HfApiMixin
 from ...outputs import RwkvCausalLMOutput, RwkvOutput
-from ...pretrained import PretrainedMixin
+from ...weights.pretrained import PretrainedMixin
 from .family import RWKV4_FAMILY
 from .state import LayerState, check_state, split_layers, stack_layers
 

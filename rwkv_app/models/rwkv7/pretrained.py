@@ -1,8 +1,8 @@
 """Loading RWKV-7 checkpoints: BlinkDL x070 `.pth` files and flash-linear-attention's Hugging Face folders.
 
 The in-memory format is fla's parameter names (what `save_pretrained` writes, with a config.json fla reads).
-Files are read by rwkv_app/checkpoints.py (safetensors, or `torch.load(weights_only=True)` with mmap); Hub repos
-are resolved by rwkv_app/hub.py; variants this code does not implement are refused by rwkv_app/models/variants.py.
+Files are read by rwkv_app/weights/checkpoints.py (safetensors, or `torch.load(weights_only=True)` with mmap); Hub repos
+are resolved by rwkv_app/weights/hub.py; variants this code does not implement are refused by rwkv_app/models/variants.py.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ...checkpoints import check_shapes, find_weight_file, load_weight_file
+from ...weights.checkpoints import check_shapes, find_weight_file, load_weight_file
 from ..rwkv4.config import CONFIG_NAME
 from ...errors import CheckpointError
-from ...pretrained import PretrainedMixin
+from ...weights.pretrained import PretrainedMixin
 from ..variants import RWKV7, blinkdl_family, is_blinkdl_keys
 from .blinkdl import blinkdl_to_fla, infer_config7
 from .config import Rwkv7Config

@@ -27,7 +27,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .errors import HubError
+from ..errors import HubError
 
 COMMON_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "rwkv_vocab_v20230424.txt",  # the World tokenizer of RWKV-7 checkpoints (fla-hub folders)

@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 
 from .checkpoints import check_state_dict, load_checkpoint, save_state_dict
-from .models.rwkv4.config import RwkvConfig
-from .errors import CheckpointError, InputError
+from ..models.rwkv4.config import RwkvConfig
+from ..errors import CheckpointError, InputError
 from .hub import resolve_model_dir
 
 DTYPES = {

@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 
 from .checkpoints import find_weight_file, load_weight_file
-from .models.rwkv4.config import CONFIG_NAME
-from .errors import CheckpointError
+from ..models.rwkv4.config import CONFIG_NAME
+from ..errors import CheckpointError
 from .hub import resolve_model_dir
-from .models.rwkv4.modeling import RwkvForCausalLM
-from .models.rwkv7 import Rwkv7ForCausalLM
-from .models.variants import RWKV4, RWKV7, family_of
+from ..models.rwkv4.modeling import RwkvForCausalLM
+from ..models.rwkv7 import Rwkv7ForCausalLM
+from ..models.variants import RWKV4, RWKV7, family_of
 
 CAUSAL_LM = {RWKV4: RwkvForCausalLM, RWKV7: Rwkv7ForCausalLM}
 

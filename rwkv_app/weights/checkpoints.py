@@ -17,10 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors_file
 from safetensors.torch import save_file as save_safetensors_file
 
-from .models.rwkv4.blinkdl import convert_blinkdl_to_hf, infer_config_from_blinkdl, is_blinkdl_state_dict
-from .models.rwkv4.config import CONFIG_NAME, RwkvConfig
-from .errors import CheckpointError
-from .models.variants import RWKV4, blinkdl_family
+from ..models.rwkv4.blinkdl import convert_blinkdl_to_hf, infer_config_from_blinkdl, is_blinkdl_state_dict
+from ..models.rwkv4.config import CONFIG_NAME, RwkvConfig
+from ..errors import CheckpointError
+from ..models.variants import RWKV4, blinkdl_family
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
