@@ -106,7 +106,7 @@ def synthetic_tokenizer(vocab_size: int):
 
 def sampled_run(ours, prompt: torch.Tensor, steps: int, tokenizer):
     """stream_generate with the balanced preset (penalties, top-k/p, min-p) and streaming detokenization."""
-    from rwkv_app.presets import load_sampling_preset
+    from rwkv_app.core.presets import load_sampling_preset
 
     settings = load_sampling_preset("balanced").replace(seed=0, max_new_tokens=steps + 1)
 

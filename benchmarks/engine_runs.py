@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from rwkv_app.engine import Engine, ErrorFinish
-from rwkv_app.generation import TokenEvent
-from rwkv_app.sampling import SamplingSettings
+from rwkv_app.core.generation import TokenEvent
+from rwkv_app.core.sampling import SamplingSettings
 from .memory import rss_bytes
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from rwkv_app.engine import Engine
-from rwkv_app.presets import load_sampling_preset
-from rwkv_app.sampling import SamplingSettings
+from rwkv_app.core.presets import load_sampling_preset
+from rwkv_app.core.sampling import SamplingSettings
 from .contenders import DTYPES, build_contenders, rwkv_pip_available, write_blinkdl
 from .cpu import CpuBenchSettings, build_models, decode_bytes_per_token, load_transformers
 from .engine_runs import throughput

@@ -15,7 +15,7 @@ import torch
 from rwkv_app.models.rwkv4.config import RwkvConfig
 from rwkv_app.engine import Engine
 from rwkv_app.models.rwkv4.modeling import RwkvForCausalLM
-from rwkv_app.presets import load_sampling_preset
+from rwkv_app.core.presets import load_sampling_preset
 from .cpu import SHAPE_169M, environment
 from .engine_runs import LoadResult, load_test
 

@@ -2,8 +2,8 @@
 from .models.rwkv4.config import RwkvConfig
 from .errors import CheckpointError, ConfigError, HubError, InputError, RwkvError
 from .models.rwkv4.modeling import RwkvForCausalLM, RwkvModel
-from .sampling import SamplingSettings
-from .stopping import StoppingCriteria
+from .core.sampling import SamplingSettings
+from .core.stopping import StoppingCriteria
 from .tokenizer import RwkvTokenizer
 from .models.rwkv7 import Rwkv7Config, Rwkv7ForCausalLM, Rwkv7Model
 from .weights.auto import from_pretrained

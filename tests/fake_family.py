@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rwkv_app.generation import GenerationMixin
+from rwkv_app.core.generation import GenerationMixin
 from rwkv_app.models.family import ModelFamily, StateTensor, dtype_name
-from rwkv_app.outputs import RwkvCausalLMOutput
+from rwkv_app.core.outputs import RwkvCausalLMOutput
 
 
 class TinyRnnFamily(ModelFamily):

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from rwkv_app import RwkvConfig, RwkvForCausalLM, RwkvTokenizer
 from rwkv_app.default_model import DEFAULT_REPO, DEMO_DIR, choose_default_model, is_cached
 from rwkv_app.manager import ModelManager
-from rwkv_app.sampling import SamplingSettings
+from rwkv_app.core.sampling import SamplingSettings
 from rwkv_app.train.evaluate import evaluate_text
 
 from .conftest import randomize

@@ -11,8 +11,8 @@ import torch
 
 from rwkv_app import InputError, RwkvForCausalLM, SamplingSettings
 from rwkv_app.engine import CANCELLED, ERROR, Engine, EngineBusy, EngineClosed, ErrorFinish
-from rwkv_app.generation import TokenEvent
-from rwkv_app.sampling import SettingsError
+from rwkv_app.core.generation import TokenEvent
+from rwkv_app.core.sampling import SettingsError
 
 from .conftest import randomize, tiny_config
 from .test_tokenizer import build_tokenizer

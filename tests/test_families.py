@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rwkv_app.engine import Engine
-from rwkv_app.generation import FinishEvent
+from rwkv_app.core.generation import FinishEvent
 from rwkv_app.models.family import family_of
 from rwkv_app.playground import inspect
 from rwkv_app.session import SessionFileError, SessionTree, export_session, import_session

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from rwkv_app import ConfigError, InputError, SamplingSettings
-from rwkv_app.presets import load_sampling_preset
+from rwkv_app.core.presets import load_sampling_preset
 from rwkv_app.session import SessionFileError, SessionTree
 from rwkv_app.models.rwkv4.state import STATE_NAMES
 

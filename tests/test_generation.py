@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rwkv_app import InputError, SamplingSettings
-from rwkv_app.generation import FinishEvent, GenerationMixin, TokenEvent
-from rwkv_app.sampling import SettingsError
+from rwkv_app.core.generation import FinishEvent, GenerationMixin, TokenEvent
+from rwkv_app.core.sampling import SettingsError
 
 from .test_tokenizer import build_tokenizer, random_split_ids
 

@@ -2,7 +2,7 @@
 import sys
 
 import pytest
-from rwkv_app.generation import TokenEvent
+from rwkv_app.core.generation import TokenEvent
 from rwkv_app.session.compact import TokenProbs
 from rwkv_app.session.nodes import Node
 

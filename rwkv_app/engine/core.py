@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
-from ..generation import FROM_CONFIG
+from ..core.generation import FROM_CONFIG
 from .requests import EngineBusy, EngineClosed, Generation, Request, make_request
 from .scheduler import Scheduler, describe
 

@@ -16,9 +16,9 @@ from typing import Callable
 import torch
 
 from ..errors import InputError, RwkvError, check_token_range
-from ..generation import FinishEvent, RowTracker, TokenEvent
-from ..generation_inputs import FROM_CONFIG, as_input_ids, resolve_eos, resolve_settings
-from ..sampling import Sampler
+from ..core.generation import FinishEvent, RowTracker, TokenEvent
+from ..core.generation_inputs import FROM_CONFIG, as_input_ids, resolve_eos, resolve_settings
+from ..core.sampling import Sampler
 from ..models.family import family_of
 
 CANCELLED, ERROR = "cancelled", "error"  # finish reasons the engine adds to generation's

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..generation import LENGTH, FinishEvent, TokenEvent
-from ..sampling import token_probs
+from ..core.generation import LENGTH, FinishEvent, TokenEvent
+from ..core.sampling import token_probs
 from ..models.family import family_of
 from .batch import DecodeBatch, finite_rows
 from .requests import CANCELLED, ERROR, ErrorFinish, Request

@@ -18,7 +18,7 @@ from typing import Iterator
 
 from ..engine import CANCELLED, EngineBusy, ErrorFinish
 from ..errors import RwkvError
-from ..generation import FinishEvent, TokenEvent
+from ..core.generation import FinishEvent, TokenEvent
 from ..session import SessionError
 from ..session.continuation import Branch, Row, add_finished, in_branch_order, keep_partial, resolve_row
 

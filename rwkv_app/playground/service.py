@@ -17,7 +17,7 @@ from pathlib import Path
 from ..engine import Engine
 from ..errors import InputError, RwkvError
 from ..manager import LoadedModel, ModelManager, ModelKey, gib
-from ..presets import list_sampling_presets
+from ..core.presets import list_sampling_presets
 from ..session import SessionTree, StateBudget
 
 MIB = 2 ** 20

@@ -14,10 +14,10 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from ..generation import FinishEvent, TokenEvent
+from ..core.generation import FinishEvent, TokenEvent
 from ..models.family import family_of
-from ..presets import load_sampling_preset
-from ..sampling import SamplingSettings
+from ..core.presets import load_sampling_preset
+from ..core.sampling import SamplingSettings
 from .nodes import ROLES, ROOT, Change, SessionError
 
 _END = object()

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from ..errors import check_token_range
-from ..sampling import token_probs
+from ..core.sampling import token_probs
 from ..models.family import family_of
 from . import continuation
 from .continuation import Branch

@@ -8,7 +8,7 @@ import inspect
 import gradio as gr
 
 from ..errors import InputError
-from ..presets import load_sampling_preset
+from ..core.presets import load_sampling_preset
 from .chat_branches import edit_text
 from .common import USER_ERRORS, gpu, guarded, message, number
 

@@ -17,9 +17,9 @@ import kernels
 from . import cuda_graph, fused_decode
 from .config import RwkvConfig
 from ...errors import InputError, check_token_range
-from ...generation import GenerationMixin
+from ...core.generation import GenerationMixin
 from .hf_api import HfApiMixin
-from ...outputs import RwkvCausalLMOutput, RwkvOutput
+from ...core.outputs import RwkvCausalLMOutput, RwkvOutput
 from ...weights.pretrained import PretrainedMixin
 from .family import RWKV4_FAMILY
 from .state import LayerState, check_state, split_layers, stack_layers

@@ -17,9 +17,9 @@ from torch import nn
 from kernels.rwkv7 import wkv7
 
 from ...errors import InputError
-from ...generation import GenerationMixin
+from ...core.generation import GenerationMixin
 from ..rwkv4.modeling import RwkvModel, causal_lm_loss, token_shift
-from ...outputs import RwkvCausalLMOutput, RwkvOutput
+from ...core.outputs import RwkvCausalLMOutput, RwkvOutput
 from .config import DECAY_SCALE, Rwkv7Config
 from .family import RWKV7_FAMILY
 from .init import init_model_weights

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .errors import InputError, out_of_vocabulary
+from ..errors import InputError, out_of_vocabulary
 
 
 class SettingsError(InputError):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .sampling import SamplingSettings, SettingsError
 
-SAMPLING_DIR = Path(__file__).resolve().parents[1] / "presets" / "sampling"
+SAMPLING_DIR = Path(__file__).resolve().parents[2] / "presets" / "sampling"
 MAX_REASON_CHARS = 300  # a value quoted in an error is cut here
 
 

@@ -12,12 +12,12 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 from .generation_inputs import (FROM_CONFIG, RunOptions, as_input_ids, as_start, check_returns,  # noqa: F401
                                 new_token_limit, prompt_inputs, resolve_eos, resolve_settings, row_settings)
 from .sampling import Sampler, SamplingSettings, token_probs
 from .stopping import StopStrings, stopped_rows
-from .tokenizer import RwkvTokenizer
+from ..tokenizer import RwkvTokenizer
 LENGTH, EOS, STOP, CRITERIA = "length", "eos", "stop", "criteria"  # finish reasons
 
 
