@@ -97,7 +97,7 @@ def synthetic_tokenizer(vocab_size: int):
     """A word-level tokenizer as large as the model's vocabulary, so detokenizing costs what it costs."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from rwkv_app.tokenizer import RwkvTokenizer
+    from rwkv_app.tokenizers.tokenizer import RwkvTokenizer
 
     backend = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from rwkv_app.world_tokenizer import SHIPPED_VOCAB, WorldTokenizer, shipped_vocab
+from rwkv_app.tokenizers.world_tokenizer import SHIPPED_VOCAB, WorldTokenizer, shipped_vocab
 
 Encoder = Callable[[str], list[int]]
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from .errors import CheckpointError, ConfigError, HubError, InputError, RwkvErro
 from .models.rwkv4.modeling import RwkvForCausalLM, RwkvModel
 from .core.sampling import SamplingSettings
 from .core.stopping import StoppingCriteria
-from .tokenizer import RwkvTokenizer
+from .tokenizers.tokenizer import RwkvTokenizer
 from .models.rwkv7 import Rwkv7Config, Rwkv7ForCausalLM, Rwkv7Model
 from .weights.auto import from_pretrained
 

@@ -31,8 +31,8 @@ from .model_presets import ModelPreset, load_model_presets
 from .models.variants import RWKV4
 from .weights.pretrained import resolve_device, resolve_dtype
 from .weights.progress import Progress, progress_tqdm_class
-from .tokenizer import TOKENIZER_FILE, TokenizerError
-from .tokenizer_select import tokenizer_in
+from .tokenizers.tokenizer import TOKENIZER_FILE, TokenizerError
+from .tokenizers.tokenizer_select import tokenizer_in
 
 Clock = Callable[[], float]
 

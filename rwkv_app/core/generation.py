@@ -17,7 +17,7 @@ from .generation_inputs import (FROM_CONFIG, RunOptions, as_input_ids, as_start,
                                 new_token_limit, prompt_inputs, resolve_eos, resolve_settings, row_settings)
 from .sampling import Sampler, SamplingSettings, token_probs
 from .stopping import StopStrings, stopped_rows
-from ..tokenizer import RwkvTokenizer
+from ..tokenizers.tokenizer import RwkvTokenizer
 LENGTH, EOS, STOP, CRITERIA = "length", "eos", "stop", "criteria"  # finish reasons
 
 

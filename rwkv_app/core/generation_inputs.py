@@ -12,7 +12,7 @@ import torch
 from ..models.rwkv4.config import eos_token_ids
 from ..errors import InputError
 from .sampling import SamplingSettings
-from ..tokenizer import RwkvTokenizer
+from ..tokenizers.tokenizer import RwkvTokenizer
 
 FROM_CONFIG = object()  # eos_token_id default: the config's, as in Hugging Face
 

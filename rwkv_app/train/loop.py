@@ -20,7 +20,7 @@ from ..weights.checkpoints import save_state_dict
 from ..models.rwkv4.config import RwkvConfig
 from ..models.rwkv4.modeling import RwkvForCausalLM
 from ..weights.pretrained import convert_tensors, resolve_dtype
-from ..tokenizer import TOKENIZER_FILE, RwkvTokenizer
+from ..tokenizers.tokenizer import TOKENIZER_FILE, RwkvTokenizer
 from .checkpoint import ResumeState, load_checkpoint, save_checkpoint
 from .data import TokenData, prepare, random_windows, split_documents, split_heldout, train_tokenizer
 from .evaluate import Evaluation, evaluate

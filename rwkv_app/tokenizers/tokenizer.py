@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import torch
 from tokenizers import Tokenizer
 
-from .errors import CheckpointError, InputError, check_token_range
+from ..errors import CheckpointError, InputError, check_token_range
 
 TOKENIZER_FILE = "tokenizer.json"
 EOS_TOKEN = "<|endoftext|>"

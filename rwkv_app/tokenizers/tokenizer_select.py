@@ -30,7 +30,7 @@ def is_world_repo(name: str) -> bool:
 
 def tokenizer_for(repo_id_or_path: str | Path, revision: str | None = None, **hub_options) -> RwkvTokenizer:
     """The tokenizer of a local folder or file, or a Hub repo id (through the Hub cache); see the module doc."""
-    from .weights.hub import resolve_model_dir
+    from ..weights.hub import resolve_model_dir
 
     text = str(repo_id_or_path)
     if not isinstance(repo_id_or_path, Path) and not Path(os.path.expanduser(text)).exists() and is_world_repo(text):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import InputError
+from ..errors import InputError
 from .tokenizer import EOS_TOKEN, RwkvTokenizer, TokenizerError, check_unicode
 
 VOCAB_FILE = "rwkv_vocab_v20230424.txt"
