@@ -8,7 +8,7 @@ from rwkv_app.engine import Engine
 from rwkv_app.core.generation import FinishEvent
 from rwkv_app.models.family import family_of
 from rwkv_app.playground import inspect
-from rwkv_app.session import SessionFileError, SessionTree, export_session, import_session
+from rwkv_app.state_tree import SessionFileError, SessionTree, export_session, import_session
 
 from .fake_family import TinyRnnConfig, TinyRnnForCausalLM
 from .rwkv7_helpers import tiny_model7

@@ -5,7 +5,7 @@ import pytest
 
 from rwkv_app.errors import InputError
 from rwkv_app.playground import inspect, views
-from rwkv_app.session import SessionError, SessionFileError
+from rwkv_app.state_tree import SessionError, SessionFileError
 
 from .app_helpers import tiny_playground, write_tiny_model
 

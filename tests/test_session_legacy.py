@@ -1,7 +1,7 @@
 """A session file exported by the code before the family interface (commit e9178cc) still imports."""
 from pathlib import Path
 
-from rwkv_app.session import import_session
+from rwkv_app.state_tree import import_session
 
 from .session_helpers import assert_resumes_exactly, tiny_model
 from .test_tokenizer import build_tokenizer

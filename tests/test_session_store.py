@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rwkv_app.models.rwkv4.family import RWKV4_FAMILY
-from rwkv_app.session import StateBudget
-from rwkv_app.session.store import StateStore
+from rwkv_app.state_tree import StateBudget
+from rwkv_app.state_tree.store import StateStore
 
 from .session_helpers import assert_resumes_exactly, run, sampled, tiny_tree
 

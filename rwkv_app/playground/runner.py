@@ -19,8 +19,8 @@ from typing import Iterator
 from ..engine import CANCELLED, EngineBusy, ErrorFinish
 from ..errors import RwkvError
 from ..core.generation import FinishEvent, TokenEvent
-from ..session import SessionError
-from ..session.continuation import Branch, Row, add_finished, in_branch_order, keep_partial, resolve_row
+from ..state_tree import SessionError
+from ..state_tree.continuation import Branch, Row, add_finished, in_branch_order, keep_partial, resolve_row
 
 POLL_S = 0.05
 IDLE_YIELD_S = 0.25  # with no token for this long (queued, or a slow step), yield the text unchanged: a

@@ -18,7 +18,7 @@ from ..engine import Engine
 from ..errors import InputError, RwkvError
 from ..manager import LoadedModel, ModelManager, ModelKey, gib
 from ..core.presets import list_sampling_presets
-from ..session import SessionTree, StateBudget
+from ..state_tree import SessionTree, StateBudget
 
 MIB = 2 ** 20
 

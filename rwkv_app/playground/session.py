@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
-from ..session import Branch, ChatSession, SessionError, SessionTree
-from ..session.chat import reply_settings
-from ..session.continuation import resolve_sampling
-from ..session.nodes import BOT, GENERATED, SYSTEM, USER
+from ..state_tree import Branch, ChatSession, SessionError, SessionTree
+from ..state_tree.chat import reply_settings
+from ..state_tree.continuation import resolve_sampling
+from ..state_tree.nodes import BOT, GENERATED, SYSTEM, USER
 from . import transfer
 from .runner import Job, stream_rows
 

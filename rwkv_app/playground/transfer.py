@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..session import ArchiveLimits, export_session, import_session
+from ..state_tree import ArchiveLimits, export_session, import_session
 
 MIB = 2 ** 20
 

@@ -10,7 +10,7 @@ import torch
 
 from ..malloc import malloc_trim, rss_bytes
 from ..playground.session import UserSession
-from ..session import SessionTree
+from ..state_tree import SessionTree
 
 API_NAME = "server_stats"
 
