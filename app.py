@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from rwkv_app import RwkvError
-from rwkv_app.default_model import choose_default_model
-from rwkv_app.malloc import DEFAULT_ARENAS, ENV, default_arenas, limit_arenas
+from rwkv_app.services.default_model import choose_default_model
+from rwkv_app.services.malloc import DEFAULT_ARENAS, ENV, default_arenas, limit_arenas
 
 ROOT = Path(__file__).resolve().parent
 
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def complete_once(source: str, args) -> int:
     """The command-line check: load, complete --prompt, print."""
-    from rwkv_app.manager import ModelManager
+    from rwkv_app.services.manager import ModelManager
 
     manager = ModelManager()
     with manager.use(source, revision=args.revision, device=args.device or "cpu", dtype=args.dtype or "float32") as m:
@@ -72,7 +72,7 @@ def complete_once(source: str, args) -> int:
 
 def build(args, source: str, message: str = ""):
     """The playground service with its default model loaded, and the Blocks app on it."""
-    from rwkv_app.playground import Playground, PlaygroundOptions
+    from rwkv_app.services import Playground, PlaygroundOptions
     from rwkv_app.ui import build_app
 
     options = PlaygroundOptions(device=args.device, dtype=args.dtype, allow_any_model=args.allow_any_model,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from rwkv_app.malloc import rss_bytes
+from rwkv_app.services.malloc import rss_bytes
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 STATS_ENDPOINT = "/server_stats"  # rwkv_app/ui/stats.py, added by app.py --stats

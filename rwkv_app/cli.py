@@ -12,7 +12,7 @@ from typing import TextIO
 
 from .errors import RwkvError
 from .core.generation import FinishEvent, TokenEvent
-from .manager import ModelManager
+from .services.manager import ModelManager
 from .core.presets import list_sampling_presets, load_sampling_preset
 from .core.sampling import SamplingSettings
 

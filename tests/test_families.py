@@ -7,7 +7,7 @@ import torch
 from rwkv_app.engine import Engine
 from rwkv_app.core.generation import FinishEvent
 from rwkv_app.models.family import family_of
-from rwkv_app.playground import inspect
+from rwkv_app.services import state_inspector
 from rwkv_app.state_tree import SessionFileError, SessionTree, export_session, import_session
 
 from .fake_family import TinyRnnConfig, TinyRnnForCausalLM
@@ -90,7 +90,7 @@ def test_the_inspector_describes_any_familys_state_as_plain_data(build):
     tree = SessionTree(build(), model_id="m")
     start = tree.extend_tokens(tree.root, PROMPT).node
     node = tree.extend_tokens(start, [8, 9, 10]).node
-    report = inspect.state_report(tree, node, None, start)
+    report = state_inspector.state_report(tree, node, None, start)
     family, layers = tree.family, tree.model.config.num_hidden_layers
     assert [t["name"] for t in report["tensors"]] == list(family.state_names)
     assert len(report["norms"]) == layers * len(family.state_names)
@@ -98,14 +98,14 @@ def test_the_inspector_describes_any_familys_state_as_plain_data(build):
     assert len(report["trace"]) == 3 * layers and any(r["norm"] > 0 for r in report["diff"])
     assert all(isinstance(v, (int, float, str)) for row in report["norms"] + report["trace"] for v in row.values())
     with pytest.raises(Exception, match="unknown state tensor"):
-        inspect.state_report(tree, node, "not-a-tensor")
+        state_inspector.state_report(tree, node, "not-a-tensor")
 
 
 def test_rwkv7_heatmap_of_the_wkv_state_has_one_column_per_head_and_its_budget_counts_real_bytes():
     model = rwkv7()
     tree = SessionTree(model, model_id="m")
     node = tree.extend_tokens(tree.root, PROMPT).node
-    heat = inspect.heatmap(tree.family, tree.state_at(node)[0], "wkv")
+    heat = state_inspector.heatmap(tree.family, tree.state_at(node)[0], "wkv")
     assert len(heat["values"][0]) == model.config.num_heads
     c = model.config
     matrices = c.num_hidden_layers * c.num_heads * c.head_dim ** 2 * 4

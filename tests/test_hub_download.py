@@ -38,7 +38,7 @@ import torch
 from rwkv_app import RwkvForCausalLM
 from rwkv_app.errors import RwkvError
 from rwkv_app.weights.hub import resolve_model_dir
-from rwkv_app.manager import ModelManager
+from rwkv_app.services.manager import ModelManager
 
 def run(step):
     if "resolve" in step:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from rwkv_app.errors import InputError
-from rwkv_app.playground import inspect, views
+from rwkv_app.services import state_inspector, views
 from rwkv_app.state_tree import SessionError, SessionFileError
 
 from .app_helpers import tiny_playground, write_tiny_model
@@ -112,18 +112,18 @@ def test_state_inspector_data(session):
     list(session.generate("Hello", "balanced", 5, 1))
     family = session.tree.family
     state, _ = session.tree.state_at(session.current)
-    norms = inspect.layer_norms(family, state)
+    norms = state_inspector.layer_norms(family, state)
     assert len(norms) == 5 * 2 and all(r["norm"] >= 0 for r in norms)
-    heat = inspect.heatmap(family, state, "att_shift")
+    heat = state_inspector.heatmap(family, state, "att_shift")
     assert len(heat["values"]) == 2 and len(heat["values"][0]) == 16
-    decay = inspect.decay_rows(session.tree)
+    decay = state_inspector.decay_rows(session.tree)
     assert all(0 < r["decay"] < 1 for r in decay)
-    assert len(inspect.trace_rows(session.tree, session.current)) == 5 * 2
+    assert len(state_inspector.trace_rows(session.tree, session.current)) == 5 * 2
     parent = session.tree.node(session.current).parent
-    assert any(r["norm"] > 0 for r in inspect.diff_rows(session.tree, parent, session.current))
+    assert any(r["norm"] > 0 for r in state_inspector.diff_rows(session.tree, parent, session.current))
     root = session.tree.root
-    assert all(r["norm"] == 0 for r in inspect.layer_norms(family, session.tree.state_at(root)[0]))
-    report = inspect.state_report(session.tree, session.current, None, parent)
+    assert all(r["norm"] == 0 for r in state_inspector.layer_norms(family, session.tree.state_at(root)[0]))
+    report = state_inspector.state_report(session.tree, session.current, None, parent)
     assert report["heatmap"]["tensor"] == "num" and report["diff"] and report["tensors"][0]["name"] == "ffn_shift"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..playground import views
+from ..services import views
 from . import chat, compare, models, playground, session, state
 from .common import Context
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..playground import views
+from ..services import views
 from .common import gpu, guarded, number
 
 COLOURS = {"p ≥ 0.5": "#b7e4c7", "p ≥ 0.2": "#fff3b0", "p ≥ 0.05": "#ffd6a5", "p < 0.05": "#ffadad"}

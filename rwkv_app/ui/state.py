@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from ..playground import inspect as state_data
+from ..services import state_inspector as state_data
 from .common import guarded
 from .render import heatmap_html
 

@@ -8,8 +8,8 @@ import gc
 import gradio as gr
 import torch
 
-from ..malloc import malloc_trim, rss_bytes
-from ..playground.session import UserSession
+from ..services.malloc import malloc_trim, rss_bytes
+from ..services.user_session import UserSession
 from ..state_tree import SessionTree
 
 API_NAME = "server_stats"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
-MODELS_YAML = Path(__file__).resolve().parents[1] / "presets" / "models.yaml"
+MODELS_YAML = Path(__file__).resolve().parents[2] / "presets" / "models.yaml"
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 FIELDS = {"repo", "params", "download_gb", "dtype", "description", "chat"}
 

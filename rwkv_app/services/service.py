@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..engine import Engine
 from ..errors import InputError, RwkvError
-from ..manager import LoadedModel, ModelManager, ModelKey, gib
+from .manager import LoadedModel, ModelManager, ModelKey, gib
 from ..core.presets import list_sampling_presets
 from ..state_tree import SessionTree, StateBudget
 
@@ -101,7 +101,7 @@ class Playground:
 
     # ---- sessions ------------------------------------------------------------------------------------
     def new_session(self):
-        from .session import UserSession
+        from .user_session import UserSession
 
         if self.default_source is None:
             raise RwkvError("the playground has no model yet: call start() first")

@@ -7,6 +7,6 @@
 """
 from .runner import QueueFull
 from .service import Playground, PlaygroundOptions
-from .session import UserSession
+from .user_session import UserSession
 
 __all__ = ["Playground", "PlaygroundOptions", "UserSession", "QueueFull"]

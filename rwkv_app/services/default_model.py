@@ -14,12 +14,12 @@ from typing import Callable
 
 from huggingface_hub import constants, is_offline_mode
 
-from .weights.checkpoints import WEIGHT_NAMES
-from .errors import HubError
-from .weights.hub import resolve_model_dir
+from ..weights.checkpoints import WEIGHT_NAMES
+from ..errors import HubError
+from ..weights.hub import resolve_model_dir
 
 DEMO_NAME = "demo"
-DEMO_DIR = Path(__file__).resolve().parents[1] / "demo-model"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "demo-model"
 DEFAULT_REPO = "RWKV/rwkv-4-169m-pile"
 PROBE_TIMEOUT_S = 2.0
 DEMO_SUMMARY = ("the bundled demo model (4 layers x 256, trained by this project on Jane Austen's novels; "

@@ -21,18 +21,18 @@ from typing import Callable, Iterator
 
 import torch
 
-from .weights.auto import CAUSAL_LM, detect_family
-from .weights.checkpoints import expected_shapes
-from .models.rwkv4.config import CONFIG_NAME, RwkvConfig
+from ..weights.auto import CAUSAL_LM, detect_family
+from ..weights.checkpoints import expected_shapes
+from ..models.rwkv4.config import CONFIG_NAME, RwkvConfig
 from .default_model import resolve_demo
-from .errors import RwkvError
-from .weights.hub import resolve_model_dir
+from ..errors import RwkvError
+from ..weights.hub import resolve_model_dir
 from .model_presets import ModelPreset, load_model_presets
-from .models.variants import RWKV4
-from .weights.pretrained import resolve_device, resolve_dtype
-from .weights.progress import Progress, progress_tqdm_class
-from .tokenizers.tokenizer import TOKENIZER_FILE, TokenizerError
-from .tokenizers.tokenizer_select import tokenizer_in
+from ..models.variants import RWKV4
+from ..weights.pretrained import resolve_device, resolve_dtype
+from ..weights.progress import Progress, progress_tqdm_class
+from ..tokenizers.tokenizer import TOKENIZER_FILE, TokenizerError
+from ..tokenizers.tokenizer_select import tokenizer_in
 
 Clock = Callable[[], float]
 
