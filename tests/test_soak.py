@@ -126,7 +126,7 @@ def test_the_soak_section_replaces_itself_and_keeps_the_others(tmp_path):
 
 def test_operator_stats_count_live_sessions_and_freed_trees(tmp_path):
     pytest.importorskip("gradio")
-    from rwkv_app.ui.stats import server_stats
+    from rwkv_app.services.stats import server_stats
 
     from .app_helpers import tiny_playground, write_tiny_model
 

@@ -2,6 +2,8 @@
 alternatives, the chat's branch points, the models panel."""
 from __future__ import annotations
 
+from ..core.presets import load_sampling_preset
+
 
 BUCKETS = ((0.5, "p ≥ 0.5"), (0.2, "p ≥ 0.2"), (0.05, "p ≥ 0.05"), (0.0, "p < 0.05"))
 PREVIEW = 48
@@ -67,3 +69,15 @@ def alternatives(tree, node_id: str, position: int) -> list[dict]:
     if all(not r["chosen"] for r in rows):
         rows.insert(0, {"token": chosen, "text": tree.decode([chosen]), "prob": node.prob(position), "chosen": True})
     return rows
+
+
+def preset_values(presets, name, knobs: tuple[str, ...]) -> dict:
+    """A preset's knob values as the sliders show them (a greedy preset shows temperature 0); {} if `name` is not
+    one of `presets` (a name, never a path: load_sampling_preset also reads files)."""
+    if name not in presets:
+        return {}
+    settings = load_sampling_preset(name)
+    values = {k: getattr(settings, k) for k in knobs}
+    if settings.greedy:
+        values["temperature"] = 0.0
+    return values

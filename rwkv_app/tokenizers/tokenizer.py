@@ -14,7 +14,7 @@ import hashlib
 import json
 import operator
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from tokenizers import Tokenizer
@@ -72,9 +72,11 @@ class RwkvTokenizer:
         `tokenizer.json` gives this class; the World vocabulary (RWKV-7's) gives a `WorldTokenizer`: see
         `tokenizer_select` for which checkpoints carry which.
         """
-        from .tokenizer_select import tokenizer_for
+        return cls.select(repo_id_or_path, revision=revision, **hub_options)
 
-        return tokenizer_for(repo_id_or_path, revision=revision, **hub_options)
+    # tokenizer_select.tokenizer_for, set by rwkv_app/tokenizers/__init__.py (which every import of this module
+    # runs first): the selector imports this module, so this module does not import it back.
+    select: Callable = None
 
     def __repr__(self) -> str:
         return f"RwkvTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"

@@ -221,3 +221,6 @@ class Rwkv7ForCausalLM(GenerationMixin, Rwkv7PretrainedMixin, nn.Module):
         output = RwkvCausalLMOutput(loss=loss, logits=logits, state=base.state, hidden_states=base.hidden_states)
         as_dict = self.config.return_dict if return_dict is None else return_dict
         return output if as_dict else output.to_tuple()
+
+
+Rwkv7PretrainedMixin.causal_lm_class = Rwkv7ForCausalLM  # the checkpoint checks build one on the meta device
