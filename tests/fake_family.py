@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from rwkv_app.core.generation import GenerationMixin
-from rwkv_app.models.family import ModelFamily, StateTensor, dtype_name
+from rwkv_app.models.family import ModelFamily
 from rwkv_app.core.outputs import RwkvCausalLMOutput
 
 
@@ -16,6 +16,7 @@ class TinyRnnFamily(ModelFamily):
     name, label = "tiny-rnn", "tiny RNN"
     state_names = ("h", "steps")
     memory_tensor = "h"
+    meanings = {"h": "each layer's hidden vector", "steps": "tokens taken in"}
 
     def empty_state(self, model, batch: int = 1, device=None):
         device = model.device if device is None else device
@@ -25,10 +26,6 @@ class TinyRnnFamily(ModelFamily):
     def state_spec(self, model) -> dict:
         c = model.config
         return {"h": (torch.float32, (1, c.num_hidden_layers, c.hidden_size)), "steps": (torch.float32, (1, 1))}
-
-    def tensors(self, model) -> list[StateTensor]:
-        return [StateTensor(n, s, dtype_name(d), f"the RNN's {n}", "channel") for n, (d, s) in
-                self.state_spec(model).items()]
 
     def layer_matrix(self, state, name: str) -> torch.Tensor:
         if name == "h":

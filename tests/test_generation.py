@@ -1,7 +1,5 @@
 """generate / stream_generate on tiny random models and on a scripted model whose next tokens are fixed."""
-import ast
 import random
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -50,16 +50,25 @@ class ModelFamily:
     memory_tensor = ""  # the state tensor the inspector's per-token trace follows
     chat_names = ("User", "Bot")  # the chat roles the family's models were tuned on
 
+    initial_values: dict[str, float] = {}  # a state tensor's value before any token, when not 0
+    meanings: dict[str, str] = {}  # state tensor -> what it holds, for people
+    columns: dict[str, str] = {}  # state tensor -> what a column of its layer_matrix is, when not "channel"
+
     # ---- layout (each family) ------------------------------------------------------------------------
     def empty_state(self, model, batch: int = 1, device: torch.device | str | None = None) -> State:
-        raise NotImplementedError(f"{type(self).__name__}.empty_state")
+        """The state before any token: state_spec's tensors for `batch` rows, at their initial values."""
+        device = model.device if device is None else device
+        return [torch.full((batch, *shape[1:]), self.initial_values.get(name, 0.0), dtype=dtype, device=device)
+                for name, (dtype, shape) in self.state_spec(model).items()]
 
     def state_spec(self, model) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
         """name -> (dtype, shape) of each tensor of a one-row state on this model."""
         raise NotImplementedError(f"{type(self).__name__}.state_spec")
 
     def tensors(self, model) -> list[StateTensor]:
-        raise NotImplementedError(f"{type(self).__name__}.tensors")
+        """The inspector's description of each state tensor (one row), from state_spec, meanings and columns."""
+        return [StateTensor(name, shape, dtype_name(dtype), self.meanings.get(name, ""),
+                            self.columns.get(name, "channel")) for name, (dtype, shape) in self.state_spec(model).items()]
 
     def layer_matrix(self, state: State, name: str) -> torch.Tensor:
         """Row 0's tensor `name` as (L, columns) float32 on the CPU, for norms and heatmaps."""

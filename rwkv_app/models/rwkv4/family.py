@@ -5,8 +5,8 @@ import torch
 
 from kernels.reference import EMPTY_MAX
 
-from .state import STATE_NAMES, check_state, init_state
-from ..family import ModelFamily, StateTensor, dtype_name, sampled_rows
+from .state import STATE_NAMES, check_state
+from ..family import ModelFamily, sampled_rows
 
 MEANINGS = {
     "ffn_shift": "the feed-forward's token shift: the last token's ln2 output",
@@ -20,11 +20,10 @@ MEANINGS = {
 class Rwkv4Family(ModelFamily):
     name, label = "rwkv4", "RWKV-4"
     state_names = STATE_NAMES
+    meanings = MEANINGS
     memory_tensor = "num"
     chat_names = ("User", "Bot")
-
-    def empty_state(self, model, batch: int = 1, device=None) -> list[torch.Tensor]:
-        return init_state(model.config, batch, model.dtype, model.device if device is None else device)
+    initial_values = {"max": EMPTY_MAX}
 
     def state_spec(self, model) -> dict:
         H, A, L = (model.config.hidden_size, model.config.attention_hidden_size,
@@ -34,10 +33,6 @@ class Rwkv4Family(ModelFamily):
 
     def check_state(self, state, model, batch: int, device=None) -> None:
         check_state(state, model.config, batch, torch.device(model.device if device is None else device))
-
-    def tensors(self, model) -> list[StateTensor]:
-        return [StateTensor(name, shape, dtype_name(dtype), MEANINGS[name], "channel")
-                for name, (dtype, shape) in self.state_spec(model).items()]
 
     def layer_matrix(self, state, name: str) -> torch.Tensor:
         tensor = state[self.state_names.index(name)][0].detach().float().cpu().T  # (L, C)

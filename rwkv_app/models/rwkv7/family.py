@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ..family import ModelFamily, StateTensor, dtype_name, sampled_rows
+from ..family import ModelFamily, sampled_rows
 from .config import DECAY_SCALE
-from .state import STATE_NAMES, check_state7, init_state7, state_shapes
+from .state import STATE_NAMES, state_shapes
 
 MEANINGS = {
     "att_shift": "the time mix's token shift: the last token's attn_norm output",
@@ -17,23 +17,15 @@ MEANINGS = {
 class Rwkv7Family(ModelFamily):
     name, label = "rwkv7", "RWKV-7"
     state_names = STATE_NAMES
+    meanings = MEANINGS
+    columns = {"wkv": "head"}
     memory_tensor = "wkv"
     chat_names = ("User", "Assistant")
-
-    def empty_state(self, model, batch: int = 1, device=None) -> list[torch.Tensor]:
-        return init_state7(model.config, batch, model.dtype, model.device if device is None else device)
 
     def state_spec(self, model) -> dict:
         dtypes = (model.dtype, model.dtype, torch.float32)
         return {name: (dtype, shape) for name, dtype, shape
                 in zip(STATE_NAMES, dtypes, state_shapes(model.config, 1))}
-
-    def check_state(self, state, model, batch: int, device=None) -> None:
-        check_state7(state, model.config, batch, torch.device(model.device if device is None else device))
-
-    def tensors(self, model) -> list[StateTensor]:
-        return [StateTensor(name, shape, dtype_name(dtype), MEANINGS[name], "head" if name == "wkv" else "channel")
-                for name, (dtype, shape) in self.state_spec(model).items()]
 
     def layer_matrix(self, state, name: str) -> torch.Tensor:
         tensor = state[self.state_names.index(name)][0].detach().float().cpu()  # (L, C) or (L, H, N, N)
