@@ -79,7 +79,7 @@ class Node:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Node) and self.to_json() == other.to_json()
 
-    __hash__ = None  # mutable, as the dataclass it replaces
+    __hash__ = None  # mutable and compared by value: not hashable
 
     def __repr__(self) -> str:
         return (f"Node(id={self.id!r}, parent={self.parent!r}, role={self.role!r}, tokens={self.size}, "

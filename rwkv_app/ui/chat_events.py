@@ -1,5 +1,5 @@
 """The Chat tab's callbacks: the page's (Chatbot events; input errors are warning toasts, outputs unchanged)
-and the named API endpoints' (the same services; input errors raised to the caller as before)."""
+and the named API endpoints' (the same services; input errors raised to the caller)."""
 from __future__ import annotations
 
 import functools
