@@ -5,8 +5,11 @@
 With no --model it uses RWKV/rwkv-4-169m-pile when that is cached or the Hub answers, and otherwise starts at
 once on the bundled demo model (demo-model/), saying so. `--prompt TEXT` skips the web app and prints one
 completion (a quick check of the model core). Visitors choose only among presets/models.yaml unless the
-operator passes --allow-any-model. `--stats` (operator only, off by default) adds a /server_stats API endpoint
-that the soak test reads (python -m benchmarks soak). The server caps glibc's malloc arenas at 2
+operator passes --allow-any-model. The same server answers OpenAI clients under /v1 (see the README's "Use it
+from OpenAI clients"): `--api-key KEY` (or $RWKV_API_KEY, several comma-separated) requires a key; without one
+/v1 is served on a loopback --host only, unless `--api-public`; `--no-api` turns it off; with --share the app
+runs on Gradio's own launcher, which has no /v1. `--stats` (operator only, off by default) adds a /server_stats API endpoint
+that the soak test reads (python -m rwkv_app.bench soak). The server caps glibc's malloc arenas at 2
 (`--malloc-arenas N`, or $RWKV_MALLOC_ARENAS; 0 keeps glibc's default) so its memory stays flat under Gradio's
 many worker threads.
 """
@@ -17,7 +20,8 @@ import sys
 from pathlib import Path
 
 from rwkv_app import RwkvError
-from rwkv_app.services.default_model import choose_default_model
+from rwkv_app.services.default_model import OFFLINE_HINT, choose_default_model
+from rwkv_app.errors import HubError
 from rwkv_app.services.malloc import DEFAULT_ARENAS, ENV, default_arenas, limit_arenas
 
 ROOT = Path(__file__).resolve().parent
@@ -48,6 +52,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--malloc-arenas", type=int, default=default_arenas(),
                         help="cap glibc's malloc arenas so the server's memory stays flat under many threads "
                              f"(default {DEFAULT_ARENAS}, or ${ENV}; 0 leaves glibc's default of 8 per core)")
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' on the OpenAI-compatible /v1 API (several keys "
+                             "comma-separated; default $RWKV_API_KEY); each key sees only its own states")
+    parser.add_argument("--api-public", action="store_true",
+                        help="serve /v1 without a key on a non-loopback --host (off: keyless /v1 is loopback only)")
+    parser.add_argument("--no-api", action="store_true", help="do not serve the OpenAI-compatible /v1 API")
+    parser.add_argument("--api-state-ttl", type=float, default=3600.0,
+                        help="seconds an API client's unused state is kept before it expires")
     parser.add_argument("--prompt", default=None, help="print one completion of this text and exit (no web app)")
     return parser.parse_args(argv)
 
@@ -84,6 +96,34 @@ def build(args, source: str, message: str = ""):
     return playground, build_app(playground, message)
 
 
+def api_options(args):
+    """(ApiOptions, None) when /v1 is served, else (None, why not)."""
+    from rwkv_app.openai_api import ApiOptions, api_refusal, parse_keys
+
+    if args.no_api:
+        return None, "the OpenAI-compatible /v1 API is off (--no-api)"
+    if args.share:
+        return None, ("--share runs the app on Gradio's own launcher, which cannot serve the /v1 API: it is off. "
+                      "Drop --share (and put the server behind your own tunnel) to have both")
+    options = ApiOptions(keys=parse_keys(args.api_key), public=args.api_public, state_ttl_s=args.api_state_ttl)
+    refusal = api_refusal(args.host, options)
+    return (None, refusal) if refusal else (options, None)
+
+
+def mounted_app(args, playground, demo, options):
+    """A FastAPI app serving /v1 and, at /, the Gradio app with the flags `demo.launch` would get."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from rwkv_app.openai_api import build_api
+    from rwkv_app.ui.builder import CSS, THEME
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/v1", build_api(playground, options))
+    return gr.mount_gradio_app(app, demo, path="/", server_name=args.host, server_port=args.port, theme=THEME,
+                               css=CSS, show_error=False, max_file_size=int(args.max_upload_mb * 2 ** 20))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     arenas = limit_arenas(args.malloc_arenas)  # before the server starts its threads
@@ -96,17 +136,28 @@ def main(argv=None) -> int:
         print(arenas, flush=True)
         from rwkv_app.ui.builder import CSS, THEME
 
-        playground, demo = build(args, choice.source, choice.message)
+        playground, demo = build(args, choice.source, choice.banner)
         if args.stats:
             from rwkv_app.ui.stats import add_stats_endpoint
 
             add_stats_endpoint(demo, playground)
         demo.queue(default_concurrency_limit=4)
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS,
-                    max_file_size=int(args.max_upload_mb * 2 ** 20))  # bytes: Gradio's "0.5mb" parser fails
+        options, refusal = api_options(args)
+        if options is None:
+            print(refusal, flush=True)
+            demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS,
+                        max_file_size=int(args.max_upload_mb * 2 ** 20))  # bytes: Gradio's "0.5mb" parser fails
+            return 0
+        import uvicorn
+
+        print(f"Running on http://{args.host}:{args.port} (OpenAI-compatible API at /v1)", flush=True)
+        uvicorn.run(mounted_app(args, playground, demo, options), host=args.host, port=args.port,
+                    log_level="warning")
         return 0
     except RwkvError as err:
         print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, HubError):
+            print(OFFLINE_HINT[0].upper() + OFFLINE_HINT[1:] + ".", file=sys.stderr)
         return 2
 
 

@@ -10,7 +10,7 @@ LAYERS = [
     ("kernels",),
     ("rwkv_app.errors", "rwkv_app.models", "rwkv_app.core", "rwkv_app.tokenizers", "rwkv_app.weights"),
     ("rwkv_app.engine", "rwkv_app.state_tree", "rwkv_app.train"),
-    ("rwkv_app.services", "rwkv_app.cli", "rwkv_app.__main__"),
+    ("rwkv_app.services", "rwkv_app.openai_api", "rwkv_app.cli", "rwkv_app.__main__"),
     ("rwkv_app.ui",),
 ]
 MODEL_LAYER = ("kernels", "rwkv_app.errors", "rwkv_app.models", "rwkv_app.tokenizers", "rwkv_app.weights",

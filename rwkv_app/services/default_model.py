@@ -22,6 +22,9 @@ DEMO_NAME = "demo"
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo-model"
 DEFAULT_REPO = "RWKV/rwkv-4-169m-pile"
 PROBE_TIMEOUT_S = 2.0
+DEMO_BANNER = "Running the bundled demo model: a tiny RWKV trained on Jane Austen (style, not facts)."
+OFFLINE_HINT = ("offline? `python app.py --model demo` starts on the bundled demo model, and HF_HUB_OFFLINE=1 uses "
+                "the Hugging Face cache only, without asking the Hub")
 DEMO_SUMMARY = ("the bundled demo model (4 layers x 256, trained by this project on Jane Austen's novels; "
                 "it writes Austen-flavoured English, not facts)")
 
@@ -32,7 +35,8 @@ Probe = Callable[[float], bool]
 class ModelChoice:
     source: str  # what to load: a Hub repo id, preset name, or local path (the demo's folder for the demo)
     is_demo: bool
-    message: str  # one line for the user: why this model; "" when the user named it
+    message: str  # one line for the server log: why this model; "" when the user named it
+    banner: str = ""  # a few words for the web page (operator advice such as "pass --model" stays in the log)
 
 
 def resolve_demo(source: str) -> str:
@@ -74,7 +78,7 @@ def choose_default_model(requested: str | None, cache_dir: str | Path | None = N
                          probe: Probe = hub_reachable, timeout: float = PROBE_TIMEOUT_S) -> ModelChoice:
     """What to load for `--model requested` (None: not given), and the line to show about it."""
     if requested == DEMO_NAME:
-        return ModelChoice(str(DEMO_DIR), True, f"Using {DEMO_SUMMARY}.")
+        return ModelChoice(str(DEMO_DIR), True, f"Using {DEMO_SUMMARY}.", DEMO_BANNER)
     if requested is not None:
         return ModelChoice(requested, False, "")
     if is_cached(DEFAULT_REPO, cache_dir):
@@ -87,4 +91,4 @@ def choose_default_model(requested: str | None, cache_dir: str | Path | None = N
         why = f"the Hugging Face Hub did not answer within {timeout:g} s"
     return ModelChoice(str(DEMO_DIR), True,
                        f"{DEFAULT_REPO} is not cached and {why}: starting on {DEMO_SUMMARY}. "
-                       f"Pass --model to choose another model.")
+                       f"Pass --model to choose another model.", DEMO_BANNER)

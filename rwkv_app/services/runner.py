@@ -13,6 +13,7 @@ step, and keeps what was streamed so far as nodes, as the Stop button does.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -23,6 +24,8 @@ from ..state_tree import SessionError
 from ..state_tree.continuation import Branch, Row, add_finished, in_branch_order, keep_partial, resolve_row
 
 POLL_S = 0.05
+UPDATE_S = 1 / 15  # the most often a stream yields: a person reads ~15-20 updates a second, and every yield is a
+# message to the browser (4 columns x 512 tokens unthrottled were ~2,000 messages that froze the tab)
 IDLE_YIELD_S = 0.25  # with no token for this long (queued, or a slow step), yield the text unchanged: a
 # generator can only be closed (the client went away, Gradio cancelled the event) while it is suspended
 
@@ -66,34 +69,65 @@ def submit_rows(engine, tree, parent: str, branches: list[Branch], job: Job) -> 
     return rows
 
 
-def stream_rows(engine, tree, parent: str, branches: list[Branch], role: str, job: Job) -> Iterator:
-    """Yield (row index, text so far) as tokens arrive; when it ends, `job.nodes` holds the new nodes in branch
-    order. Closed early or failed: the job's requests are cancelled and the rows streamed so far are kept."""
+def stream_ticks(engine, tree, parent: str, branches: list[Branch], role: str, job: Job,
+                 interval: float = UPDATE_S) -> Iterator[dict[int, str]]:
+    """Yield {row index: text so far} for the rows that changed, at most once per `interval` seconds (and when a
+    row finishes; an unchanged row after IDLE_YIELD_S with no token, so the stream can be closed); when it ends,
+    `job.nodes` holds the new nodes in branch order. Closed early or failed: the job's requests are cancelled
+    and the rows streamed so far are kept."""
     rows = submit_rows(engine, tree, parent, branches, job)
     texts = [""] * len(rows)
     live = list(range(len(rows)))
-    last_yield = time.monotonic()
+    dirty: set[int] = set()
+    last_yield = -float("inf")  # the first token goes out at once (and Gradio can cancel the stream from then on)
     try:
-        while live:
+        while live and not job.stopped:  # Stop: end now; the rows streamed so far are kept (finally)
+            finished = False
             for index in list(live):
-                event = next_event(job.handles[index])
-                if event is None:
-                    if time.monotonic() - last_yield < IDLE_YIELD_S:
-                        continue
-                elif isinstance(event, TokenEvent):
+                event = next_event(job.handles[index], POLL_S / len(live))
+                if isinstance(event, TokenEvent):
                     rows[index].take(event)
                     texts[index] += event.delta or ""
+                    dirty.add(index)
                 elif isinstance(event, FinishEvent):
                     live.remove(index)
                     texts[index] = finish_row(tree, parent, rows[index], event, role) or texts[index]
-                last_yield = time.monotonic()
-                yield index, texts[index]
+                    dirty.add(index)
+                    finished = True
+            now = time.monotonic()
+            if finished or now - last_yield >= (interval if dirty else IDLE_YIELD_S):
+                last_yield = now
+                changed = dirty or {live[0] if live else 0}
+                dirty = set()
+                yield {index: texts[index] for index in sorted(changed)}
+        if dirty:  # stopped between two ticks: the last tokens still reach the browser
+            yield {index: texts[index] for index in sorted(dirty)}
     finally:
         if live:
             abandon(job, tree, parent, rows, live, role)
         in_branch_order(tree, parent, rows)
         job.nodes = [row.node for row in rows]
         job.handles = []  # let the handles go: a finished one holds its final state and logits
+
+
+def stream_rows(engine, tree, parent: str, branches: list[Branch], role: str, job: Job,
+                interval: float = UPDATE_S) -> Iterator[tuple[int, str]]:
+    """Yield (row index, text so far) per changed row, throttled as stream_ticks is (every stream of the app,
+    chat included, goes through it)."""
+    with closing(stream_ticks(engine, tree, parent, branches, role, job, interval)) as ticks:
+        for tick in ticks:
+            yield from tick.items()
+
+
+def stream_texts(engine, tree, parent: str, branches: list[Branch], role: str, job: Job,
+                 interval: float = UPDATE_S) -> Iterator[list[str]]:
+    """Every row's text once per tick (the compare view: one update carries all its columns)."""
+    texts = [""] * len(branches)
+    with closing(stream_ticks(engine, tree, parent, branches, role, job, interval)) as ticks:
+        for tick in ticks:
+            for index, text in tick.items():
+                texts[index] = text
+            yield list(texts)
 
 
 def abandon(job: Job, tree, parent: str, rows: list[Row], live: list[int], role: str) -> None:
@@ -119,9 +153,9 @@ def drain(handle, row: Row) -> FinishEvent | None:
         row.take(event)
 
 
-def next_event(handle):
+def next_event(handle, timeout: float = POLL_S):
     try:
-        return handle.next_event(timeout=POLL_S)
+        return handle.next_event(timeout=timeout)
     except TimeoutError:
         return None
 

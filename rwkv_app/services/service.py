@@ -10,10 +10,14 @@ its per-session state expires.
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from .default_model import DEMO_DIR, DEMO_NAME
 from ..engine import Engine
 from ..errors import InputError, RwkvError
 from .manager import LoadedModel, ModelManager, ModelKey, gib
@@ -21,6 +25,23 @@ from ..core.presets import list_sampling_presets
 from ..state_tree import SessionTree, StateBudget
 
 MIB = 2 ** 20
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+FIT_FRACTION = 0.8  # a model "fits" when its weights take at most this share of the machine's memory
+
+
+def machine_memory(device_type: str) -> int:
+    """Bytes of memory the weights would live in: the first GPU's on cuda, physical RAM elsewhere."""
+    if device_type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def public_name(source: str) -> str:
+    """What a visitor sees for a model source: "demo" for the bundled model, a folder's own name for a local path
+    (never where the server keeps it), a preset name or Hub repo id unchanged."""
+    if Path(source).resolve() == DEMO_DIR.resolve():
+        return DEMO_NAME
+    return Path(source).name if os.path.isabs(source) else source
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,8 @@ class Playground:
             raise InputError("choose a model first")
         if source in self.manager.presets or source == self.default_source:
             return source
+        if self.default_source and source == public_name(self.default_source):
+            return self.default_source  # the name the visitor was shown
         if not self.options.allow_any_model:
             raise InputError(f"unknown model {source[:80]!r}: choose one of the presets "
                              f"({', '.join(self.manager.presets)}); loading other repo ids or server paths is "
@@ -94,7 +117,35 @@ class Playground:
             return engine
 
     def memory_report(self) -> list[dict]:
-        return [{**m, "memory": gib(m["bytes"])} for m in self.manager.loaded()]
+        return [{**m, "memory": gib(m["bytes"]), "name": public_name(m["source"])} for m in self.manager.loaded()]
+
+    def device_type(self) -> str:
+        return (self.options.device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
+
+    def model_table(self) -> list[dict]:
+        """The models a visitor may load, as plain data: {name, params, download_gb, dtype, memory_gb, fits,
+        loaded, sessions}. `fits`: whether the weights take at most FIT_FRACTION of this machine's memory."""
+        device, total = self.device_type(), machine_memory(self.device_type())
+        loaded = {}
+        for m in self.memory_report():
+            loaded.setdefault(m["name"], 0)
+            loaded[m["name"]] += m["in_use"]
+        rows = []
+        if self.default_source and public_name(self.default_source) not in self.manager.presets:
+            bytes_ = next((m["bytes"] for m in self.memory_report() if m["source"] == self.default_source), 0)
+            rows.append({"name": public_name(self.default_source), "params": None, "download_gb": None,
+                         "dtype": self.options.dtype or "", "memory_gb": bytes_ / 2 ** 30, "fits": True})
+        for name, preset in self.manager.presets.items():
+            dtype = self.options.dtype or preset.dtype_for(device)
+            need = preset.params * DTYPE_BYTES.get(dtype, 4)
+            rows.append({"name": name, "params": preset.params, "download_gb": preset.download_gb, "dtype": dtype,
+                         "memory_gb": need / 2 ** 30, "fits": need <= FIT_FRACTION * total})
+        for row in rows:
+            row["loaded"], row["sessions"] = row["name"] in loaded, loaded.get(row["name"], 0)
+        return rows
+
+    def machine_summary(self) -> str:
+        return f"{self.device_type()} with {machine_memory(self.device_type()) / 2 ** 30:.0f} GiB"
 
     def sampling_presets(self) -> list[str]:
         return list_sampling_presets()

@@ -14,9 +14,9 @@ from ..errors import InputError
 from ..state_tree import Branch, ChatSession, SessionError, SessionTree
 from ..state_tree.chat import reply_settings
 from ..state_tree.continuation import resolve_sampling
-from ..state_tree.nodes import BOT, GENERATED, SYSTEM, USER
-from . import transfer
-from .runner import Job, stream_rows
+from ..state_tree.nodes import BOT, GENERATED, SYSTEM, TEXT, USER
+from . import state_inspector, transfer
+from .runner import Job, stream_rows, stream_texts
 
 KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty")
 
@@ -89,7 +89,8 @@ class UserSession:
         if max_new_tokens is not None:
             count = int(max_new_tokens)
             if not 1 <= count <= self.options.max_new_tokens:
-                raise InputError(f"max_new_tokens must be between 1 and {self.options.max_new_tokens}, got {count}")
+                raise InputError(f"max_new_tokens (Max new tokens) must be from 1 to {self.options.max_new_tokens}, "
+                                 f"got {count}")
             overrides["max_new_tokens"] = count
         if seed is not None and seed != "":
             overrides["seed"] = int(seed)
@@ -114,7 +115,7 @@ class UserSession:
     def _continue(self, node_id: str, text: str | None, branch: Branch) -> Iterator[str]:
         with self.busy() as job:
             if text:
-                node_id = self.tree.extend(node_id, text).node
+                node_id = self.text_node(node_id, text)
                 self.current = node_id
             try:
                 with closing(stream_rows(self.engine, self.tree, node_id, [branch], GENERATED, job)) as stream:
@@ -123,6 +124,23 @@ class UserSession:
             finally:  # finished, stopped, failed or abandoned: what was kept becomes current
                 self.last_run = [n for n in job.nodes if n]
                 self.current = self.last_run[0] if self.last_run else node_id
+
+    def text_node(self, parent: str, text: str) -> str:
+        """The node holding `text` typed under `parent`: the one made the last time the same text was typed there
+        (regenerating a prompt adds a sibling generation, not a duplicate prompt node), else a new one."""
+        for child in reversed(self.tree.node(parent).children):
+            node = self.tree.node(child)
+            if node.role == TEXT and node.text == text:
+                return child
+        return self.tree.extend(parent, text).node
+
+    def state_report(self, node_id: str | None, other_id: str | None = None, tensor: str | None = None) -> dict:
+        """The State tab's data, plain (state_inspector.state_report): at `node_id` (default: the current node),
+        the difference against `other_id` when given, the heatmap of `tensor` (default: the family's memory)."""
+        tree = self.tree
+        node_id = tree.node(node_id).id if node_id else self.current  # another session's id is unknown here
+        other = tree.node(other_id).id if other_id else None
+        return state_inspector.state_report(tree, node_id, tensor or None, other)
 
     def select(self, node_id: str) -> None:
         self.current = self.tree.node(node_id).id
@@ -160,13 +178,10 @@ class UserSession:
         return self._compare(node_id, branches)
 
     def _compare(self, node_id: str, branches: list[Branch]) -> Iterator[list[str]]:
-        texts = [""] * len(branches)
         with self.busy() as job:
             try:
-                with closing(stream_rows(self.engine, self.tree, node_id, branches, GENERATED, job)) as stream:
-                    for index, value in stream:
-                        texts[index] = value
-                        yield list(texts)
+                with closing(stream_texts(self.engine, self.tree, node_id, branches, GENERATED, job)) as stream:
+                    yield from stream
             finally:
                 if job.nodes:  # refused at once (busy, bad node): the last comparison stays
                     self.compared = list(job.nodes)

@@ -7,6 +7,7 @@ from ..core.presets import load_sampling_preset
 
 BUCKETS = ((0.5, "p ≥ 0.5"), (0.2, "p ≥ 0.2"), (0.05, "p ≥ 0.05"), (0.0, "p < 0.05"))
 PREVIEW = 48
+TAIL = 160
 
 
 def bucket(prob: float) -> str:
@@ -18,25 +19,46 @@ def preview(text: str) -> str:
     return text if len(text) <= PREVIEW else text[:PREVIEW - 1] + "…"
 
 
+def node_extra(node) -> list[str]:
+    """What a node's label says beside its text: preset, seed, whether it was stopped."""
+    extra = []
+    if node.meta.get("preset"):
+        extra.append(str(node.meta["preset"]))
+    if node.meta.get("seed") is not None:
+        extra.append(f"seed {node.meta['seed']}")
+    if node.meta.get("reason") == "cancelled":
+        extra.append("stopped")
+    return extra
+
+
+def tail(text: str, size: int = TAIL) -> str:
+    """The end of `text` (what a continuation continues), whitespace collapsed: "…" + its last `size` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= size else "…" + text[-(size - 1):]
+
+
 def tree_rows(tree, current: str) -> list[dict]:
-    """Every node, depth first, as {id, depth, label, role, current}: the tree drawn as an indented list."""
-    rows, stack = [], [(tree.root, 0, "")]
+    """Every node, depth first, as {id, depth, indent, label, role, snippet, extra, branches, current, on_path}.
+    `indent` grows only under a node with more than one child (a chain of continuations stays in one column,
+    as loom draws it; `chained`: the only child of the row above's node); `branches` is the number of children;
+    `on_path`: an ancestor of the current node."""
+    path = {node.id for node in tree.path(current)} if current in tree.nodes else set()
+    rows, stack = [], [(tree.root, 0, 0, "", False)]
     while stack:
-        node_id, depth, lead = stack.pop()
+        node_id, depth, indent, lead, chained = stack.pop()
         node = tree.nodes[node_id]
-        text = "(start)" if node.parent is None else f"{node.role}: {preview(node.text) or '∅'}"
-        extra = []
-        if node.meta.get("preset"):
-            extra.append(str(node.meta["preset"]))
-        if node.meta.get("seed") is not None:
-            extra.append(f"seed {node.meta['seed']}")
-        if node.meta.get("reason") == "cancelled":
-            extra.append("stopped")
+        snippet = "(start)" if node.parent is None else (preview(node.text) or "∅")
+        text = snippet if node.parent is None else f"{node.role}: {snippet}"
+        extra = node_extra(node)
         label = lead + text + (f"  [{', '.join(extra)}]" if extra else "") + ("  ◀" if node_id == current else "")
-        rows.append({"id": node_id, "depth": depth, "label": label, "role": node.role, "current": node_id == current})
         children = node.children
+        rows.append({"id": node_id, "depth": depth, "indent": indent, "label": label, "role": node.role,
+                     "snippet": snippet, "extra": extra, "branches": len(children), "current": node_id == current,
+                     "on_path": node_id in path, "chained": chained})
+        step = 1 if len(children) > 1 else 0
         for i, child in reversed(list(enumerate(children))):
-            stack.append((child, depth + 1, "    " * depth + ("└─ " if i == len(children) - 1 else "├─ ")))
+            stack.append((child, depth + 1, indent + step,
+                          "    " * depth + ("└─ " if i == len(children) - 1 else "├─ "), len(children) == 1))
     return rows
 
 

@@ -2,13 +2,54 @@
 (tree, tokens, chat branches, node pickers) is redrawn from the session."""
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from ..services import views
 from . import chat, compare, models, playground, session, state
 from .common import Context
 
-CSS = ".state-heatmap svg { max-width: 100%; height: auto; } #pg-tree label { white-space: pre; font-family: monospace; }" + chat.CSS
+TREE_CSS = """
+#pg-tree .html-container { padding-top: 4px; }
+#pg-tree label + div, #pg-tree .block-label + div { margin-top: 28px; }
+.rwkv-tree { position: relative; margin-top: 30px; max-height: min(480px, 60vh); overflow: auto; font-size: 13px; line-height: 1.5;
+  border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 4px 0; }
+.rwkv-tree .tn { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; cursor: pointer; padding: 1px 6px;
+  border-left: 3px solid transparent; }
+.rwkv-tree .tn:hover { background: var(--background-fill-secondary); }
+.rwkv-tree .tn.on-path { border-left-color: #7fb3ff; background: rgba(127, 179, 255, 0.12); }
+.rwkv-tree .tn.current { background: rgba(127, 179, 255, 0.35); font-weight: 600; }
+.rwkv-tree .tog, .rwkv-tree .tog-space { display: inline-block; width: 1.2em; text-align: center; }
+.rwkv-tree .tn.folded .tog { transform: rotate(-90deg); }
+.rwkv-tree .role { font-size: 11px; padding: 0 4px; border-radius: 4px; background: var(--background-fill-secondary);
+  color: var(--body-text-color-subdued); }
+.rwkv-tree .extra { color: var(--body-text-color-subdued); font-size: 11px; margin-left: 6px; }
+"""
+# A phone (390 px): a short banner; the Playground's prompt and its buttons first, then settings, output, the tree,
+# then the token tools;
+# wide tables scroll sideways instead of breaking words.
+MOBILE_CSS = """
+#banner h1 { margin: 0 0 2px 0; }
+#banner p { margin: 0; font-size: 13px; }
+#models-info table { display: block; overflow-x: auto; }
+#models-info th, #models-info td { white-space: nowrap; }
+@media (max-width: 640px) {
+  #banner h1 { font-size: 20px; }
+  #banner p { font-size: 12px; line-height: 1.3; }
+  .tab-container button { padding: 4px 7px !important; font-size: 13px !important; }
+  #pg-layout { flex-direction: column; }
+  #pg-main, #pg-side { display: contents; }
+  PHONE_ORDER
+  .rwkv-tree { max-height: 40vh; }
+}
+"""
+PHONE_ORDER = ("pg-prompt", "pg-actions", "pg-settings", "pg-output", "pg-tree", "pg-extra", "pg-delete", "pg-confirm",
+               "pg-tokens", "pg-token-row", "pg-edit-row", "pg-details")
+# Gradio wraps form components in its own divs: each wrapper holding one of these gets the order
+MOBILE_CSS = MOBILE_CSS.replace("PHONE_ORDER", "\n  ".join(
+    f":is(#pg-main, #pg-side) > :is(#{name}, :has(#{name})) {{ order: {i}; }}" for i, name in enumerate(PHONE_ORDER, 1)))
+CSS = ".state-heatmap svg { max-width: 100%; height: auto; }" + TREE_CSS + MOBILE_CSS + chat.CSS
 THEME = "soft"
 
 
@@ -16,16 +57,20 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
     # Gradio's copies of uploads and downloads are deleted an hour after they were made (every 10 minutes)
     with gr.Blocks(title="RWKV Playground", delete_cache=(600, 3600)) as demo:
         ctx = Context(playground_service)
-        gr.Markdown("# RWKV Playground" + (f"\n{message}" if message else ""))
+        gr.Markdown("# RWKV Playground" + (f"\n{message}" if message else ""), elem_id="banner")
         refresh: list = []  # events after which every view is redrawn (wired below, once every view exists)
         parts = {}
         with gr.Tabs():
             for name, module in (("Chat", chat), ("Playground", playground), ("Compare", compare),
                                  ("State", state), ("Models", models), ("Session", session)):
-                with gr.Tab(name, id=name.lower()):
+                with gr.Tab(name, id=name.lower()) as tab:
                     parts.update({f"{name.lower()}.{k}": v for k, v in module.build(ctx, refresh).items()})
+                if module is models:  # what is loaded and who uses it, as of when the tab is opened
+                    tab.select(lambda s: models.info_markdown(ctx, s), [ctx.state], [parts["models.info"]],
+                               api_visibility="private", show_progress="hidden")
         outputs = [parts["playground.tree"], parts["playground.tokens"], parts["chat.branches"], parts["chat.chatbot"],
-                   parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"]]
+                   parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"],
+                   parts["playground.position"], parts["playground.alternative"]]
         for event in refresh:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
         demo.load(redraw, [ctx.state], outputs, api_visibility="private")
@@ -43,7 +88,8 @@ def redraw(session):
     nodes = [(row["label"].strip(" ├└─"), row["id"]) for row in rows]
     source = "Select a node in the Playground tab (or chat first); the comparison starts there."
     if session is not None and session.current != session.tree.root:
-        source = f"Comparing continuations of: **{views.preview(session.tree.path_text(session.current)[-200:])}**"
+        source = f"Comparing continuations of: **{html.escape(views.tail(session.tree.path_text(session.current)))}**"
     return (tree_update, tokens, marks, messages,
             gr.update(choices=nodes, value=session.current if session else None),
-            gr.update(choices=nodes, value=None), source, session.current if session is not None else "")
+            gr.update(choices=nodes, value=None), source, session.current if session is not None else "",
+            None, gr.update(choices=[], value=None))  # the token position and alternatives of the old node

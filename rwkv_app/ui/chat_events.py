@@ -2,15 +2,13 @@
 and the named API endpoints' (the same services; input errors raised to the caller)."""
 from __future__ import annotations
 
-import functools
-import inspect
 
 import gradio as gr
 
 from ..errors import InputError
 from ..services import views
 from .chat_branches import edit_text
-from .common import USER_ERRORS, gpu, guarded, message, number
+from .common import gpu, guarded, number, warned
 
 DEFAULT_PRESET = "chat"
 MAX_NAME_CHARS = 60
@@ -39,28 +37,6 @@ def branch_of(session, preset, temperature, top_p, top_k, penalty, length, prese
     return session.branch(preset, number(length), None, temperature=temperature, top_p=top_p,
                           top_k=number(top_k), repetition_penalty=penalty, presence_penalty=presence,
                           frequency_penalty=frequency)
-
-
-def warned(fn):
-    """For the page's events: an input error is a warning toast, and every output stays as it was."""
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def stream(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except USER_ERRORS as err:
-                gr.Warning(message(err))
-                yield gr.skip()
-        return stream
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as err:
-            gr.Warning(message(err))
-            return gr.skip()
-    return call
 
 
 def replies(ctx):

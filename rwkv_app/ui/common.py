@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 
 import gradio as gr
+from gradio.context import LocalContext
 
 from ..errors import InputError, RwkvError
 from .errors import public_message
@@ -18,6 +20,11 @@ except ImportError:  # not on a Space
         return fn
 
 USER_ERRORS = (RwkvError, ValueError, KeyError, OSError)
+MAX_SEED = 2 ** 64 - 1
+SEED_ERROR = f"Seed must be a whole number from 0 to {MAX_SEED}"
+QUIET = "hidden"  # show_progress of events whose outputs must stay as they were when the input is refused:
+# Gradio draws an "Error" badge over every output of a failed event unless its progress display is hidden
+log = logging.getLogger("rwkv_app.ui")
 
 
 class Context:
@@ -52,15 +59,33 @@ def message(err: BaseException) -> str:
     return public_message(err)  # no server paths in what the browser sees
 
 
-def guarded(fn):
-    """Service errors become a visible gr.Error; the session itself is untouched and keeps working."""
+def refuse(err: BaseException, where: str) -> gr.Error:
+    """A visitor's bad input (or an expected failure, such as a model that cannot load): one log line, a warning
+    toast in the browser, and a hidden gr.Error so the event stops, outputs unchanged and API clients get the text.
+    Unexpected exceptions are not caught here: Gradio logs their traceback (a real fault)."""
+    text = message(err)
+    log.warning("refused %s: %s", where, text)
+    if LocalContext.event_id.get(None) is not None:  # inside a Gradio event: the toast goes to that browser
+        gr.Warning(text)
+    return gr.Error(text, visible=False, print_exception=False)
+
+
+def _on_user_error(fn, handle):
+    """`fn` (a function or a generator function) with USER_ERRORS passed to `handle(err, name)`, whose return
+    value (raised if it is an exception, else returned or yielded) ends the call."""
+    def outcome(err):
+        result = handle(err, fn.__name__)
+        if isinstance(result, BaseException):
+            raise result from None
+        return result
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def stream(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except USER_ERRORS as err:
-                raise gr.Error(message(err)) from None
+                yield outcome(err)
         return stream
 
     @functools.wraps(fn)
@@ -68,8 +93,41 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
-            raise gr.Error(message(err)) from None
+            return outcome(err)
     return call
+
+
+def guarded(fn):
+    """Service errors become a warning toast and an error for API clients; the session is untouched."""
+    return _on_user_error(fn, refuse)
+
+
+def skip_output(err: BaseException, where: str):
+    """A page event's refused input: one log line, a warning toast, and every output left as it was."""
+    text = message(err)
+    log.warning("refused %s: %s", where, text)
+    gr.Warning(text)
+    return gr.skip()
+
+
+def warned(fn):
+    """For the page's events (not API endpoints): an input error is a warning toast, outputs stay as they were."""
+    return _on_user_error(fn, skip_output)
+
+
+def seed_value(value):
+    """A seed box's value as an int in [0, 2**64); empty means None (a fresh random seed, recorded on the node)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        seed = int(str(value).strip()) if isinstance(value, str) else value
+        if isinstance(seed, float) and seed.is_integer():
+            seed = int(seed)
+    except ValueError:
+        raise InputError(SEED_ERROR) from None
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(SEED_ERROR)
+    return seed
 
 
 def number(value, default=None):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InputError
-from .common import gpu, guarded, number
+from .common import QUIET, gpu, guarded, number, seed_value
+from .playground import stop
 
 MAX_COLUMNS = 4
 
@@ -16,23 +17,25 @@ def build(ctx, refresh):
     source = gr.Markdown("Select a node in the Playground tab (or chat first); the comparison starts there.",
                          elem_id="cmp-source")
     with gr.Row():
-        count = gr.Slider(2, MAX_COLUMNS, value=3, step=1, label="Columns")
-        length = gr.Slider(1, ctx.playground.options.max_new_tokens, value=40, step=1, label="Max new tokens")
+        count = gr.Slider(2, MAX_COLUMNS, value=3, step=1, label="Columns", elem_id="cmp-count")
+        length = gr.Slider(0, ctx.playground.options.max_new_tokens, value=40, step=1, label="Max new tokens",
+                           elem_id="cmp-length")
+    with gr.Row():  # above the columns: reachable without scrolling past four of them (on a phone too)
+        run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
+        stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
     columns, settings, texts, keeps = [], [], [], []
-    with gr.Row():
+    with gr.Row(equal_height=True):
         for i in range(MAX_COLUMNS):
             with gr.Column(visible=i < 3, min_width=200) as column:
                 preset = gr.Dropdown(presets, value=defaults[i], label=f"Preset {i + 1}")
                 seed = gr.Number(i + 1, label=f"Seed {i + 1}", precision=0)
-                text = gr.Textbox(label=f"Column {i + 1}", lines=8, elem_id=f"cmp-text-{i}")
+                text = gr.Textbox(label=f"Column {i + 1}", lines=8, max_lines=8, interactive=False,
+                                  autoscroll=True, elem_id=f"cmp-text-{i}")
                 keep = gr.Button("Keep this one", elem_id=f"cmp-keep-{i}")
             columns.append(column)
             settings += [preset, seed]
             texts.append(text)
             keeps.append(keep)
-    with gr.Row():
-        run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
-        stop = gr.Button("Stop", variant="stop")
     status = gr.Markdown()
     wire(ctx, refresh, locals())
     return {"source": source}
@@ -49,7 +52,7 @@ def wire(ctx, refresh, c):
         count = number(count, 0)
         if not 2 <= count <= MAX_COLUMNS:
             raise InputError(f"compare takes 2 to {MAX_COLUMNS} columns, got {count}")
-        pairs = [(settings[2 * i], number(settings[2 * i + 1])) for i in range(count)]
+        pairs = [(settings[2 * i], seed_value(settings[2 * i + 1])) for i in range(count)]
         blank = [""] * MAX_COLUMNS
         for texts in session.compare(None, pairs, number(length)):
             yield (*texts, *blank[len(texts):], session)
@@ -63,11 +66,11 @@ def wire(ctx, refresh, c):
     c["count"].change(lambda n: [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)], [c["count"]],
                       c["columns"], api_visibility="private")
     refresh.append(c["run"].click(compare, [c["count"], c["length"], *c["settings"], state], [*c["texts"], state],
-                   api_name="compare", concurrency_limit=None))
-    c["stop"].click(lambda s: s.stop() if s else None, [state], None, api_name="compare_stop", concurrency_limit=None)
+                   api_name="compare", concurrency_limit=None, show_progress=QUIET))
+    c["stop"].click(stop, [state], None, api_name="compare_stop", concurrency_limit=None, show_progress="hidden")
     for i, button in enumerate(c["keeps"]):
         refresh.append(button.click(keeper(keep, i), [state], [c["status"], state],
-                                    api_name=f"keep_{i + 1}"))
+                                    api_name=f"keep_{i + 1}", show_progress=QUIET))
 
 
 def keeper(keep, index: int):

@@ -1,38 +1,60 @@
 """Models tab: choose a preset (or, when the operator allows it, any Hub repo id or server directory), a real
-progress bar while it downloads and loads, what is loaded where, and a clear error that leaves the current
-model working."""
+progress bar while it downloads and loads, each model's size and whether it fits this machine, what is loaded
+and how many sessions use it, and a warning toast (the tab stays as it was) when a load fails."""
 from __future__ import annotations
 
 import gradio as gr
 
 from ..errors import InputError
+from ..services.service import public_name
 from .common import guarded
 
 
+def count(params) -> str:
+    if params is None:
+        return "–"
+    return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
+
+
+def table_markdown(ctx) -> str:
+    rows = ["| model | parameters | download | memory | fits this machine | sessions using it |",
+            "|---|---|---|---|---|---|"]
+    for m in ctx.playground.model_table():
+        download = "bundled" if m["download_gb"] is None else f"{m['download_gb']:g} GB"
+        fits = "yes" if m["fits"] else "**no: too large**"
+        used = f"{m['sessions']} (loaded)" if m["loaded"] else "–"
+        rows.append(f"| {m['name']} | {count(m['params'])} | {download} | {m['memory_gb']:.2f} GiB {m['dtype']} | "
+                    f"{fits} | {used} |")
+    return "\n".join(rows)
+
+
 def info_markdown(ctx, session) -> str:
-    lines = ["| model | device | dtype | memory | sessions using it |", "|---|---|---|---|---|"]
-    lines += [f"| {m['source']} | {m['device']} | {m['dtype']} | {m['memory']} | {m['in_use']} |"
-              for m in ctx.playground.memory_report()]
-    current = session.loaded.key.describe() if session is not None and not session.closed else "the default model"
-    return f"This session uses **{current}**.\n\n" + "\n".join(lines)
+    if session is not None and not session.closed:
+        key = session.loaded.key
+        current = f"{public_name(key.source)} ({key.dtype} on {key.device})"
+    else:
+        current = public_name(ctx.playground.default_source or "") + " (the default model)"
+    return (f"This session uses **{current}**. This machine: {ctx.playground.machine_summary()}.\n\n"
+            + table_markdown(ctx))
 
 
 def build(ctx, refresh):
     playground = ctx.playground
     allow = playground.options.allow_any_model
+    default = public_name(playground.default_source) if playground.default_source else None
     choices = playground.model_choices()
-    if playground.default_source and playground.default_source not in choices:
-        choices = [playground.default_source] + choices
+    if default and default not in choices:
+        choices = [default] + choices
     help_text = ("Any preset, Hub repo id (org/name) or server directory." if allow else
                  "Presets from presets/models.yaml (this server does not load other repo ids or paths).")
-    model = gr.Dropdown(choices, value=playground.default_source, label="Model", info=help_text,
+    model = gr.Dropdown(choices, value=default, label="Model", info=help_text,
                         allow_custom_value=True, elem_id="models-choice")
-    load = gr.Button("Load for this session", variant="primary")
-    status = gr.Markdown()
-    info = gr.Markdown(info_markdown(ctx, None))
+    load = gr.Button("Load for this session", variant="primary", elem_id="models-load")
+    status = gr.Markdown(elem_id="models-status")
+    info = gr.Markdown(info_markdown(ctx, None), elem_id="models-info")
     refresh_info = gr.Button("Refresh")
     wire(ctx, refresh, locals())
-    return {}
+    return {"info": info}
 
 
 def wire(ctx, refresh, c):
@@ -46,8 +68,10 @@ def wire(ctx, refresh, c):
             progress(fraction if fraction is not None else 0.0, desc=f"{stage}: {detail}")
 
         session.switch_model(source, report)
-        return (f"Loaded {session.loaded.key.describe()}; this session starts a new tree on it.",
+        key = session.loaded.key
+        return (f"Loaded {public_name(key.source)}; this session starts a new tree on it.",
                 info_markdown(ctx, session), session)
+    # the progress bar shows over the status line only; a failure leaves the table as it was (a toast says why)
     refresh.append(c["load"].click(load, [c["model"], ctx.state], [c["status"], c["info"], ctx.state],
-                                   api_name="load_model", concurrency_limit=2))
+                                   api_name="load_model", concurrency_limit=2, show_progress_on=[c["status"]]))
     c["refresh_info"].click(lambda s: info_markdown(ctx, s), [ctx.state], [c["info"]], api_name="models_info")

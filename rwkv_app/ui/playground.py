@@ -4,55 +4,103 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..errors import InputError
 from ..services import views
-from .common import gpu, guarded, number
+from .common import QUIET, gpu, guarded, number, seed_value
+from .render import tree_html
 
-COLOURS = {"p ≥ 0.5": "#b7e4c7", "p ≥ 0.2": "#fff3b0", "p ≥ 0.05": "#ffd6a5", "p < 0.05": "#ffadad"}
+SELECTED = "clicked token"
+COLOURS = {"p ≥ 0.5": "#b7e4c7", "p ≥ 0.2": "#fff3b0", "p ≥ 0.05": "#ffd6a5", "p < 0.05": "#ffadad",
+           SELECTED: "#7fb3ff"}
+
+# The tree's clicks: a row's click is the HTML component's select event, its id the event's value;
+# a branch point's toggle folds its subtree (kept across redraws); the current row is scrolled into view.
+TREE_JS = """
+const folded = new Set();
+const apply = () => {
+  let below = null;
+  for (const row of element.querySelectorAll('.tn')) {
+    const indent = +row.dataset.indent;
+    if (below !== null && indent > below) { row.style.display = 'none'; continue; }
+    below = null;
+    row.style.display = '';
+    const fold = folded.has(row.dataset.id);
+    row.classList.toggle('folded', fold);
+    if (fold) below = indent;
+  }
+  const panel = element.querySelector('.rwkv-tree'), cur = element.querySelector('.tn.current');
+  if (panel && cur && (cur.offsetTop < panel.scrollTop || cur.offsetTop > panel.scrollTop + panel.clientHeight - 24))
+    panel.scrollTop = cur.offsetTop - panel.clientHeight / 2;
+};
+element.addEventListener('click', (e) => {
+  const row = e.target.closest('.tn');
+  if (!row) return;
+  if (e.target.closest('.tog')) {
+    folded.has(row.dataset.id) ? folded.delete(row.dataset.id) : folded.add(row.dataset.id);
+    apply();
+    return;
+  }
+  element.querySelectorAll('.tn.current').forEach(r => r.classList.remove('current'));
+  row.classList.add('current');
+  trigger('select', {index: [...element.querySelectorAll('.tn')].indexOf(row), value: row.dataset.id, selected: true});
+});
+watch('value', apply);
+apply();
+"""
 
 
-def tree_update(session):
+def tree_update(session) -> str:
+    """The tree panel's HTML (every node, the current path highlighted)."""
     if session is None:
-        return gr.update(choices=[], value=None)
-    rows = views.tree_rows(session.tree, session.current)
-    return gr.update(choices=[(row["label"], row["id"]) for row in rows], value=session.current)
+        return tree_html([])
+    return tree_html(views.tree_rows(session.tree, session.current))
 
 
-def tokens_value(session, node_id):
+def tokens_value(session, node_id, position=None):
+    """The selected node's path as highlighted text; the token at `position` (clicked) stands out."""
     if session is None or not node_id or node_id not in session.tree.nodes:
         return []
-    return [(row["text"], row["bucket"]) for row in views.path_token_rows(session.tree, node_id)]
+    return [(row["text"], SELECTED if position is not None and row["position"] == position else row["bucket"])
+            for row in views.path_token_rows(session.tree, node_id)]
 
 
 def build(ctx, refresh):
     presets = ctx.presets
     default = "balanced" if "balanced" in presets else None
-    with gr.Row():
-        with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", lines=4, max_length=ctx.playground.options.max_prompt_chars,
-                                placeholder="The quick brown fox", elem_id="pg-prompt")
-            with gr.Row():
-                preset = gr.Dropdown(presets, value=default, label="Preset")
-                length = gr.Slider(1, ctx.playground.options.max_new_tokens, value=40, step=1, label="Max new tokens")
-                seed = gr.Number(None, label="Seed (empty: random)", precision=0)
-            with gr.Row():
+    limit = ctx.playground.options.max_prompt_chars
+    with gr.Row(elem_id="pg-layout"):
+        with gr.Column(scale=3, elem_id="pg-main"):
+            prompt = gr.Textbox(label="Prompt", lines=4, placeholder="The quick brown fox", elem_id="pg-prompt",
+                                info=f"Up to {limit:,} characters.")  # no max_length: the browser would cut a paste
+            with gr.Row(elem_id="pg-settings"):
+                preset = gr.Dropdown(presets, value=default, label="Preset", min_width=120)
+                length = gr.Slider(0, ctx.playground.options.max_new_tokens, value=40, step=1, min_width=160,
+                                   label="Max new tokens", elem_id="pg-length")
+                seed = gr.Textbox("", label="Seed (empty: random)", max_lines=1, min_width=120, elem_id="pg-seed",
+                                  placeholder="random")
+            with gr.Row(elem_id="pg-actions"):
                 generate = gr.Button("Generate from the prompt", variant="primary", elem_id="pg-generate")
                 resume = gr.Button("Continue from the selected node", elem_id="pg-continue")
-                stop = gr.Button("Stop", variant="stop")
-            output = gr.Textbox(label="Continuation", lines=4, elem_id="pg-output")
+                stop = gr.Button("Stop", variant="stop", elem_id="pg-stop")
+            output = gr.Textbox(label="Continuation", lines=4, elem_id="pg-output", interactive=False)
             tokens = gr.HighlightedText(label="Selected node, coloured by token probability (click a token)",
                                         color_map=COLOURS, combine_adjacent=False, show_legend=True,
                                         elem_id="pg-tokens")
-            with gr.Row():
-                position = gr.Number(None, label="Token position in the node", precision=0)
+            with gr.Row(elem_id="pg-token-row"):
+                position = gr.Number(None, label="Token position in the node", precision=0, elem_id="pg-position")
                 alternative = gr.Radio([], label="Top alternatives at this token", elem_id="pg-alternatives")
-            with gr.Row():
+            with gr.Row(elem_id="pg-edit-row"):
                 rewind = gr.Button("Rewind here and resample", elem_id="pg-rewind")
                 force = gr.Button("Force the chosen alternative and continue", elem_id="pg-force")
-        with gr.Column(scale=2):
-            tree = gr.Radio([], label="Session tree (click a node to select it)", elem_id="pg-tree")
-            extra = gr.Textbox("", label="Text to add before continuing (optional)", lines=2)
-            delete = gr.Button("Delete the selected node and its branch")
-            with gr.Accordion("Node details", open=False):
+        with gr.Column(scale=2, elem_id="pg-side"):
+            tree = gr.HTML(tree_html([]), label="Session tree (click a node to select it; ▾ folds a branch)",
+                           show_label=True, container=True, elem_id="pg-tree", js_on_load=TREE_JS)
+            extra = gr.Textbox("", label="Text to add before continuing (optional)", lines=2, elem_id="pg-extra")
+            delete = gr.Button("Delete the selected node and its branch", elem_id="pg-delete")
+            with gr.Row(visible=False, elem_id="pg-confirm") as confirm:
+                sure = gr.Button("Yes, delete it", variant="stop", elem_id="pg-delete-yes")
+                cancel = gr.Button("Keep it", elem_id="pg-delete-no")
+            with gr.Accordion("Node details", open=False, elem_id="pg-details"):
                 node = gr.Textbox("", label="Node id (set by the tree; API clients pass ids from /tree)",
                                   max_lines=1, elem_id="pg-node")
                 token = gr.Number(None, label="Token id to force (set by the alternatives)", precision=0)
@@ -60,7 +108,7 @@ def build(ctx, refresh):
                 show_tree = gr.Button("Show the tree as data")
                 tree_data = gr.JSON(label="Tree (depth first)")
     wire(ctx, refresh, locals())
-    return {"tree": tree, "tokens": tokens, "node": node}
+    return {"tree": tree, "tokens": tokens, "node": node, "position": position, "alternative": alternative}
 
 
 def node_details(session, node_id):
@@ -92,7 +140,7 @@ def generation_callbacks(ctx):
     @guarded
     def generate(prompt, preset, length, seed, session, request: gr.Request):
         session = ctx.ensure(session, request)
-        for text in session.generate(prompt, preset, number(length), number(seed)):
+        for text in session.generate(prompt, preset, number(length), seed_value(seed)):
             yield text, session
 
     @gpu
@@ -100,15 +148,16 @@ def generation_callbacks(ctx):
     def resume(node_id, text, preset, length, seed, session, request: gr.Request):
         session = ctx.ensure(session, request)
         for value in session.continue_from(node_id or session.current, text or None, preset, number(length),
-                                           number(seed)):
+                                           seed_value(seed)):
             yield value, session
 
     @gpu
     @guarded
     def rewind(node_id, position, preset, length, seed, session, request: gr.Request):
         session = ctx.ensure(session, request)
+        session.branch(preset, number(length), seed_value(seed))  # bad settings fail before the tree changes
         point = session.rewind(node_id or session.current, number(position, -1))
-        for value in session.continue_from(point, None, preset, number(length), number(seed)):
+        for value in session.continue_from(point, None, preset, number(length), seed_value(seed)):
             yield value, session
 
     @gpu
@@ -116,9 +165,10 @@ def generation_callbacks(ctx):
     def force(node_id, position, token, preset, length, seed, session, request: gr.Request):
         session = ctx.ensure(session, request)
         if token is None or token == "":
-            raise ValueError("pick one of the alternatives first")
+            raise InputError("click a token, then pick one of its alternatives first")
+        session.branch(preset, number(length), seed_value(seed))  # bad settings fail before the tree changes
         point = session.force(node_id or session.current, number(position, -1), number(token))
-        for value in session.continue_from(point, None, preset, number(length), number(seed)):
+        for value in session.continue_from(point, None, preset, number(length), seed_value(seed)):
             yield value, session
 
     return generate, resume, rewind, force
@@ -128,11 +178,12 @@ def node_callbacks(ctx):
     """Select a node, the tree as data, pick a token, delete a branch."""
     @guarded
     def select(node_id, session, request: gr.Request):
+        """Every control that depends on the selected node is redrawn or cleared (position, alternatives)."""
         session = ctx.ensure(session, request)
         if node_id:
             session.select(node_id)
-        return (tokens_value(session, session.current), node_details(session, session.current), None,
-                session.current, session)
+        return (tokens_value(session, session.current), node_details(session, session.current),
+                gr.update(choices=[], value=None), session.current, None, None, tree_update(session), session)
 
     @guarded
     def show_tree(session, request: gr.Request):
@@ -145,15 +196,22 @@ def node_callbacks(ctx):
         rows = views.path_token_rows(session.tree, session.current)
         index = evt.index if isinstance(evt.index, int) else -1  # a browser sends an int; anything else picks nothing
         position = rows[index]["position"] if 0 <= index < len(rows) else None
-        return position, alternatives_update(session, session.current, position)
+        return (position, alternatives_update(session, session.current, position),
+                tokens_value(session, session.current, position))
 
     @guarded
     def delete(node_id, session, request: gr.Request):
         session = ctx.ensure(session, request)
         session.delete(node_id or session.current)
-        return session
+        return session, gr.update(visible=False)
 
     return select, show_tree, pick_token, delete
+
+
+def stop(session) -> None:
+    """Stop this session's generation (what was generated so far is kept); nothing to show."""
+    if session is not None:
+        session.stop()
 
 
 def wire(ctx, refresh, c):
@@ -161,23 +219,33 @@ def wire(ctx, refresh, c):
     sampling = [c["preset"], c["length"], c["seed"]]
     generate, resume, rewind, force = generation_callbacks(ctx)
     select, show_tree, pick_token, delete = node_callbacks(ctx)
+
+    def clicked(session, evt: gr.SelectData, request: gr.Request):
+        return select(str(evt.value or ""), session, request)
     out = [c["output"], state]
-    refresh.append(c["generate"].click(generate, [c["prompt"], *sampling, state], out, api_name="generate",
-                        concurrency_limit=None))
-    refresh.append(c["resume"].click(resume, [c["node"], c["extra"], *sampling, state], out, api_name="continue",
-                                     concurrency_limit=None))
-    c["stop"].click(lambda s: s.stop() if s else None, [state], None, api_name="stop", concurrency_limit=None)
-    picked = [c["tokens"], c["details"], c["alternative"], c["node"], state]
-    c["tree"].select(select, [c["tree"], state], picked, api_visibility="private")  # a click in the tree
-    c["node"].submit(select, [c["node"], state], picked, api_name="select_node")  # an id typed or sent by a client
+    run = dict(concurrency_limit=None, show_progress=QUIET)
+    refresh.append(c["generate"].click(generate, [c["prompt"], *sampling, state], out, api_name="generate", **run))
+    resumed = c["resume"].click(resume, [c["node"], c["extra"], *sampling, state], out, api_name="continue", **run)
+    refresh.append(resumed)
+    resumed.success(lambda: "", None, c["extra"], api_visibility="private", show_progress="hidden")  # used once
+    c["stop"].click(stop, [state], None, api_name="stop", concurrency_limit=None, show_progress="hidden")
+    picked = [c["tokens"], c["details"], c["alternative"], c["node"], c["position"], c["token"], c["tree"], state]
+    c["tree"].select(clicked, [state], picked, api_visibility="private", show_progress=QUIET)  # a click
+    c["node"].submit(select, [c["node"], state], picked, api_name="select_node", show_progress=QUIET)  # an API id
     c["show_tree"].click(show_tree, [state], [c["tree_data"], state], api_name="tree")
-    c["tokens"].select(pick_token, [state], [c["position"], c["alternative"]], api_name="pick_token")
+    c["tokens"].select(pick_token, [state], [c["position"], c["alternative"], c["tokens"]], api_name="pick_token",
+                       show_progress=QUIET)
     c["alternative"].change(token_choice, [c["alternative"]], [c["token"]], api_visibility="private")
     refresh.append(c["rewind"].click(rewind, [c["node"], c["position"], *sampling, state], out, api_name="rewind",
-                                     concurrency_limit=None))
+                                     **run))
     refresh.append(c["force"].click(force, [c["node"], c["position"], c["token"], *sampling, state], out,
-                                    api_name="force", concurrency_limit=None))
-    refresh.append(c["delete"].click(delete, [c["node"], state], [state], api_name="delete_node"))
+                                    api_name="force", **run))
+    c["delete"].click(lambda: gr.update(visible=True), None, c["confirm"], api_visibility="private",
+                      show_progress="hidden")
+    c["cancel"].click(lambda: gr.update(visible=False), None, c["confirm"], api_visibility="private",
+                      show_progress="hidden")
+    refresh.append(c["sure"].click(delete, [c["node"], state], [state, c["confirm"]], api_name="delete_node",
+                                   show_progress=QUIET))
 
 
 def alternatives_update(session, node_id, position):

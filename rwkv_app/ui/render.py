@@ -34,4 +34,41 @@ def heatmap_html(data: dict) -> str:
                f"; min {low:.4g}, max {high:.4g}; red positive, blue negative")
     return (f'<div class="state-heatmap"><svg width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(labels)}{"".join(cells)}</svg>'
-            f'<p style="font-size:12px">{caption}</p></div>')
+            f'{legend_svg(low, high)}<p style="font-size:12px">{caption}</p></div>')
+
+
+def legend_svg(low: float, high: float, width: int = 240, steps: int = 24) -> str:
+    """The heatmap's colour scale: a bar from -span (blue) through 0 (white) to +span (red), values marked."""
+    span = max(abs(low), abs(high)) or 1.0
+    step_w = width / steps
+    bars = "".join(f'<rect x="{40 + i * step_w:.1f}" y="0" width="{step_w + 0.5:.1f}" height="12" '
+                   f'fill="{colour(-span + 2 * span * (i + 0.5) / steps, -span, span)}"/>' for i in range(steps))
+    marks = "".join(f'<text x="{40 + x}" y="26" font-size="11" text-anchor="{anchor}">{value:.3g}</text>'
+                    for x, anchor, value in ((0, "start", -span), (width / 2, "middle", 0.0), (width, "end", span)))
+    return (f'<svg class="heatmap-legend" width="{width + 80}" height="30" xmlns="http://www.w3.org/2000/svg">'
+            f'<text x="0" y="10" font-size="11">scale</text>{bars}{marks}</svg>')
+
+
+INDENT_PX = 16
+
+
+def tree_html(rows: list[dict]) -> str:
+    """The session tree as a flat list of rows (depth first), indented where the tree branches. A branch point has
+    a toggle that folds its subtree; the current node and its ancestors are highlighted. Clicks are handled by
+    the tab's script (TREE_JS): a click on a row is the component's select event, with the row's data-id."""
+    if not rows:
+        return '<div class="rwkv-tree"><p class="tree-empty">No nodes yet: generate from a prompt.</p></div>'
+    parts = []
+    for row in rows:
+        classes = "tn" + (" current" if row["current"] else "") + (" on-path" if row["on_path"] else "")
+        toggle = ('<span class="tog" title="fold or unfold this branch">▾</span>' if row["branches"] > 1 else
+                  '<span class="tog-space chain" title="continues the node above">↳</span>' if row.get("chained")
+                  else '<span class="tog-space"></span>')
+        extra = f' <span class="extra">{html.escape(" · ".join(row["extra"]))}</span>' if row["extra"] else ""
+        role = "" if row["depth"] == 0 else f'<span class="role role-{html.escape(row["role"])}">{html.escape(row["role"])}</span> '
+        parts.append(f'<div class="{classes}" data-id="{html.escape(row["id"])}" data-indent="{row["indent"]}" '
+                     f'style="padding-left:{4 + row["indent"] * INDENT_PX}px" title="{html.escape(row["snippet"])}">'
+                     f'{toggle}{role}<span class="snip">{html.escape(row["snippet"])}</span>{extra}</div>')
+    current = next((row["id"] for row in rows if row["current"]), "")
+    return (f'<div class="rwkv-tree" data-count="{len(rows)}" data-current="{html.escape(current)}">'
+            f'{"".join(parts)}</div>')

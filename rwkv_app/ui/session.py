@@ -7,7 +7,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from .common import guarded
+from .common import QUIET, guarded
+
+# After the file is made, the browser follows its link at once: one click downloads the session.
+FOLLOW_LINK = "() => { const a = document.querySelector('#session-download a[download], #session-download a'); if (a) a.click(); }"
 
 
 def build(ctx, refresh):
@@ -15,12 +18,12 @@ def build(ctx, refresh):
     gr.Markdown(f"A session file holds the whole tree (every branch, chat and kept state). It only loads on the "
                 f"same model. Uploads are limited to {limit:g} MiB.")
     with gr.Row():
-        export = gr.Button("Prepare download", elem_id="session-export")
+        export = gr.Button("Download this session", variant="primary", elem_id="session-export")
         download = gr.File(label="Session file", interactive=False, elem_id="session-download")
     upload = gr.File(label="Upload a session file (.zip)", file_types=[".zip"], type="filepath",
                      elem_id="session-upload")
-    load = gr.Button("Resume the uploaded session", variant="primary")
-    status = gr.Markdown()
+    load = gr.Button("Resume the uploaded session", variant="primary", elem_id="session-load")
+    status = gr.Markdown(elem_id="session-status")
     folder = tempfile.mkdtemp(prefix="rwkv-sessions-")
     wire(ctx, refresh, locals())
     return {}
@@ -44,6 +47,9 @@ def wire(ctx, refresh, c):
         session.load_file(path)
         return f"Resumed the uploaded session ({len(session.tree.nodes)} nodes).", session
 
-    c["export"].click(export, [ctx.state], [c["download"], ctx.state], api_name="export_session")
-    refresh.append(c["load"].click(load, [c["upload"], ctx.state], [c["status"], ctx.state],
-                    api_name="import_session"))
+    exported = c["export"].click(export, [ctx.state], [c["download"], ctx.state], api_name="export_session",
+                                 show_progress=QUIET)
+    exported.success(None, None, None, js=FOLLOW_LINK, api_visibility="private")
+    cleared = c["load"].click(lambda: "", None, c["status"], api_visibility="private", show_progress="hidden")
+    refresh.append(cleared.then(load, [c["upload"], ctx.state], [c["status"], ctx.state], api_name="import_session",
+                                show_progress=QUIET))  # a refused file leaves no earlier message beside its toast

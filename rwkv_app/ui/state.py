@@ -1,16 +1,24 @@
-"""State tab: plots of the recurrent state at a node, the decay per layer, the last generation, a diff."""
+"""State tab: plots of the recurrent state at a node, the decay per layer, the last generation, a diff.
+Layers are drawn as whole numbers (a category per layer), each plot says so when it has nothing to show, and
+the plots redraw as soon as the node, the compared node or the heatmap's tensor changes."""
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
 from ..services import state_inspector as state_data
-from .common import guarded
+from .common import QUIET, guarded
 from .render import heatmap_html
 
 NOTE = ("Values are the state as stored, in float32. This model rescales activations only (`rescale_every`); the "
         "state is never rescaled (token shifts are stored after the layer norm, WKV sums come from unrescaled "
         "key/value projections), so the plots mean the same in every dtype.")
+CAPTIONS = {"norms": "Per-layer norm of each state tensor at the node.",
+            "decay": "Effective decay exp(-exp(time_decay)) of each layer's channels, sorted.",
+            "trace": "WKV numerator norm per layer over the node's tokens (the last generation).",
+            "diff": "Norm of (compared node - node) per layer."}
+EMPTY = {"trace": "Nothing to show: this node was not made by the last generation. Generate, then look again.",
+         "diff": "Nothing to show: choose a node in \"Compare with node\" to see how the state differs."}
 
 
 def build(ctx, refresh):
@@ -18,39 +26,63 @@ def build(ctx, refresh):
     with gr.Row():
         node = gr.Dropdown([], label="Node (default: the current one)", elem_id="st-node",
                            allow_custom_value=True)  # API clients pass ids from /tree
-        other = gr.Dropdown([], label="Compare with node (for the difference)", allow_custom_value=True)
-        tensor = gr.Radio(list(state_data.DEFAULT_TENSORS), value="num", label="Heatmap of")
+        other = gr.Dropdown([], label="Compare with node (for the difference)", allow_custom_value=True,
+                            elem_id="st-other")
+        tensor = gr.Radio(list(state_data.DEFAULT_TENSORS), value="num", label="Heatmap of", elem_id="st-tensor")
         show = gr.Button("Show state", variant="primary", elem_id="st-show")
     with gr.Row():
-        norms = gr.LinePlot(x="layer", y="norm", color="tensor", title="Per-layer norm of each state tensor",
-                            elem_id="st-norms")
-        decay = gr.LinePlot(x="channel rank", y="decay", color="layer",
-                            title="Effective decay exp(-exp(time_decay)) per layer (channels sorted)")
+        norms = gr.LinePlot(x="layer", y="norm", color="tensor", title="State norm per layer", sort="x",
+                            caption=CAPTIONS["norms"], elem_id="st-norms")
+        decay = gr.LinePlot(x="channel rank", y="decay", color="layer", title="Decay per layer",
+                            caption=CAPTIONS["decay"], elem_id="st-decay")
     heat = gr.HTML(elem_id="st-heatmap")
     with gr.Row():
-        trace = gr.LinePlot(x="token", y="norm", color="layer",
-                            title="WKV numerator norm per layer over the node's tokens (last generation)")
-        diff = gr.LinePlot(x="layer", y="norm", color="tensor", title="Norm of (compared node - node) per layer")
+        with gr.Column():
+            trace = gr.LinePlot(x="token", y="norm", color="layer", title="Numerator norm per token",
+                                caption=CAPTIONS["trace"], elem_id="st-trace")
+            trace_note = gr.Markdown(elem_id="st-trace-note")
+        with gr.Column():
+            diff = gr.LinePlot(x="layer", y="norm", color="tensor", title="Difference per layer", sort="x",
+                               caption=CAPTIONS["diff"], elem_id="st-diff")
+            diff_note = gr.Markdown(elem_id="st-diff-note")
     wire(ctx, locals())
     return {"node": node, "other": other}
 
 
-def frame(rows, *columns):
-    return pd.DataFrame(rows, columns=list(columns))
+def layer_name(layer: int, layers: int) -> str:
+    """A layer as a category label ("0".."23", zero-padded so that the plot's order is the layers' order)."""
+    return str(layer).zfill(len(str(max(layers - 1, 0))))
+
+
+def frame(rows, *columns, layers: int | None = None):
+    """A DataFrame of the rows; with `layers`, the "layer" column as whole-number categories (no 0.5 ticks)."""
+    data = pd.DataFrame(rows, columns=list(columns))
+    if layers is not None and "layer" in data:
+        data["layer"] = [layer_name(v, layers) if isinstance(v, int) else v for v in data["layer"]]
+    return data
+
+
+def note(rows, name: str) -> str:
+    """The line under a plot: why it is empty, or nothing."""
+    return "" if rows else f"*{EMPTY[name]}*"
 
 
 def wire(ctx, c):
     @guarded
     def show(node_id, other_id, tensor, session, request: gr.Request):
         session = ctx.ensure(session, request)
-        tree = session.tree
-        node_id = tree.node(node_id).id if node_id else session.current  # another session's id is unknown here
-        report = state_data.state_report(tree, node_id, tensor, tree.node(other_id).id if other_id else None)
-        return (frame(report["norms"], "layer", "tensor", "norm"),
-                frame(report["decay"], "layer", "channel rank", "decay"),
+        report = session.state_report(node_id, other_id, tensor)  # plain data
+        norms, trace_rows, other_rows = report["norms"], report["trace"], report["diff"]
+        layers = 1 + max((row["layer"] for row in norms), default=0)
+        return (frame(norms, "layer", "tensor", "norm", layers=layers),
+                frame(report["decay"], "layer", "channel rank", "decay", layers=layers),
                 heatmap_html(report["heatmap"]),
-                frame(report["trace"], "token", "layer", "norm"),
-                frame(report["diff"], "layer", "tensor", "norm"), session)
+                frame(trace_rows, "token", "layer", "norm", layers=layers),
+                frame(other_rows, "layer", "tensor", "norm", layers=layers), session,
+                note(trace_rows, "trace"), note(other_rows, "diff"))
 
-    c["show"].click(show, [c["node"], c["other"], c["tensor"], ctx.state],
-                    [c["norms"], c["decay"], c["heat"], c["trace"], c["diff"], ctx.state], api_name="state")
+    inputs = [c["node"], c["other"], c["tensor"], ctx.state]
+    outputs = [c["norms"], c["decay"], c["heat"], c["trace"], c["diff"], ctx.state, c["trace_note"], c["diff_note"]]
+    c["show"].click(show, inputs, outputs, api_name="state", show_progress=QUIET)
+    for control in (c["tensor"], c["node"], c["other"]):  # a change redraws at once
+        control.input(show, inputs, outputs, api_visibility="private", show_progress=QUIET, trigger_mode="always_last")
