@@ -2,6 +2,7 @@
 between modules, the model layer and kernels import neither gradio nor yaml, and ui/ imports only the services.
 Every import counts, module-level or inside a function."""
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,3 +100,11 @@ def test_there_is_no_import_circle():
                 if nxt not in parents:
                     parents[nxt] = current
                     stack.append(nxt)
+
+
+def test_the_ui_gets_plain_data_not_trees_or_tensors():
+    """UI callbacks go through the visitor session's methods: they never reach into its tree or a tensor."""
+    reach = re.compile(r"session\.tree\b|\.state_at\(|\bimport torch\b|\.model\.")
+    bad = [(path.name, match.group(0)) for path in (ROOT / "rwkv_app" / "ui").glob("*.py")
+           for match in reach.finditer(path.read_text(encoding="utf-8"))]
+    assert not bad, bad

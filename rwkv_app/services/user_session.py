@@ -15,7 +15,7 @@ from ..state_tree import Branch, ChatSession, SessionError, SessionTree
 from ..state_tree.chat import reply_settings
 from ..state_tree.continuation import resolve_sampling
 from ..state_tree.nodes import BOT, GENERATED, SYSTEM, TEXT, USER
-from . import state_inspector, transfer
+from . import state_inspector, transfer, views
 from .runner import Job, stream_rows, stream_texts
 
 KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty")
@@ -133,6 +133,45 @@ class UserSession:
             if node.role == TEXT and node.text == text:
                 return child
         return self.tree.extend(parent, text).node
+
+    # ---- plain-data views for the UI (lists, dicts, strings: never the tree or a tensor) ------------------
+    def tree_view(self) -> list[dict]:
+        """The tree panel's rows (views.tree_rows): every node, the current path marked."""
+        return views.tree_rows(self.tree, self.current)
+
+    def has_node(self, node_id) -> bool:
+        return isinstance(node_id, str) and node_id in self.tree.nodes
+
+    def node_count(self) -> int:
+        return len(self.tree.nodes)
+
+    def path_token_rows(self, node_id: str | None = None) -> list[dict]:
+        """The tokens on the path to `node_id` (default: the current node) with their probabilities."""
+        return views.path_token_rows(self.tree, node_id or self.current)
+
+    def alternatives(self, node_id: str, position: int) -> list[dict]:
+        return views.alternatives(self.tree, node_id, position)
+
+    def node_details(self, node_id: str) -> dict:
+        """{id, role, tokens, text, meta (without the sampling settings), children}; {} for an unknown id."""
+        if not self.has_node(node_id):
+            return {}
+        node = self.tree.node(node_id)
+        return {"id": node.id, "role": node.role, "tokens": len(node.tokens), "text": node.text,
+                "meta": {k: v for k, v in node.meta.items() if k != "sampling"}, "children": len(node.children)}
+
+    def api_tree_rows(self) -> list[dict]:
+        """The tree for API clients: {id, parent, depth, role, text, tokens, current} per node, depth first."""
+        rows = []
+        for row in self.tree_view():
+            node = self.tree.node(row["id"])
+            rows.append({"id": node.id, "parent": node.parent, "depth": row["depth"], "role": node.role,
+                         "text": node.text, "tokens": len(node.tokens), "current": row["current"]})
+        return rows
+
+    def current_tail(self) -> str | None:
+        """The end of the text up to the current node; None at the root."""
+        return None if self.current == self.tree.root else views.tail(self.tree.path_text(self.current))
 
     def state_report(self, node_id: str | None, other_id: str | None = None, tensor: str | None = None) -> dict:
         """The State tab's data, plain (state_inspector.state_report): at `node_id` (default: the current node),
