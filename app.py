@@ -9,7 +9,7 @@ operator passes --allow-any-model. The same server answers OpenAI clients under 
 from OpenAI clients"): `--api-key KEY` (or $RWKV_API_KEY, several comma-separated) requires a key; without one
 /v1 is served on a loopback --host only, unless `--api-public`; `--no-api` turns it off; with --share the app
 runs on Gradio's own launcher, which has no /v1. `--stats` (operator only, off by default) adds a /server_stats API endpoint
-that the soak test reads (python -m rwkv_app.bench soak). The server caps glibc's malloc arenas at 2
+that the soak test reads (python -m benchmarks soak). The server caps glibc's malloc arenas at 2
 (`--malloc-arenas N`, or $RWKV_MALLOC_ARENAS; 0 keeps glibc's default) so its memory stays flat under Gradio's
 many worker threads.
 """
@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 from rwkv_app import RwkvError
-from rwkv_app.default_model import OFFLINE_HINT, choose_default_model
+from rwkv_app.services.default_model import OFFLINE_HINT, choose_default_model
 from rwkv_app.errors import HubError
-from rwkv_app.malloc import DEFAULT_ARENAS, ENV, default_arenas, limit_arenas
+from rwkv_app.services.malloc import DEFAULT_ARENAS, ENV, default_arenas, limit_arenas
 
 ROOT = Path(__file__).resolve().parent
 
@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def complete_once(source: str, args) -> int:
     """The command-line check: load, complete --prompt, print."""
-    from rwkv_app.manager import ModelManager
+    from rwkv_app.services.manager import ModelManager
 
     manager = ModelManager()
     with manager.use(source, revision=args.revision, device=args.device or "cpu", dtype=args.dtype or "float32") as m:
@@ -85,7 +85,7 @@ def complete_once(source: str, args) -> int:
 
 def build(args, source: str, message: str = ""):
     """The playground service with its default model loaded, and the Blocks app on it."""
-    from rwkv_app.playground import Playground, PlaygroundOptions
+    from rwkv_app.services import Playground, PlaygroundOptions
     from rwkv_app.ui import build_app
 
     options = PlaygroundOptions(device=args.device, dtype=args.dtype, allow_any_model=args.allow_any_model,

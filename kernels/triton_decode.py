@@ -9,7 +9,7 @@ All arithmetic is float32 in registers; tensors are read and written in their ow
 slices are (B, C) views with any strides, e.g. one layer of the model's (B, C, L) state tensors.
 Like kernels/wkv_triton.py, these take CPU tensors when defined under TRITON_INTERPRET=1. They launch
 on the current CUDA device; a caller whose tensors live on another one wraps the calls in
-`wkv_triton.on_device(x)` once (rwkv_app/fused_decode.py does, per token).
+`wkv_triton.on_device(x)` once (rwkv_app/models/rwkv4/fused_decode.py does, per token).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _check_args
+from .checks import check_args
 from .cpu import MAX_TIME_DECAY
 from .reference import EMPTY_MAX, State
 
@@ -131,7 +131,7 @@ def wkv_triton(
     Same contract as `wkv_reference`: time_decay, time_first (C,) raw parameters (any float dtype);
     key/value float32, float16 or bfloat16; state an optional (num, den, max), read, never written.
     """
-    _check_args(time_decay, time_first, key, value, state)
+    check_args(time_decay, time_first, key, value, state)
     check_device("key", key)
     batch, _, channels = key.shape
     key, value = key.contiguous(), value.contiguous()  # (B, T, C)

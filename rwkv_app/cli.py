@@ -11,10 +11,10 @@ import time
 from typing import TextIO
 
 from .errors import RwkvError
-from .generation import FinishEvent, TokenEvent
-from .manager import ModelManager
-from .presets import list_sampling_presets, load_sampling_preset
-from .sampling import SamplingSettings
+from .core.generation import FinishEvent, TokenEvent
+from .services.manager import ModelManager
+from .core.presets import list_sampling_presets, load_sampling_preset
+from .core.sampling import SamplingSettings
 
 SETTING_FLAGS = {  # flag -> (SamplingSettings field, type)
     "--temperature": ("temperature", float), "--top-p": ("top_p", float), "--top-k": ("top_k", int),

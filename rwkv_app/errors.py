@@ -19,3 +19,21 @@ class HubError(RwkvError):
 
 class InputError(RwkvError, ValueError):
     """Bad arguments to forward or generate: token ids, state shapes, empty inputs."""
+
+
+def check_token_range(ids, vocab_size: int, what: str, error: type[Exception] = InputError) -> None:
+    """Raise `error` naming the first id of `ids` (a tensor or a sequence of ints) outside [0, vocab_size): the
+    one token-id range check, wherever ids come in (forward, the engine, the session tree, tokenizers)."""
+    if hasattr(ids, "aminmax"):  # a tensor: one device sync for both ends
+        if ids.numel() == 0:
+            return
+        low, high = (int(v) for v in ids.aminmax())
+        bad = low if low < 0 else high if high >= vocab_size else None
+    else:
+        bad = next((t for t in ids if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise error(f"{what}: {out_of_vocabulary(bad, vocab_size)}")
+
+
+def out_of_vocabulary(token: int, vocab_size: int) -> str:
+    return f"token id {token} is outside the vocabulary [0, {vocab_size})"

@@ -3,8 +3,8 @@ playground service on it."""
 import socket
 
 from rwkv_app import RwkvConfig, RwkvForCausalLM
-from rwkv_app.manager import ModelManager
-from rwkv_app.playground import Playground, PlaygroundOptions
+from rwkv_app.services.manager import ModelManager
+from rwkv_app.services import Playground, PlaygroundOptions
 
 from .conftest import randomize
 from .test_tokenizer import build_backend

@@ -107,7 +107,7 @@ def _write_tree(storage: Path, commit: str, tree: dict[str, dict]) -> None:
 # ---- tiny weights ---------------------------------------------------------------------------------
 def random_state_dict(config, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random float32 tensors with exactly the names and shapes `expected_shapes(config)` lists."""
-    from rwkv_app.checkpoints import expected_shapes
+    from rwkv_app.weights.checkpoints import expected_shapes
 
     generator = torch.Generator().manual_seed(seed)
     return {name: torch.randn(shape, generator=generator) for name, shape in expected_shapes(config).items()}
@@ -115,7 +115,7 @@ def random_state_dict(config, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def hf_model_files(config, state_dict: dict[str, torch.Tensor], tmp_dir: Path) -> dict[str, Path]:
     """config.json and model.safetensors written by this package, ready for `populate_hub_cache`."""
-    from rwkv_app.checkpoints import save_state_dict
+    from rwkv_app.weights.checkpoints import save_state_dict
 
     tmp_dir.mkdir(parents=True, exist_ok=True)
     save_state_dict(state_dict, tmp_dir)
@@ -127,7 +127,7 @@ def hf_model_files(config, state_dict: dict[str, torch.Tensor], tmp_dir: Path) -
 RESOLVE_SCRIPT = """
 import json, sys
 from rwkv_app.errors import HubError
-from rwkv_app.hub import resolve_model_dir
+from rwkv_app.weights.hub import resolve_model_dir
 results = []
 for kwargs in json.loads(sys.argv[1]):
     try:

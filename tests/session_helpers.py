@@ -2,7 +2,7 @@
 import torch
 
 from rwkv_app import RwkvForCausalLM, SamplingSettings
-from rwkv_app.session import SessionTree, StateBudget
+from rwkv_app.state_tree import SessionTree, StateBudget
 
 from .conftest import randomize, tiny_config
 from .test_tokenizer import build_tokenizer

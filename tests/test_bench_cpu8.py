@@ -1,6 +1,6 @@
 """The cpu8 benchmark's table: goals marked, machine/threads/load average in the header, missing parts named."""
-from rwkv_app.bench.cpu8 import Cpu8Settings
-from rwkv_app.bench.cpu8_tables import render
+from benchmarks.cpu8 import Cpu8Settings
+from benchmarks.cpu8_tables import render
 
 RWKV4 = {"default_dtype": "int8",
          "decode": {"int8": 30.0, "float32": 10.0, "bfloat16": 12.0, "transformers": 10.0, "rwkv fp32i8": 2.0},

@@ -8,20 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from rwkv_app.blinkdl import (
+from rwkv_app.models.rwkv4.blinkdl import (
     convert_blinkdl_to_hf,
     convert_hf_to_blinkdl,
     infer_config_from_blinkdl,
     is_blinkdl_state_dict,
 )
-from rwkv_app.checkpoints import (
+from rwkv_app.weights.checkpoints import (
     check_state_dict,
     expected_shapes,
     load_checkpoint,
     load_state_dict_from_dir,
     save_state_dict,
 )
-from rwkv_app.config import RwkvConfig
+from rwkv_app.models.rwkv4.config import RwkvConfig
 from rwkv_app.errors import CheckpointError
 
 from .hub_fixtures import random_state_dict

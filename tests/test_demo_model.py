@@ -13,9 +13,9 @@ from huggingface_hub import is_offline_mode
 from safetensors import safe_open
 
 from rwkv_app import RwkvConfig, RwkvForCausalLM, RwkvTokenizer
-from rwkv_app.default_model import DEFAULT_REPO, DEMO_DIR, choose_default_model, is_cached
-from rwkv_app.manager import ModelManager
-from rwkv_app.sampling import SamplingSettings
+from rwkv_app.services.default_model import DEFAULT_REPO, DEMO_DIR, choose_default_model, is_cached
+from rwkv_app.services.manager import ModelManager
+from rwkv_app.core.sampling import SamplingSettings
 from rwkv_app.train.evaluate import evaluate_text
 
 from .conftest import randomize

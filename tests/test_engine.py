@@ -11,8 +11,8 @@ import torch
 
 from rwkv_app import InputError, RwkvForCausalLM, SamplingSettings
 from rwkv_app.engine import CANCELLED, ERROR, Engine, EngineBusy, EngineClosed, ErrorFinish
-from rwkv_app.generation import TokenEvent
-from rwkv_app.sampling import SettingsError
+from rwkv_app.core.generation import TokenEvent
+from rwkv_app.core.sampling import SettingsError
 
 from .conftest import randomize, tiny_config
 from .test_tokenizer import build_tokenizer
@@ -233,7 +233,7 @@ def test_bad_input_is_refused_at_submit(tiny_lm, engines):
     engine = engines(model)
     state = model(torch.tensor([[1, 2]])).state
     cases = [
-        (dict(prompt=[1, 97]), InputError, "token id 97, outside the vocabulary"),
+        (dict(prompt=[1, 97]), InputError, "prompt: token id 97 is outside the vocabulary"),
         (dict(prompt=[]), InputError, "non-empty"),
         (dict(prompt="text"), InputError, "needs a tokenizer"),
         (dict(prompt=[[1, 2], [3, 4]]), InputError, "one sequence"),

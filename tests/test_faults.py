@@ -6,10 +6,10 @@ import threading
 import pytest
 
 from rwkv_app.errors import InputError, RwkvError
-from rwkv_app.manager import ModelManager
-from rwkv_app.model_presets import ModelPreset
-from rwkv_app.playground import Playground, PlaygroundOptions
-from rwkv_app.playground.runner import QueueFull
+from rwkv_app.services.manager import ModelManager
+from rwkv_app.services.model_presets import ModelPreset
+from rwkv_app.services import Playground, PlaygroundOptions
+from rwkv_app.services.runner import QueueFull
 
 from .app_helpers import tiny_playground, write_tiny_model
 from .fault_helpers import EngineGate, default_model, idle, wait_for

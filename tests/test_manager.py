@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from rwkv_app import HubError, RwkvConfig, RwkvForCausalLM
-from rwkv_app.manager import MemoryBudgetError, ModelManager, estimate_bytes
-from rwkv_app.model_presets import ModelPreset
+from rwkv_app.services.manager import MemoryBudgetError, ModelManager, estimate_bytes
+from rwkv_app.services.model_presets import ModelPreset
 
 from .conftest import randomize
 from .hub_fixtures import populate_hub_cache

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from rwkv_app.errors import InputError
-from rwkv_app.playground import inspect, views
-from rwkv_app.session import SessionError, SessionFileError
+from rwkv_app.services import state_inspector, views
+from rwkv_app.state_tree import SessionError, SessionFileError
 
 from .app_helpers import tiny_playground, write_tiny_model
 
@@ -53,6 +53,22 @@ def test_chat_turns_retry_undo_edit_and_branches(session):
     assert len(session.chat.siblings(session.turn_node(0))) == 2
 
 
+def test_a_message_sent_while_another_generation_runs_adds_no_turn(session):
+    branch = session.branch("chat", 4)
+    list(session.chat_send("first", branch))
+    nodes = len(session.tree.nodes)
+    late = session.chat_send("late", branch)  # accepted at the call, before the other generation starts
+    running = session.generate("Hello", "balanced", 50, 1)
+    next(running)  # holds the session's lock now
+    with pytest.raises(InputError, match="already generating"):
+        next(late)
+    with pytest.raises(InputError, match="already generating"):
+        session.chat_send("too soon", branch)
+    running.close()
+    assert not any(n.role == "user" and n.text == "late" for n in session.tree.nodes.values())
+    assert len(session.tree.nodes) > nodes  # only the other generation added nodes
+
+
 @pytest.mark.parametrize("text, words", [("", "empty"), ("   ", "empty"), ("x" * 100_000, "at most")])
 def test_bad_messages_are_clear_errors_and_the_session_keeps_working(session, text, words):
     with pytest.raises(InputError, match=words):
@@ -94,18 +110,21 @@ def test_compare_columns_and_keep(session):
 
 def test_state_inspector_data(session):
     list(session.generate("Hello", "balanced", 5, 1))
+    family = session.tree.family
     state, _ = session.tree.state_at(session.current)
-    norms = inspect.layer_norms(state)
+    norms = state_inspector.layer_norms(family, state)
     assert len(norms) == 5 * 2 and all(r["norm"] >= 0 for r in norms)
-    heat = inspect.heatmap(state, "att_shift")
+    heat = state_inspector.heatmap(family, state, "att_shift")
     assert len(heat["values"]) == 2 and len(heat["values"][0]) == 16
-    decay = inspect.decay_rows(session.tree.model)
+    decay = state_inspector.decay_rows(session.tree)
     assert all(0 < r["decay"] < 1 for r in decay)
-    assert len(inspect.trace_rows(session.tree, session.current)) == 5 * 2
+    assert len(state_inspector.trace_rows(session.tree, session.current)) == 5 * 2
     parent = session.tree.node(session.current).parent
-    assert any(r["norm"] > 0 for r in inspect.diff_rows(session.tree, parent, session.current))
+    assert any(r["norm"] > 0 for r in state_inspector.diff_rows(session.tree, parent, session.current))
     root = session.tree.root
-    assert all(r["norm"] == 0 for r in inspect.layer_norms(session.tree.state_at(root)[0]))
+    assert all(r["norm"] == 0 for r in state_inspector.layer_norms(family, session.tree.state_at(root)[0]))
+    report = state_inspector.state_report(session.tree, session.current, None, parent)
+    assert report["heatmap"]["tensor"] == "num" and report["diff"] and report["tensors"][0]["name"] == "ffn_shift"
 
 
 def test_export_import_and_bad_files(session, playground, tmp_path):

@@ -3,8 +3,8 @@ import pytest
 import yaml
 
 from rwkv_app import ConfigError, SamplingSettings
-from rwkv_app.presets import SAMPLING_DIR, list_sampling_presets, load_sampling_preset, load_sampling_presets
-from rwkv_app.sampling import FIELD_NAMES
+from rwkv_app.core.presets import SAMPLING_DIR, list_sampling_presets, load_sampling_preset, load_sampling_presets
+from rwkv_app.core.sampling import FIELD_NAMES
 
 REQUIRED = {"deterministic", "balanced", "creative", "chat", "chatrwkv"}
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rwkv_app import CheckpointError, HubError, InputError, RwkvForCausalLM, RwkvModel
-from rwkv_app.blinkdl import convert_hf_to_blinkdl
+from rwkv_app.models.rwkv4.blinkdl import convert_hf_to_blinkdl
 
 from .hub_fixtures import hub_env, populate_hub_cache
 

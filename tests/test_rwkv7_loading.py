@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 import rwkv_app
 from rwkv_app import CheckpointError, ConfigError, Rwkv7Config, Rwkv7ForCausalLM, Rwkv7Model, RwkvForCausalLM
-from rwkv_app.blinkdl import convert_hf_to_blinkdl
+from rwkv_app.models.rwkv4.blinkdl import convert_hf_to_blinkdl
 from rwkv_app.models.rwkv7.blinkdl import fla_to_blinkdl
 
 from .conftest import randomize, tiny_config

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rwkv_app import InputError, Rwkv7ForCausalLM
-from rwkv_app.generation import FinishEvent
+from rwkv_app.core.generation import FinishEvent
 
 from .rwkv7_helpers import blinkdl_reference, save_pth, tiny_model7
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rwkv_app import InputError, SamplingSettings
-from rwkv_app.sampling import (Sampler, SettingsError, apply_presence_frequency, apply_repetition_penalty,
+from rwkv_app.core.sampling import (Sampler, SettingsError, apply_presence_frequency, apply_repetition_penalty,
                                logits_to_probs, sample)
 
 KNOWN = torch.tensor([0.5, 0.25, 0.15, 0.1])  # a distribution to filter by hand

@@ -16,7 +16,7 @@ import httpx  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 from rwkv_app.errors import CheckpointError, HubError, InputError  # noqa: E402
-from rwkv_app.session import SessionError  # noqa: E402
+from rwkv_app.state_tree import SessionError  # noqa: E402
 from rwkv_app.ui import build_app  # noqa: E402
 from rwkv_app.ui.common import guarded  # noqa: E402
 from rwkv_app.ui.errors import public_message  # noqa: E402

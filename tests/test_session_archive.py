@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer
 
 from rwkv_app import RwkvTokenizer
-from rwkv_app.session import (ArchiveLimits, SessionFileError, StateBudget, export_session, import_session)
+from rwkv_app.state_tree import (ArchiveLimits, SessionFileError, StateBudget, export_session, import_session)
 
 from .session_helpers import assert_resumes_exactly, run, sampled, tiny_model, tiny_tree
 from .test_tokenizer import build_backend

@@ -4,9 +4,9 @@ import io
 import pytest
 
 from rwkv_app import SamplingSettings
-from rwkv_app.sampling import SettingsError
-from rwkv_app.session import ChatSession, SessionError, SessionTree, export_session, import_session
-from rwkv_app.session.chat import clean_message
+from rwkv_app.core.sampling import SettingsError
+from rwkv_app.state_tree import ChatSession, SessionError, SessionTree, export_session, import_session
+from rwkv_app.state_tree.chat import clean_message
 
 from .session_helpers import assert_resumes_exactly, run, tiny_tree
 

@@ -2,9 +2,9 @@
 import sys
 
 import pytest
-from rwkv_app.generation import TokenEvent
-from rwkv_app.session.compact import TokenProbs
-from rwkv_app.session.nodes import Node
+from rwkv_app.core.generation import TokenEvent
+from rwkv_app.state_tree.compact import TokenProbs
+from rwkv_app.state_tree.nodes import Node
 
 from .session_helpers import run, sampled, tiny_tree
 

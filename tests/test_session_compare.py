@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rwkv_app import InputError, SamplingSettings
-from rwkv_app.generation import FinishEvent, TokenEvent
-from rwkv_app.session import Branch
+from rwkv_app.core.generation import FinishEvent, TokenEvent
+from rwkv_app.state_tree import Branch
 
 from .session_helpers import TOL, assert_resumes_exactly, run, sampled, tiny_model, tiny_tree
 

@@ -5,7 +5,7 @@ Skipped without a GPU. The tolerance is the fused decode path's float32 one (tes
 import pytest
 import torch
 
-from rwkv_app.session import SessionTree
+from rwkv_app.state_tree import SessionTree
 
 from .session_helpers import run, sampled, tiny_model
 from .test_tokenizer import build_tokenizer

@@ -5,8 +5,9 @@ import random
 import pytest
 import torch
 
-from rwkv_app.session import StateBudget
-from rwkv_app.session.store import StateStore
+from rwkv_app.models.rwkv4.family import RWKV4_FAMILY
+from rwkv_app.state_tree import StateBudget
+from rwkv_app.state_tree.store import StateStore
 
 from .session_helpers import assert_resumes_exactly, run, sampled, tiny_tree
 
@@ -33,7 +34,7 @@ def test_a_long_session_stays_under_its_byte_budget_and_resumes_every_node():
 
 
 def test_least_recently_used_go_first_and_the_root_stays():
-    store = StateStore(StateBudget(max_states=3, max_bytes=10 ** 9), torch.device("cpu"), pinned="root")
+    store = StateStore(RWKV4_FAMILY, StateBudget(max_states=3, max_bytes=10 ** 9), torch.device("cpu"), pinned="root")
     state = [torch.zeros(1, 2, 1) for _ in range(5)]
     store.put("root", state, None)
     store.put("a", state, torch.zeros(3))
@@ -47,7 +48,7 @@ def test_least_recently_used_go_first_and_the_root_stays():
 
 
 def test_kept_states_are_copies_on_the_store_device():
-    store = StateStore(StateBudget(), torch.device("cpu"), pinned=None)
+    store = StateStore(RWKV4_FAMILY, StateBudget(), torch.device("cpu"), pinned=None)
     state = [torch.ones(1, 2, 1) for _ in range(5)]
     logits = torch.ones(1, 3, dtype=torch.float64)
     kept = store.put("a", state, logits)

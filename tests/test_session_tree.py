@@ -4,9 +4,9 @@ import random
 from pathlib import Path
 
 import pytest
-from rwkv_app.generation import FinishEvent, TokenEvent
-from rwkv_app.sampling import SettingsError
-from rwkv_app.session import Change, SessionError, StateBudget
+from rwkv_app.core.generation import FinishEvent, TokenEvent
+from rwkv_app.core.sampling import SettingsError
+from rwkv_app.state_tree import Change, SessionError, StateBudget
 
 from .session_helpers import assert_resumes_exactly, run, sampled, tiny_tree
 

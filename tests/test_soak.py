@@ -4,11 +4,11 @@ from collections import Counter
 
 import pytest
 
-from rwkv_app.bench.report import write_section
-from rwkv_app.bench.soak_calls import Sample, generated_text, is_refusal, raw_payload
-from rwkv_app.bench.soak_report import (FAIL, NOT_JUDGED, PASS, RoundMemory, SoakResult, missed, percentile,
+from benchmarks.report import write_section
+from benchmarks.soak_calls import Sample, generated_text, is_refusal, raw_payload
+from benchmarks.soak_report import (FAIL, NOT_JUDGED, PASS, RoundMemory, SoakResult, missed, percentile,
                                         render, verdicts)
-from rwkv_app.bench.soak_user import ACTIONS, UserLog, plan
+from benchmarks.soak_user import ACTIONS, UserLog, plan
 
 MIB = 2 ** 20
 FREED = {"sessions": 0, "open_user_sessions": 0, "session_trees": 0, "rss_trimmed_bytes": 500 * MIB}
@@ -104,20 +104,20 @@ def test_waves_every_wave_must_free_its_sessions():
 
 
 def test_report_renders_the_tables_verdicts_and_errors():
-    text = render(result([500.0] * 20, errors=["user 0, fork: AppError: boom"]), "python -m rwkv_app.bench soak")
+    text = render(result([500.0] * 20, errors=["user 0, fork: AppError: boom"]), "python -m benchmarks soak")
     assert "| target | measured | verdict |" in text and "**FAIL**" in text and "**PASS**" in text
     assert "| 0 | 20 | 1 | 2 | 0.40 / 0.50 | 39 / 30 | 1 | 0 |" in text  # TTFT median/p95, tok/s median/p5
     assert "| 20 | 1.0 s | 500.0 MiB |" in text and "| 4 |" not in text  # rounds 1-3, every 5th, the last
     assert "`user 0, fork: AppError: boom`" in text
     assert "kept states 10 -> 20 MiB, their trees 49 -> 59 nodes" in text  # how much of the growth is history
     assert "the rest 490 -> 480 MiB, -2.0%" in text  # RSS after trimming less the kept states
-    assert "Rerun: `python -m rwkv_app.bench soak`." in text
+    assert "Rerun: `python -m benchmarks soak`." in text
 
 
 def test_the_soak_section_replaces_itself_and_keeps_the_others(tmp_path):
     path = tmp_path / "RELIABILITY.md"
     path.write_text("# Reliability\n\n## Soak test: figures\n\nold\n\n## Faults survived\n\nkept\n")
-    write_section(path, "Soak test: figures", "python -m rwkv_app.bench soak", "new table\n")
+    write_section(path, "Soak test: figures", "python -m benchmarks soak", "new table\n")
     text = path.read_text()
     assert "old" not in text and "new table" in text and "## Faults survived\n\nkept" in text
     write_section(tmp_path / "fresh.md", "Soak test: figures", "cmd", "body\n", header="# Reliability\n")
@@ -126,7 +126,7 @@ def test_the_soak_section_replaces_itself_and_keeps_the_others(tmp_path):
 
 def test_operator_stats_count_live_sessions_and_freed_trees(tmp_path):
     pytest.importorskip("gradio")
-    from rwkv_app.ui.stats import server_stats
+    from rwkv_app.services.stats import server_stats
 
     from .app_helpers import tiny_playground, write_tiny_model
 
@@ -153,7 +153,7 @@ def test_operator_stats_count_live_sessions_and_freed_trees(tmp_path):
 @pytest.mark.slow
 def test_short_soak_against_the_real_app(tmp_path):
     pytest.importorskip("gradio_client")
-    from rwkv_app.bench.soak import SoakSettings, run_soak
+    from benchmarks.soak import SoakSettings, run_soak
 
     outcome = run_soak(SoakSettings(users=4, rounds=5, log_path=tmp_path / "app.log"), log=lambda _: None)
     assert outcome.errors == []

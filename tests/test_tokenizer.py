@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from rwkv_app import InputError, RwkvTokenizer
-from rwkv_app.tokenizer import REPLACEMENT, TokenizerError
+from rwkv_app.tokenizers.tokenizer import REPLACEMENT, TokenizerError
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. 1234567890\n\nUser: hello there!\n\nBot: hi.",

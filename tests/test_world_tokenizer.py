@@ -13,10 +13,10 @@ from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
 from tokenizers import Tokenizer, models
 
 from rwkv_app import InputError, RwkvTokenizer
-from rwkv_app.session.identity import tokenizer_fingerprint
-from rwkv_app.tokenizer import REPLACEMENT, TokenizerError
-from rwkv_app.tokenizer_select import is_world_repo
-from rwkv_app.world_tokenizer import SHIPPED_VOCAB, WorldTokenizer, WorldVocab, rust_encoder, shipped_vocab
+from rwkv_app.state_tree.identity import tokenizer_fingerprint
+from rwkv_app.tokenizers.tokenizer import REPLACEMENT, TokenizerError
+from rwkv_app.tokenizers.tokenizer_select import is_world_repo
+from rwkv_app.tokenizers.world_tokenizer import SHIPPED_VOCAB, WorldTokenizer, WorldVocab, rust_encoder, shipped_vocab
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. 1234567890\n\nUser: hello there!\n\nAssistant: hi.",

@@ -8,17 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ..models.family import ModelFamily
 from .requests import Request
-
-
-def stack_states(states: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-    """Per-generation 5 x (1, C, L) states -> one 5 x (B, C, L) state."""
-    return [torch.cat(parts, dim=0) for parts in zip(*states)]  # 5 x (B, C, L)
-
-
-def row_state(state: list[torch.Tensor], i: int) -> list[torch.Tensor]:
-    """Row i of a batched state, as its own 5 x (1, C, L) tensors (copies: no view keeps the batch alive)."""
-    return [s[i:i + 1].clone() for s in state]  # 5 x (1, C, L)
 
 
 def finite_rows(logits: torch.Tensor) -> list[bool]:
@@ -29,9 +20,10 @@ def finite_rows(logits: torch.Tensor) -> list[bool]:
 class DecodeBatch:
     """The requests decoding now, row i of `state` and `logits` being requests[i]'s."""
 
-    def __init__(self):
+    def __init__(self, family: ModelFamily):
+        self.family = family  # stacks and selects the rows of the model's state
         self.requests: list[Request] = []
-        self.state: list[torch.Tensor] | None = None  # 5 x (B, C, L)
+        self.state: list[torch.Tensor] | None = None  # the family's state for B rows
         self.logits: torch.Tensor | None = None  # (B, V) after each row's last token
 
     def __len__(self) -> int:
@@ -43,7 +35,7 @@ class DecodeBatch:
             return
         states = ([] if self.state is None else [self.state]) + [r.state for r in requests]
         logits = ([] if self.logits is None else [self.logits]) + [r.logits[None] for r in requests]  # (1, V) each
-        self.state = stack_states(states)  # 5 x (B, C, L)
+        self.state = self.family.stack(states)  # B rows
         self.logits = torch.cat(logits, dim=0)  # (B, V)
         self.requests += requests
         for request in requests:
@@ -58,8 +50,8 @@ class DecodeBatch:
             self.state = self.logits = None
             return
         index = torch.tensor(rows, dtype=torch.long, device=self.logits.device)  # (B',)
-        self.state = [s.index_select(0, index) for s in self.state]  # 5 x (B', C, L)
+        self.state = self.family.select(self.state, index)  # B' rows
         self.logits = self.logits.index_select(0, index)  # (B', V)
 
     def update(self, logits: torch.Tensor, state: list[torch.Tensor]) -> None:
-        self.logits, self.state = logits, state  # (B, V), 5 x (B, C, L)
+        self.logits, self.state = logits, state  # (B, V), B rows

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
-from ..generation import FROM_CONFIG
+from ..core.generation import FROM_CONFIG
 from .requests import EngineBusy, EngineClosed, Generation, Request, make_request
 from .scheduler import Scheduler, describe
 
@@ -73,7 +73,7 @@ class Engine:
                row: int = 0) -> Generation:
         """Queue one generation; returns its handle. Raises at once on bad input, EngineBusy, EngineClosed.
 
-        Either `prompt` (token ids, or text with a tokenizer), run on `state` (5 x (1, C, L)) or on the empty
+        Either `prompt` (token ids, or text with a tokenizer), run on `state` (a one-row state of the model's family) or on the empty
         state; or a start without a prompt: `state` and `logits` (V,) after its last token, as the session tree
         keeps them, with `context` the ids already in the state (for the repetition penalty only).
         `sampling` is a SamplingSettings (None: greedy); `max_new_tokens` and `stop` override its own;

@@ -15,11 +15,11 @@ from typing import Callable
 
 import torch
 
-from ..errors import InputError, RwkvError
-from ..generation import FinishEvent, RowTracker, TokenEvent
-from ..generation_inputs import FROM_CONFIG, as_input_ids, resolve_eos, resolve_settings
-from ..sampling import Sampler
-from ..state import check_state
+from ..errors import InputError, RwkvError, check_token_range
+from ..core.generation import FinishEvent, RowTracker, TokenEvent
+from ..core.generation_inputs import FROM_CONFIG, as_input_ids, resolve_eos, resolve_settings
+from ..core.sampling import Sampler
+from ..models.family import family_of
 
 CANCELLED, ERROR = "cancelled", "error"  # finish reasons the engine adds to generation's
 
@@ -141,7 +141,7 @@ class Request:
     top_k: int  # top alternatives per TokenEvent
     row: int  # the `row` field of its events
     prompt: torch.Tensor  # (T,) ids to run; empty when starting from (state, logits)
-    state: list[torch.Tensor] | None  # 5 x (1, C, L) after prompt[:done]; None: the empty state
+    state: list[torch.Tensor] | None  # the family's one-row state after prompt[:done]; None: the empty state
     logits: torch.Tensor | None = None  # (V,) after the last token taken in
     done: int = 0
     failed: str | None = field(default=None, repr=False)
@@ -177,7 +177,7 @@ def make_request(model, tokenizer, wake, prompt=None, *, state=None, logits=None
     start_logits = None
     if prompt is None:
         if logits is None or start_state is None:
-            raise InputError("give a prompt, or a start: state=[5 tensors (1, C, L)] and logits=(V,) "
+            raise InputError("give a prompt, or a start: state= (a one-row state of the model's family) and logits=(V,) "
                              "after its last token")
         start_logits = checked_logits(logits, vocab, device)  # (V,)
     elif logits is not None:
@@ -203,21 +203,20 @@ def checked_ids(ids, tokenizer, vocab_size: int, device: torch.device, name: str
     if ids.size(0) != 1:
         raise InputError(f"{name} must be one sequence (the engine takes one generation per submit), "
                          f"got a batch of {ids.size(0)}")
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise InputError(f"{name} contains token id {bad}, outside the vocabulary [0, {vocab_size})")
+    check_token_range(ids, vocab_size, name)
     return ids[0]  # (T,)
 
 
 def checked_state(state, model, device: torch.device) -> list[torch.Tensor] | None:
-    """A private copy of a (1, C, L) x 5 state, checked for shape, device and finite values."""
+    """A private copy of a one-row state, checked (once, here, where it enters the engine) for the family's
+    layout, the device and finite values."""
     if state is None:
         return None
-    check_state(state, model.config, 1, device)
-    if not all(bool(torch.isfinite(s).all()) for s in state):
+    family = family_of(model)
+    family.check_state(state, model, 1, device)
+    if not family.is_finite(state):
         raise InputError("state holds NaN or inf values")
-    return [s.detach().clone() for s in state]
+    return family.clone(state)
 
 
 def checked_logits(logits, vocab_size: int, device: torch.device) -> torch.Tensor:

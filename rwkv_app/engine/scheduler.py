@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..generation import LENGTH, FinishEvent, TokenEvent
-from ..sampling import token_probs
-from ..state import init_state
-from .batch import DecodeBatch, finite_rows, row_state, stack_states
+from ..core.generation import LENGTH, FinishEvent, TokenEvent
+from ..core.sampling import token_probs
+from ..models.family import family_of
+from .batch import DecodeBatch, finite_rows
 from .requests import CANCELLED, ERROR, ErrorFinish, Request
 
 NON_FINITE = "the model's logits hold NaN or inf"
@@ -37,8 +37,9 @@ def describe(err: BaseException) -> str:
 class Scheduler:
     def __init__(self, model, prefill_budget: int):
         self.model, self.prefill_budget = model, prefill_budget
+        self.family = family_of(model)
         self.prefilling: list[Request] = []  # admitted, prompt not yet fully taken in (oldest first)
-        self.batch = DecodeBatch()
+        self.batch = DecodeBatch(self.family)
         self.counters = Counters()
 
     @property
@@ -58,7 +59,7 @@ class Scheduler:
 
     # ---- endings -------------------------------------------------------------------------------------
     def finish(self, request: Request, state=None, logits=None, reason: str = LENGTH) -> None:
-        """Send the FinishEvent; `state` 5 x (1, C, L) and `logits` (V,) after the last token, when known."""
+        """Send the FinishEvent; `state` (one row) and `logits` (V,) after the last token, when known."""
         tracker = request.tracker
         tail = tracker.finish(reason)
         text = None if tracker.decoder is None else "".join(tracker.text)
@@ -90,7 +91,7 @@ class Scheduler:
         keep = []
         for i, request in enumerate(self.batch.requests):
             if request.cancelled:
-                self.finish(request, row_state(self.batch.state, i), self.batch.logits[i].clone(), CANCELLED)
+                self.finish(request, self.family.row(self.batch.state, i), self.batch.logits[i].clone(), CANCELLED)
             else:
                 keep.append(i)
         self.batch.keep(keep)
@@ -99,30 +100,30 @@ class Scheduler:
         """Shutting down: every admitted generation ends as cancelled (running ones with their state)."""
         self.retire(self.prefilling)
         for i, request in enumerate(self.batch.requests):
-            self.finish(request, row_state(self.batch.state, i), self.batch.logits[i].clone(), CANCELLED)
-        self.prefilling, self.batch = [], DecodeBatch()
+            self.finish(request, self.family.row(self.batch.state, i), self.batch.logits[i].clone(), CANCELLED)
+        self.prefilling, self.batch = [], DecodeBatch(self.family)
 
     def fail_all(self, message: str) -> None:
         for request in self.prefilling + self.batch.requests:
             self.fail(request, message)
-        self.prefilling, self.batch = [], DecodeBatch()
+        self.prefilling, self.batch = [], DecodeBatch(self.family)
 
     # ---- forward, isolated per row when it raises ------------------------------------------------------
     def forward(self, ids: torch.Tensor, state: list[torch.Tensor]):
-        """(B, T) ids on a 5 x (B, C, L) state -> (B, V) last logits, new state, {row: error} for failed rows."""
+        """(B, T) ids on a B-row state -> (B, V) last logits, new state, {row: error} for failed rows."""
         try:
             out = self.model(input_ids=ids, state=state, use_cache=True, logits_to_keep=1)
             return out.logits[:, -1], out.state, {}
         except Exception as err:
             if ids.size(0) == 1:
                 return None, None, {0: describe(err)}
-        results = [self.forward(ids[i:i + 1], [s[i:i + 1] for s in state]) for i in range(ids.size(0))]
+        results = [self.forward(ids[i:i + 1], self.family.row(state, i)) for i in range(ids.size(0))]
         errors = {i: r[2][0] for i, r in enumerate(results) if r[2]}
         good = next(r for r in results if not r[2]) if len(errors) < len(results) else None
         if good is None:
             return None, None, errors
         logits = torch.cat([good[0] if r[2] else r[0] for r in results])  # (B, V); failed rows are dropped later
-        states = stack_states([good[1] if r[2] else r[1] for r in results])  # 5 x (B, C, L)
+        states = self.family.stack([good[1] if r[2] else r[1] for r in results])  # B rows
         return logits, states, errors
 
     def bad_rows(self, logits: torch.Tensor | None, errors: dict[int, str], size: int) -> dict[int, str]:
@@ -149,7 +150,7 @@ class Scheduler:
 
     def prefill_group(self, group: list[Request], take: int) -> None:
         ids = torch.stack([r.prompt[r.done:r.done + take] for r in group])  # (G, take)
-        state = stack_states([r.state if r.state is not None else self.empty_state() for r in group])  # 5 x (G, C, L)
+        state = self.family.stack([r.state if r.state is not None else self.empty_state() for r in group])  # G rows
         logits, state, errors = self.forward(ids, state)
         self.counters.prefill_forwards += 1
         self.counters.prefill_tokens += ids.numel()
@@ -158,11 +159,11 @@ class Scheduler:
             if g in bad:
                 self.fail(request, f"prefill failed: {bad[g]}")
                 continue
-            request.state, request.logits = row_state(state, g), logits[g].clone()  # 5 x (1, C, L), (V,)
+            request.state, request.logits = self.family.row(state, g), logits[g].clone()  # one row, (V,)
             request.done += take
 
     def empty_state(self) -> list[torch.Tensor]:
-        return init_state(self.model.config, 1, self.model.dtype, self.model.device)  # 5 x (1, C, L)
+        return self.family.empty_state(self.model, 1)  # one row
 
     def start(self, ready: list[Request]) -> None:
         """Prompts fully taken in join the running batch; prefill-only requests finish here."""
@@ -191,7 +192,7 @@ class Scheduler:
             if i in bad:
                 self.fail(request, bad[i])
             elif request.tracker.reason is not None or len(request.tracker.tokens) >= request.limit:
-                self.finish(request, row_state(state, i), logits[i].clone())
+                self.finish(request, self.family.row(state, i), logits[i].clone())
             else:
                 keep.append(i)
         if logits is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from ..blinkdl import is_blinkdl_state_dict
+from .rwkv4.blinkdl import is_blinkdl_state_dict
 from ..errors import CheckpointError
 
 RWKV4, RWKV7 = "rwkv4", "rwkv7"  # the families this code implements

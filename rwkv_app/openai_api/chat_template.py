@@ -1,4 +1,4 @@
-"""Chat messages as RWKV chat text, built from the session's own chat format (rwkv_app/session/chat.py).
+"""Chat messages as RWKV chat text, built from the session's own chat format (rwkv_app/state_tree/chat.py).
 
 The text is a list of segments, each encoded on its own, the way a ChatSession encodes its turns: a user turn
 ("User: ...\\n\\nBot:") is one segment and a past assistant reply another (" reply\\n\\n", what a generated
@@ -7,7 +7,7 @@ as continuing a kept state with only its last message.
 """
 from __future__ import annotations
 
-from ..session.chat import TURN_SEPARATOR, ChatFormat, clean_message, separator_after
+from ..state_tree.chat import TURN_SEPARATOR, ChatFormat, clean_message, separator_after
 
 
 def chat_format_for(model) -> ChatFormat:

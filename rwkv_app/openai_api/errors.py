@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ..engine import EngineBusy, EngineClosed
 from ..errors import InputError, RwkvError
-from ..manager import ModelLoadError
-from ..playground import QueueFull
+from ..services.manager import ModelLoadError
+from ..services import QueueFull
 
 INVALID = "invalid_request_error"
 

@@ -7,7 +7,7 @@ import secrets
 import time
 
 from ..engine import CANCELLED
-from ..generation import LENGTH
+from ..core.generation import LENGTH
 
 LOGPROB_FLOOR = -9999.0  # OpenAI's value for a probability that underflows
 

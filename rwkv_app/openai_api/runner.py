@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from anyio import to_thread
 
 from ..engine import ErrorFinish
-from ..generation import FinishEvent, TokenEvent
-from ..session.continuation import Row, add_finished
+from ..core.generation import FinishEvent, TokenEvent
+from ..state_tree.continuation import Row, add_finished
 from .errors import ApiError, as_api_error
 from .service import Prepared
 

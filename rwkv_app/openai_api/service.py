@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from ..default_model import DEMO_NAME, resolve_demo
-from ..sampling import SamplingSettings
-from ..session.chat import reply_settings
-from ..session.nodes import BOT, GENERATED, TEXT, USER
+from ..services.default_model import DEMO_NAME, resolve_demo
+from ..core.sampling import SamplingSettings
+from ..state_tree.chat import reply_settings
+from ..state_tree.nodes import BOT, GENERATED, TEXT, USER
 from .chat_template import chat_format_for, chat_segments
 from .errors import bad_request, not_found
 from .schemas import GenRequest

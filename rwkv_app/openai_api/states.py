@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..session import SessionTree
+from ..state_tree import SessionTree
 from .errors import bad_request, not_found
 
 

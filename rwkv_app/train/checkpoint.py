@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
-from ..modeling import RwkvForCausalLM
+from ..models.rwkv4.modeling import RwkvForCausalLM
 
 CHECKPOINT_DIR = "checkpoint"
 OPTIMIZER_FILE = "optimizer.safetensors"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from ..tokenizer import EOS_TOKEN, RwkvTokenizer
+from ..tokenizers.tokenizer import EOS_TOKEN, RwkvTokenizer
 
 EOS_ID = 0
 

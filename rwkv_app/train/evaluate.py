@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..modeling import RwkvForCausalLM
-from ..tokenizer import RwkvTokenizer
+from ..models.rwkv4.modeling import RwkvForCausalLM
+from ..tokenizers.tokenizer import RwkvTokenizer
 from .data import encode_documents, split_documents
 
 EVAL_CHUNK = 1024  # tokens per forward; the state carries across chunks, so the result does not depend on it

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..checkpoints import save_state_dict
-from ..config import RwkvConfig
-from ..modeling import RwkvForCausalLM
-from ..pretrained import convert_tensors, resolve_dtype
-from ..tokenizer import TOKENIZER_FILE, RwkvTokenizer
+from ..weights.checkpoints import save_state_dict
+from ..models.rwkv4.config import RwkvConfig
+from ..models.rwkv4.modeling import RwkvForCausalLM
+from ..weights.pretrained import convert_tensors, resolve_dtype
+from ..tokenizers.tokenizer import TOKENIZER_FILE, RwkvTokenizer
 from .checkpoint import ResumeState, load_checkpoint, save_checkpoint
 from .data import TokenData, prepare, random_windows, split_documents, split_heldout, train_tokenizer
 from .evaluate import Evaluation, evaluate

@@ -6,7 +6,6 @@ import html
 
 import gradio as gr
 
-from ..playground import views
 from . import chat, compare, models, playground, session, state
 from .common import Context
 
@@ -84,11 +83,12 @@ def redraw(session):
     tokens = playground.tokens_value(session, session.current) if session is not None else []
     marks = chat.branch_marks(session)
     messages = session.chat.messages() if session is not None and session.chat is not None else []
-    rows = views.tree_rows(session.tree, session.current) if session is not None else []
+    rows = session.tree_view() if session is not None else []
     nodes = [(row["label"].strip(" ├└─"), row["id"]) for row in rows]
     source = "Select a node in the Playground tab (or chat first); the comparison starts there."
-    if session is not None and session.current != session.tree.root:
-        source = f"Comparing continuations of: **{html.escape(views.tail(session.tree.path_text(session.current)))}**"
+    tail = session.current_tail() if session is not None else None
+    if tail is not None:
+        source = f"Comparing continuations of: **{html.escape(tail)}**"
     return (tree_update, tokens, marks, messages,
             gr.update(choices=nodes, value=session.current if session else None),
             gr.update(choices=nodes, value=None), source, session.current if session is not None else "",

@@ -1,12 +1,12 @@
 """The Chat tab's callbacks: the page's (Chatbot events; input errors are warning toasts, outputs unchanged)
-and the named API endpoints' (the same services; input errors raised to the caller as before)."""
+and the named API endpoints' (the same services; input errors raised to the caller)."""
 from __future__ import annotations
 
 
 import gradio as gr
 
 from ..errors import InputError
-from ..presets import load_sampling_preset
+from ..services import views
 from .chat_branches import edit_text
 from .common import gpu, guarded, number, warned
 
@@ -18,13 +18,7 @@ KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty", "presence_penalt
 
 def preset_values(ctx, name) -> dict:
     """A preset's knob values as the sliders show them (a greedy preset shows temperature 0); {} if unknown."""
-    if name not in ctx.presets:  # a name, never a path: load_sampling_preset also reads files
-        return {}
-    s = load_sampling_preset(name)
-    values = {k: getattr(s, k) for k in KNOBS}
-    if s.greedy:
-        values["temperature"] = 0.0
-    return values
+    return views.preset_values(ctx.presets, name, KNOBS)
 
 
 def checked_conversation(session, system, user, bot) -> tuple:

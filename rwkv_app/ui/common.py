@@ -135,6 +135,6 @@ def number(value, default=None):
     if value is None or value == "":
         return default
     try:
-        return int(value)  # a float is truncated, as before; NaN, infinities, lists and words are refused
+        return int(value)  # a float is truncated; NaN, infinities, lists and words are refused
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"expected a whole number, got {value!r:.40}") from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InputError
-from ..playground.service import public_name
+from ..services.service import public_name
 from .common import guarded
 
 

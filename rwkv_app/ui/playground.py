@@ -5,7 +5,6 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InputError
-from ..playground import views
 from .common import QUIET, gpu, guarded, number, seed_value
 from .render import tree_html
 
@@ -53,15 +52,15 @@ def tree_update(session) -> str:
     """The tree panel's HTML (every node, the current path highlighted)."""
     if session is None:
         return tree_html([])
-    return tree_html(views.tree_rows(session.tree, session.current))
+    return tree_html(session.tree_view())
 
 
 def tokens_value(session, node_id, position=None):
     """The selected node's path as highlighted text; the token at `position` (clicked) stands out."""
-    if session is None or not node_id or node_id not in session.tree.nodes:
+    if session is None or not node_id or not session.has_node(node_id):
         return []
     return [(row["text"], SELECTED if position is not None and row["position"] == position else row["bucket"])
-            for row in views.path_token_rows(session.tree, node_id)]
+            for row in session.path_token_rows(node_id)]
 
 
 def build(ctx, refresh):
@@ -112,21 +111,12 @@ def build(ctx, refresh):
 
 
 def node_details(session, node_id):
-    if session is None or not node_id or node_id not in session.tree.nodes:
-        return {}
-    node = session.tree.node(node_id)
-    return {"id": node.id, "role": node.role, "tokens": len(node.tokens), "text": node.text,
-            "meta": {k: v for k, v in node.meta.items() if k != "sampling"}, "children": len(node.children)}
+    return {} if session is None or not node_id else session.node_details(node_id)
 
 
 def tree_rows(session) -> list[dict]:
     """The tree as data for API clients: {id, parent, depth, role, text, tokens, current} per node, depth first."""
-    rows = []
-    for row in views.tree_rows(session.tree, session.current):
-        node = session.tree.node(row["id"])
-        rows.append({"id": node.id, "parent": node.parent, "depth": row["depth"], "role": node.role,
-                     "text": node.text, "tokens": len(node.tokens), "current": row["current"]})
-    return rows
+    return session.api_tree_rows()
 
 
 def token_choice(value):
@@ -193,7 +183,7 @@ def node_callbacks(ctx):
     @guarded
     def pick_token(session, evt: gr.SelectData, request: gr.Request):
         session = ctx.ensure(session, request)
-        rows = views.path_token_rows(session.tree, session.current)
+        rows = session.path_token_rows()
         index = evt.index if isinstance(evt.index, int) else -1  # a browser sends an int; anything else picks nothing
         position = rows[index]["position"] if 0 <= index < len(rows) else None
         return (position, alternatives_update(session, session.current, position),
@@ -251,7 +241,7 @@ def wire(ctx, refresh, c):
 def alternatives_update(session, node_id, position):
     if position is None:
         return gr.update(choices=[], value=None)
-    rows = views.alternatives(session.tree, node_id, position)
+    rows = session.alternatives(node_id, position)
     choices = [(f"{row['text']!r}  {row['prob']:.3f}" + ("  (chosen)" if row["chosen"] else ""), str(row["token"]))
                for row in rows]
     return gr.update(choices=choices, value=None)

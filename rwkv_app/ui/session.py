@@ -45,7 +45,7 @@ def wire(ctx, refresh, c):
     def load(path, session, request: gr.Request):
         session = ctx.ensure(session, request)
         session.load_file(path)
-        return f"Resumed the uploaded session ({len(session.tree.nodes)} nodes).", session
+        return f"Resumed the uploaded session ({session.node_count()} nodes).", session
 
     exported = c["export"].click(export, [ctx.state], [c["download"], ctx.state], api_name="export_session",
                                  show_progress=QUIET)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from ..errors import InputError
-from ..playground import inspect as state_data
-from ..state import STATE_NAMES
+from ..services import state_inspector as state_data
 from .common import QUIET, guarded
 from .render import heatmap_html
 
@@ -30,7 +28,7 @@ def build(ctx, refresh):
                            allow_custom_value=True)  # API clients pass ids from /tree
         other = gr.Dropdown([], label="Compare with node (for the difference)", allow_custom_value=True,
                             elem_id="st-other")
-        tensor = gr.Radio(list(STATE_NAMES), value="num", label="Heatmap of", elem_id="st-tensor")
+        tensor = gr.Radio(list(state_data.DEFAULT_TENSORS), value="num", label="Heatmap of", elem_id="st-tensor")
         show = gr.Button("Show state", variant="primary", elem_id="st-show")
     with gr.Row():
         norms = gr.LinePlot(x="layer", y="norm", color="tensor", title="State norm per layer", sort="x",
@@ -73,18 +71,12 @@ def wire(ctx, c):
     @guarded
     def show(node_id, other_id, tensor, session, request: gr.Request):
         session = ctx.ensure(session, request)
-        tree = session.tree
-        node_id = tree.node(node_id).id if node_id else session.current  # another session's id is unknown here
-        other_rows = state_data.diff_rows(tree, node_id, tree.node(other_id).id) if other_id else []
-        if tensor not in STATE_NAMES and tensor:
-            raise InputError(f"unknown state tensor {str(tensor)[:40]!r}: one of {', '.join(STATE_NAMES)}")
-        state, _ = tree.state_at(node_id)
-        norms = state_data.layer_norms(state)
+        report = session.state_report(node_id, other_id, tensor)  # plain data
+        norms, trace_rows, other_rows = report["norms"], report["trace"], report["diff"]
         layers = 1 + max((row["layer"] for row in norms), default=0)
-        trace_rows = state_data.trace_rows(tree, node_id)
         return (frame(norms, "layer", "tensor", "norm", layers=layers),
-                frame(state_data.decay_rows(tree.model), "layer", "channel rank", "decay", layers=layers),
-                heatmap_html(state_data.heatmap(state, tensor or "num")),
+                frame(report["decay"], "layer", "channel rank", "decay", layers=layers),
+                heatmap_html(report["heatmap"]),
                 frame(trace_rows, "token", "layer", "norm", layers=layers),
                 frame(other_rows, "layer", "tensor", "norm", layers=layers), session,
                 note(trace_rows, "trace"), note(other_rows, "diff"))

@@ -1,45 +1,13 @@
 """The operator-only stats endpoint (`python app.py --stats`): live sessions and session trees, live tensors,
 engine counters and the process's memory. Off by default, so visitors never see it; the soak test
-(`python -m rwkv_app.bench soak`) reads it after every round."""
+(`python -m benchmarks soak`) reads it after every round."""
 from __future__ import annotations
 
-import gc
-
 import gradio as gr
-import torch
 
-from ..malloc import malloc_trim, rss_bytes
-from ..playground.session import UserSession
-from ..session import SessionTree
+from ..services.stats import server_stats
 
 API_NAME = "server_stats"
-
-
-def live_objects() -> dict:
-    """After a full collection: live UserSessions, session trees (their nodes and kept-state bytes), tensors."""
-    gc.collect()
-    sessions = trees = nodes = kept_bytes = tensors = 0
-    storages: dict[int, int] = {}  # data pointer -> bytes, so views of one storage count once
-    for obj in gc.get_objects():
-        kind = type(obj)  # not isinstance: that reads __class__, which some lazy module objects warn about
-        if kind is UserSession:
-            sessions += not obj.closed
-        elif kind is SessionTree:
-            trees, nodes, kept_bytes = trees + 1, nodes + len(obj.nodes), kept_bytes + obj.store.nbytes
-        elif issubclass(kind, torch.Tensor) and not obj.is_meta:
-            tensors += 1
-            storage = obj.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-    return {"open_user_sessions": sessions, "session_trees": trees, "session_nodes": nodes,
-            "session_kept_bytes": kept_bytes, "tensors": tensors, "tensor_bytes": sum(storages.values())}
-
-
-def server_stats(playground) -> dict:
-    """Everything the stats endpoint returns (plain JSON)."""
-    rss = rss_bytes()
-    objects = live_objects()
-    trimmed = malloc_trim()
-    return {**playground.stats(), **objects, "rss_bytes": rss, "rss_trimmed_bytes": rss_bytes() if trimmed else rss}
 
 
 def add_stats_endpoint(demo: gr.Blocks, playground) -> None:

@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...config import ConfigFileMixin
+from ..rwkv4.config import ConfigFileMixin
 from ...errors import ConfigError
+
+DECAY_SCALE = math.exp(-0.5)  # BlinkDL's 0.606531: decay = exp(-exp(-0.5) * sigmoid(w0 + lora)), in (0.545, 1)
 
 MODEL_TYPES = ("rwkv7", "rwkv7_fla")  # what fla's config.json files say; we write the first
 

@@ -17,16 +17,16 @@ from torch import nn
 from kernels.rwkv7 import wkv7
 
 from ...errors import InputError
-from ...generation import GenerationMixin
-from ...modeling import RwkvModel, causal_lm_loss, token_shift
+from ...core.generation import GenerationMixin
+from ..rwkv4.modeling import RwkvModel, causal_lm_loss, token_shift
 from ..quantize import project
-from ...outputs import RwkvCausalLMOutput, RwkvOutput
-from .config import Rwkv7Config
+from ...core.outputs import RwkvCausalLMOutput, RwkvOutput
+from .config import DECAY_SCALE, Rwkv7Config
+from .family import RWKV7_FAMILY
 from .init import init_model_weights
 from .pretrained import Rwkv7PretrainedMixin
 from .state import LayerState7, check_state7, split_layers7, stack_layers7
 
-DECAY_SCALE = math.exp(-0.5)  # BlinkDL's 0.606531: decay = exp(-exp(-0.5) * sigmoid(w0 + lora)), in (0.545, 1)
 
 
 class LoRA(nn.Module):
@@ -133,6 +133,7 @@ class Rwkv7Block(nn.Module):
 class Rwkv7Model(Rwkv7PretrainedMixin, nn.Module):
     """The bare RWKV-7 stack: embeddings, blocks, final layer norm."""
 
+    family = RWKV7_FAMILY  # what the services use to handle its state
     base_prefix = "model."
     # The input checks are RWKV-4's, shared: one home for the token-id range check and the embeds check.
     _embed, _check_ids, _check_embeds = RwkvModel._embed, RwkvModel._check_ids, RwkvModel._check_embeds
@@ -183,6 +184,7 @@ def check_unsupported(output_attentions, kwargs: dict) -> None:
 class Rwkv7ForCausalLM(GenerationMixin, Rwkv7PretrainedMixin, nn.Module):
     """Rwkv7Model plus the language-model head; `generate` and `stream_generate` come from the generation mixin."""
 
+    family = RWKV7_FAMILY  # what the services use to handle its state
     base_prefix = ""
 
     def __init__(self, config: Rwkv7Config):
@@ -220,3 +222,6 @@ class Rwkv7ForCausalLM(GenerationMixin, Rwkv7PretrainedMixin, nn.Module):
         output = RwkvCausalLMOutput(loss=loss, logits=logits, state=base.state, hidden_states=base.hidden_states)
         as_dict = self.config.return_dict if return_dict is None else return_dict
         return output if as_dict else output.to_tuple()
+
+
+Rwkv7PretrainedMixin.causal_lm_class = Rwkv7ForCausalLM  # the checkpoint checks build one on the meta device

@@ -1,8 +1,8 @@
 """Loading RWKV-7 checkpoints: BlinkDL x070 `.pth` files and flash-linear-attention's Hugging Face folders.
 
 The in-memory format is fla's parameter names (what `save_pretrained` writes, with a config.json fla reads).
-Files are read by rwkv_app/checkpoints.py (safetensors, or `torch.load(weights_only=True)` with mmap); Hub repos
-are resolved by rwkv_app/hub.py; variants this code does not implement are refused by rwkv_app/models/variants.py.
+Files are read by rwkv_app/weights/checkpoints.py (safetensors, or `torch.load(weights_only=True)` with mmap); Hub repos
+are resolved by rwkv_app/weights/hub.py; variants this code does not implement are refused by rwkv_app/models/variants.py.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ...checkpoints import check_shapes, find_weight_file, load_weight_file
-from ...config import CONFIG_NAME
+from ...weights.checkpoints import check_shapes, find_weight_file, load_weight_file
+from ..rwkv4.config import CONFIG_NAME
 from ...errors import CheckpointError
-from ...pretrained import PretrainedMixin
+from ...weights.pretrained import PretrainedMixin
 from ..variants import RWKV7, blinkdl_family, is_blinkdl_keys
 from .blinkdl import blinkdl_to_fla, infer_config7
 from .config import Rwkv7Config
@@ -61,12 +61,11 @@ def migrate_fla_names(state_dict: StateDict) -> StateDict:
     return migrated
 
 
-def expected_shapes7(config: Rwkv7Config) -> dict[str, tuple[int, ...]]:
-    """{name: shape} of an Rwkv7ForCausalLM with this config, read off a model built on the meta device."""
-    from .modeling import Rwkv7ForCausalLM  # the model module imports this one
-
+def expected_shapes7(config: Rwkv7Config, causal_lm: type) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of an Rwkv7ForCausalLM (`causal_lm`) with this config, read off a model built on the meta
+    device."""
     with torch.device("meta"):
-        model = Rwkv7ForCausalLM(config)
+        model = causal_lm(config)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
@@ -75,11 +74,12 @@ class Rwkv7PretrainedMixin(PretrainedMixin):
 
     head_key, embed_key = "lm_head.weight", "model.embeddings.weight"
     base_model_attr = "model"
+    causal_lm_class: type = None  # Rwkv7ForCausalLM, set by modeling.py (which imports this module)
 
     @classmethod
     def _read_checkpoint(cls, path: Path) -> tuple[Rwkv7Config, StateDict]:
         config, state_dict = load_checkpoint7(path)
-        expected = expected_shapes7(config)
+        expected = expected_shapes7(config, cls.causal_lm_class)
         if config.tie_word_embeddings:
             state_dict.pop(cls.head_key, None)
             expected.pop(cls.head_key, None)

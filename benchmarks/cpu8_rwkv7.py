@@ -1,0 +1,78 @@
+"""The RWKV-7 half of `python -m benchmarks cpu8`, run in its own process (BlinkDL's package switches to
+RWKV-7 for the whole process at import): 0.1B shape, random weights; prints one JSON object.
+
+    python -m benchmarks.cpu8_rwkv7 [--repeats 3] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from rwkv_app.models.cpu_dtype import cpu_default_dtype
+from rwkv_app.models.quantize import quantize_model
+from .cpu8 import Cpu8Settings, engine_rates, greedy_match, log
+from .rwkv7 import Rwkv7BenchSettings, build, decode_ours, decode_theirs
+from .timing import interleaved
+
+
+@torch.no_grad()
+def measure_rwkv7(s: Cpu8Settings) -> dict:
+    shape = Rwkv7BenchSettings()
+    with tempfile.TemporaryDirectory() as tmp:
+        f32, theirs = build(shape, Path(tmp))
+        int8 = quantize_model(copy.deepcopy(f32))
+        default = cpu_default_dtype()["dtype"]
+        fast = int8 if default == "int8" else f32
+        prompt = torch.randint(0, shape.vocab_size, (1, s.prefill_len), generator=torch.Generator().manual_seed(0))
+        tokens = prompt[0].tolist()
+        log("RWKV-7 prefill")
+        prefill = interleaved({"default": lambda: fast(prompt, logits_to_keep=1),
+                               "float32": lambda: f32(prompt, logits_to_keep=1),
+                               "rwkv fp32": lambda: theirs.forward(tokens, None)}, s.repeats)
+        log("RWKV-7 decode")
+        starts = {"int8": int8(prompt[:, :16]).state, "float32": f32(prompt[:, :16]).state}
+        theirs_start = theirs.forward(tokens[:16], None)[1]
+        n = s.decode_tokens
+        decode = interleaved({"int8": lambda: decode_ours(int8, starts["int8"], tokens, n),
+                              "float32": lambda: decode_ours(f32, starts["float32"], tokens, n),
+                              "rwkv fp32": lambda: decode_theirs(theirs, theirs_start, tokens, n)}, s.repeats)
+    out = {"default_dtype": default,
+           "prefill": {k: s.prefill_len / v for k, v in prefill.items()},
+           "decode": {k: n / v for k, v in decode.items()},
+           "greedy_match": {"int8": greedy_match(f32, int8, prompt[:, :10], s.greedy_tokens)}}
+    try:
+        out["engine"] = engine_rates(fast, s, shape.vocab_size)
+    except RuntimeError as err:  # the engine's family interface may not cover RWKV-7 yet
+        out["engine_error"] = str(err)[:160]
+    return out
+
+
+def run_child(s: Cpu8Settings, threads: int) -> dict:
+    """measure_rwkv7 in a fresh interpreter; its JSON result."""
+    command = [sys.executable, "-m", "benchmarks.cpu8_rwkv7", "--repeats", str(s.repeats), "--threads",
+               str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    if done.returncode != 0:
+        raise RuntimeError(f"the RWKV-7 benchmark failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu8_rwkv7", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(json.dumps(measure_rwkv7(Cpu8Settings(repeats=args.repeats))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The generation core shared by every family: the decode loop and its events, sampling, stopping, presets, outputs."""

@@ -1,0 +1,94 @@
+"""Which model the app starts on when none is named, and the bundled demo model (`--model demo`).
+
+With no `--model`, the app uses the Hub's RWKV/rwkv-4-169m-pile when it is already in the Hub cache or the
+Hub answers within a short timeout; otherwise (offline, on a train, in a locked-down CI) it starts at once on
+the small demo model committed under demo-model/, and says so. The choice comes back with a message for the
+command line now and the UI later.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from huggingface_hub import constants, is_offline_mode
+
+from ..weights.checkpoints import WEIGHT_NAMES
+from ..errors import HubError
+from ..weights.hub import resolve_model_dir
+
+DEMO_NAME = "demo"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "demo-model"
+DEFAULT_REPO = "RWKV/rwkv-4-169m-pile"
+PROBE_TIMEOUT_S = 2.0
+DEMO_BANNER = "Running the bundled demo model: a tiny RWKV trained on Jane Austen (style, not facts)."
+OFFLINE_HINT = ("offline? `python app.py --model demo` starts on the bundled demo model, and HF_HUB_OFFLINE=1 uses "
+                "the Hugging Face cache only, without asking the Hub")
+DEMO_SUMMARY = ("the bundled demo model (4 layers x 256, trained by this project on Jane Austen's novels; "
+                "it writes Austen-flavoured English, not facts)")
+
+Probe = Callable[[float], bool]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    source: str  # what to load: a Hub repo id, preset name, or local path (the demo's folder for the demo)
+    is_demo: bool
+    message: str  # one line for the server log: why this model; "" when the user named it
+    banner: str = ""  # a few words for the web page (operator advice such as "pass --model" stays in the log)
+
+
+def resolve_demo(source: str) -> str:
+    """`demo` -> the bundled model's folder; anything else unchanged."""
+    return str(DEMO_DIR) if source == DEMO_NAME else source
+
+
+def is_cached(repo_id: str, cache_dir: str | Path | None = None) -> bool:
+    """Whether the Hub cache holds a usable snapshot of `repo_id` (config and weights); never touches the network."""
+    try:
+        folder = resolve_model_dir(repo_id, cache_dir=cache_dir, local_files_only=True)
+    except HubError:
+        return False
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_NAMES)
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hub endpoint answers an HTTP request within `timeout` seconds (any status counts).
+
+    The request runs in a daemon thread and is abandoned at the deadline, so a DNS lookup that hangs cannot
+    hold up the start.
+    """
+    answered = threading.Event()
+
+    def ask() -> None:
+        from huggingface_hub.utils import get_session
+
+        try:
+            get_session().head(constants.ENDPOINT, timeout=timeout)
+            answered.set()
+        except Exception:  # any failure to get an answer means "not reachable"
+            pass
+
+    threading.Thread(target=ask, name="hub-probe", daemon=True).start()
+    return answered.wait(timeout)
+
+
+def choose_default_model(requested: str | None, cache_dir: str | Path | None = None,
+                         probe: Probe = hub_reachable, timeout: float = PROBE_TIMEOUT_S) -> ModelChoice:
+    """What to load for `--model requested` (None: not given), and the line to show about it."""
+    if requested == DEMO_NAME:
+        return ModelChoice(str(DEMO_DIR), True, f"Using {DEMO_SUMMARY}.", DEMO_BANNER)
+    if requested is not None:
+        return ModelChoice(requested, False, "")
+    if is_cached(DEFAULT_REPO, cache_dir):
+        return ModelChoice(DEFAULT_REPO, False, f"Using {DEFAULT_REPO} from the Hugging Face cache.")
+    if is_offline_mode():
+        why = "offline mode is on (HF_HUB_OFFLINE=1)"
+    elif probe(timeout):
+        return ModelChoice(DEFAULT_REPO, False, f"Using {DEFAULT_REPO}: downloading it from the Hugging Face Hub.")
+    else:
+        why = f"the Hugging Face Hub did not answer within {timeout:g} s"
+    return ModelChoice(str(DEMO_DIR), True,
+                       f"{DEFAULT_REPO} is not cached and {why}: starting on {DEMO_SUMMARY}. "
+                       f"Pass --model to choose another model.", DEMO_BANNER)

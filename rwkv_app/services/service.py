@@ -1,0 +1,209 @@
+"""The shared part of the playground: the model manager, one Engine per loaded model, the operator's limits.
+
+One Playground per server process; it hands out a UserSession per browser session. Models are loaded once
+(through the ModelManager) and shared by every session that uses them; a session holds its model borrowed
+until it switches model or ends.
+
+The web app registers each UserSession under its browser session's id (`session_for(client)`) and frees it
+as soon as that browser session ends (`client_gone(client)`, from Gradio's unload event), rather than when
+its per-session state expires.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .default_model import DEMO_DIR, DEMO_NAME
+from ..engine import Engine
+from ..errors import InputError, RwkvError
+from .manager import LoadedModel, ModelManager, ModelKey, gib
+from ..core.presets import list_sampling_presets
+from ..state_tree import SessionTree, StateBudget
+
+MIB = 2 ** 20
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+FIT_FRACTION = 0.8  # a model "fits" when its weights take at most this share of the machine's memory
+
+
+def machine_memory(device_type: str) -> int:
+    """Bytes of memory the weights would live in: the first GPU's on cuda, physical RAM elsewhere."""
+    if device_type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def public_name(source: str) -> str:
+    """What a visitor sees for a model source: "demo" for the bundled model, a folder's own name for a local path
+    (never where the server keeps it), a preset name or Hub repo id unchanged."""
+    if Path(source).resolve() == DEMO_DIR.resolve():
+        return DEMO_NAME
+    return Path(source).name if os.path.isabs(source) else source
+
+
+@dataclass(frozen=True)
+class PlaygroundOptions:
+    device: str | None = None
+    dtype: str | None = None
+    allow_any_model: bool = False  # visitors may load any Hub repo id or server-side directory
+    max_upload_mb: float = 64.0  # session files
+    max_prompt_chars: int = 20_000  # a longer message or prompt is refused with a clear error
+    max_new_tokens: int = 512  # the most one request may ask for
+    max_batch: int = 16
+    max_queue: int = 32
+    session_state_mb: float = 64.0  # kept states per session (LRU beyond it; a dropped one is recomputed)
+    session_ttl_s: int = 3600  # a session idle this long is freed even if its tab stays open
+
+
+class Playground:
+    def __init__(self, options: PlaygroundOptions | None = None, manager: ModelManager | None = None):
+        self.options = options or PlaygroundOptions()
+        self.manager = manager or ModelManager()
+        self.default_source: str | None = None
+        self._engines: dict[ModelKey, Engine] = {}
+        self._lock = threading.Lock()
+        self.sessions = 0  # live sessions (tests check that closing frees them)
+        self._clients: dict[str, object] = {}  # browser session id -> its live UserSession
+
+    # ---- models --------------------------------------------------------------------------------------
+    def start(self, source: str, progress=None) -> LoadedModel:
+        """Load the default model (the server's own choice: any source is allowed here)."""
+        loaded = self.manager.acquire(source, device=self.options.device, dtype=self.options.dtype,
+                                      progress=progress)
+        self.manager.release(loaded)
+        SessionTree(loaded.model, loaded.tokenizer, budget=self.state_budget())  # a budget too small fails now
+        self.default_source = source
+        return loaded
+
+    def state_budget(self) -> StateBudget:
+        """The operator's cap on one visitor's kept states (the tree drops the least recently used beyond it)."""
+        return StateBudget(max_bytes=max(1, int(self.options.session_state_mb * 2 ** 20)))
+
+    def model_choices(self) -> list[str]:
+        return list(self.manager.presets)
+
+    def check_source(self, source: str) -> str:
+        """What a visitor may load: a preset name, the current default, or (operator flag) any id or path."""
+        source = (source or "").strip()
+        if not source:
+            raise InputError("choose a model first")
+        if source in self.manager.presets or source == self.default_source:
+            return source
+        if self.default_source and source == public_name(self.default_source):
+            return self.default_source  # the name the visitor was shown
+        if not self.options.allow_any_model:
+            raise InputError(f"unknown model {source[:80]!r}: choose one of the presets "
+                             f"({', '.join(self.manager.presets)}); loading other repo ids or server paths is "
+                             "off on this server (the operator enables it with --allow-any-model)")
+        if "/" not in source and not Path(source).exists():
+            raise InputError(f"unknown model {source[:80]!r}: not a preset, a Hub repo id 'org/name' or a directory")
+        return source
+
+    def acquire(self, source: str, progress=None) -> LoadedModel:
+        source = self.check_source(source)
+        return self.manager.acquire(source, device=self.options.device, dtype=self.options.dtype,
+                                    progress=progress)
+
+    def engine_for(self, loaded: LoadedModel) -> Engine:
+        with self._lock:
+            engine = self._engines.get(loaded.key)
+            if engine is None or engine.closed:
+                engine = Engine(loaded.model, loaded.tokenizer, max_batch=self.options.max_batch,
+                                max_queue=self.options.max_queue)
+                self._engines[loaded.key] = engine
+            return engine
+
+    def memory_report(self) -> list[dict]:
+        return [{**m, "memory": gib(m["bytes"]), "name": public_name(m["source"])} for m in self.manager.loaded()]
+
+    def device_type(self) -> str:
+        return (self.options.device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
+
+    def model_table(self) -> list[dict]:
+        """The models a visitor may load, as plain data: {name, params, download_gb, dtype, memory_gb, fits,
+        loaded, sessions}. `fits`: whether the weights take at most FIT_FRACTION of this machine's memory."""
+        device, total = self.device_type(), machine_memory(self.device_type())
+        loaded = {}
+        for m in self.memory_report():
+            loaded.setdefault(m["name"], 0)
+            loaded[m["name"]] += m["in_use"]
+        rows = []
+        if self.default_source and public_name(self.default_source) not in self.manager.presets:
+            bytes_ = next((m["bytes"] for m in self.memory_report() if m["source"] == self.default_source), 0)
+            rows.append({"name": public_name(self.default_source), "params": None, "download_gb": None,
+                         "dtype": self.options.dtype or "", "memory_gb": bytes_ / 2 ** 30, "fits": True})
+        for name, preset in self.manager.presets.items():
+            dtype = self.options.dtype or preset.dtype_for(device)
+            need = preset.params * DTYPE_BYTES.get(dtype, 4)
+            rows.append({"name": name, "params": preset.params, "download_gb": preset.download_gb, "dtype": dtype,
+                         "memory_gb": need / 2 ** 30, "fits": need <= FIT_FRACTION * total})
+        for row in rows:
+            row["loaded"], row["sessions"] = row["name"] in loaded, loaded.get(row["name"], 0)
+        return rows
+
+    def machine_summary(self) -> str:
+        return f"{self.device_type()} with {machine_memory(self.device_type()) / 2 ** 30:.0f} GiB"
+
+    def sampling_presets(self) -> list[str]:
+        return list_sampling_presets()
+
+    # ---- sessions ------------------------------------------------------------------------------------
+    def new_session(self):
+        from .user_session import UserSession
+
+        if self.default_source is None:
+            raise RwkvError("the playground has no model yet: call start() first")
+        session = UserSession(self, self.acquire_default())
+        with self._lock:
+            self.sessions += 1
+        return session
+
+    def session_for(self, client: str):
+        """The live UserSession of a browser session (`client`: its id, e.g. Gradio's session hash), made on its
+        first action and registered, so that `client_gone(client)` frees it when that browser session ends.
+        A browser session whose state lost its UserSession (e.g. its first action failed) gets the same one."""
+        with self._lock:
+            session = self._clients.get(client)
+        if session is not None and not session.closed:
+            return session
+        fresh = self.new_session()
+        with self._lock:
+            session = self._clients.get(client)
+            if session is None or session.closed:
+                fresh.client, self._clients[client] = client, fresh
+                return fresh
+        fresh.close()  # another action of the same browser session made one first
+        return session
+
+    def client_gone(self, client: str) -> bool:
+        """The browser session ended (tab closed, client disconnected): free its UserSession now."""
+        with self._lock:
+            session = self._clients.get(client)
+        if session is None:
+            return False
+        session.close()
+        return True
+
+    def acquire_default(self) -> LoadedModel:
+        return self.manager.acquire(self.default_source, device=self.options.device, dtype=self.options.dtype)
+
+    def session_closed(self, session=None) -> None:
+        with self._lock:
+            self.sessions -= 1
+            if session is not None and self._clients.get(session.client) is session:
+                del self._clients[session.client]
+
+    def stats(self) -> dict:
+        """For the operator (app.py --stats, the soak test): live sessions and each engine's counters."""
+        with self._lock:
+            engines = {key.describe(): vars(engine.stats()) for key, engine in self._engines.items()}
+            return {"sessions": self.sessions, "engines": engines}
+
+    def close(self) -> None:
+        with self._lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.close()

@@ -1,0 +1,38 @@
+"""Session files for the UI: export to a download folder, import an upload with a size limit and clear errors."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ..errors import InputError
+from ..state_tree import ArchiveLimits, export_session, import_session
+
+MIB = 2 ** 20
+
+
+def export_to(session, directory) -> str:
+    """Write the session's tree to `<directory>/rwkv-session-<time>.zip`; returns the path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"rwkv-session-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(session) % 10**6}.zip"
+    export_session(session.tree, path)
+    return str(path)
+
+
+def import_from(session, path):
+    """A tree from an uploaded file, on the session's model; SessionFileError/InputError say what is wrong."""
+    if not path:
+        raise InputError("choose a session file (.zip) to upload first")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"expected the uploaded file's path, got {type(path).__name__}")
+    path = Path(path)
+    limit = int(session.options.max_upload_mb * MIB)
+    size = path.stat().st_size
+    if size > limit:
+        raise InputError(f"the session file is {size / MIB:.1f} MiB; this server takes at most "
+                         f"{session.options.max_upload_mb:g} MiB")
+    limits = ArchiveLimits(max_json_bytes=limit, max_states_bytes=limit)
+    loaded = session.loaded
+    return import_session(path, loaded.model, loaded.tokenizer, model_id=loaded.key.source, limits=limits,
+                          budget=session.playground.state_budget())

@@ -1,0 +1,405 @@
+"""One browser session's data: its session tree, chat, the node it is at, its comparison, its running job.
+
+Everything the UI shows comes from here as plain data (text, lists, dicts); bad input raises an RwkvError
+subclass with a message for the user, and leaves the session as it was.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import closing, contextmanager, suppress
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import InputError
+from ..state_tree import Branch, ChatSession, SessionError, SessionTree
+from ..state_tree.chat import reply_settings
+from ..state_tree.continuation import resolve_sampling
+from ..state_tree.nodes import BOT, GENERATED, SYSTEM, TEXT, USER
+from . import state_inspector, transfer, views
+from .runner import Job, stream_rows, stream_texts
+
+KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty")
+
+
+class UserSession:
+    def __init__(self, playground, loaded, client: str | None = None):
+        self.playground, self.options = playground, playground.options
+        self.client = client  # the browser session it belongs to (Gradio's session hash), when known
+        self.loaded = loaded
+        self.tree = self.new_tree()
+        self.chat: ChatSession | None = None
+        self.current = self.tree.root  # the playground's selected node
+        self.compared: list[str] = []  # the last comparison's nodes, in column order
+        self.last_run: list[str] = []  # nodes the last generation added (the state tab's "over the last generation")
+        self.job = Job()
+        self.exports: list[tuple[Path, bool]] = []  # (exported file, folder made for it): removed on close
+        self._busy = threading.Lock()
+        self.closed = False
+
+    def new_tree(self, loaded=None) -> SessionTree:
+        loaded = loaded or self.loaded
+        return SessionTree(loaded.model, loaded.tokenizer, model_id=loaded.key.source,
+                           budget=self.playground.state_budget())
+
+    @property
+    def generating(self) -> bool:
+        """Whether one of this session's actions is generating now."""
+        return self._busy.locked()
+
+    @property
+    def engine(self):
+        return self.playground.engine_for(self.loaded)
+
+    def close(self) -> None:
+        """Free everything this session holds: called when its browser session ends (the tab closed: Gradio's
+        unload event; or its state expired: the delete callback). A running generation is cancelled."""
+        if self.closed:
+            return
+        self.closed = True
+        self.job.cancel()
+        self.job = Job()  # the closed session (kept by Gradio's state a while) holds no engine handle
+        self.playground.manager.release(self.loaded)
+        self.tree = self.chat = None
+        self.drop_exports()
+        self.playground.session_closed(self)
+
+    # ---- checks --------------------------------------------------------------------------------------
+    @contextmanager
+    def busy(self):
+        if not self._busy.acquire(blocking=False):
+            raise InputError("this session is already generating: wait for it or press Stop")
+        try:
+            self.job = Job()
+            yield self.job
+        finally:
+            self._busy.release()
+
+    def check_text(self, text, what: str = "message") -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"the {what} is empty: type something first")
+        if len(text) > self.options.max_prompt_chars:
+            raise InputError(f"the {what} has {len(text):,} characters; this server takes at most "
+                             f"{self.options.max_prompt_chars:,} per {what}")
+        return text
+
+    def branch(self, preset: str | None, max_new_tokens=None, seed=None, **knobs) -> Branch:
+        if preset and preset not in self.playground.sampling_presets():
+            raise InputError(f"unknown sampling preset {str(preset)[:40]!r}")
+        overrides = {k: v for k, v in knobs.items() if v is not None}
+        if max_new_tokens is not None:
+            count = int(max_new_tokens)
+            if not 1 <= count <= self.options.max_new_tokens:
+                raise InputError(f"max_new_tokens (Max new tokens) must be from 1 to {self.options.max_new_tokens}, "
+                                 f"got {count}")
+            overrides["max_new_tokens"] = count
+        if seed is not None and seed != "":
+            overrides["seed"] = int(seed)
+        resolve_sampling(preset or None, overrides)  # bad settings fail now, before anything is added
+        return Branch(preset or None, label=preset or None, overrides=overrides)
+
+    # ---- playground ----------------------------------------------------------------------------------
+    def generate(self, prompt: str, preset: str | None, max_new_tokens=None, seed=None) -> Iterator[str]:
+        """Complete `prompt` from an empty state; yields the continuation so far. The new node becomes current."""
+        return self.continue_from(self.tree.root, prompt, preset, max_new_tokens, seed)
+
+    def continue_from(self, node_id: str, text: str | None, preset: str | None, max_new_tokens=None,
+                      seed=None) -> Iterator[str]:
+        """Append `text` (optional) under the node, then generate; yields the continuation so far."""
+        node_id = node_id or self.current
+        self.tree.node(node_id)
+        if node_id == self.tree.root or text:
+            self.check_text(text, "prompt")
+        branch = self.branch(preset, max_new_tokens, seed)
+        return self._continue(node_id, text, branch)
+
+    def _continue(self, node_id: str, text: str | None, branch: Branch) -> Iterator[str]:
+        with self.busy() as job:
+            if text:
+                node_id = self.text_node(node_id, text)
+                self.current = node_id
+            try:
+                with closing(stream_rows(self.engine, self.tree, node_id, [branch], GENERATED, job)) as stream:
+                    for _, value in stream:
+                        yield value
+            finally:  # finished, stopped, failed or abandoned: what was kept becomes current
+                self.last_run = [n for n in job.nodes if n]
+                self.current = self.last_run[0] if self.last_run else node_id
+
+    def text_node(self, parent: str, text: str) -> str:
+        """The node holding `text` typed under `parent`: the one made the last time the same text was typed there
+        (regenerating a prompt adds a sibling generation, not a duplicate prompt node), else a new one."""
+        for child in reversed(self.tree.node(parent).children):
+            node = self.tree.node(child)
+            if node.role == TEXT and node.text == text:
+                return child
+        return self.tree.extend(parent, text).node
+
+    # ---- plain-data views for the UI (lists, dicts, strings: never the tree or a tensor) ------------------
+    def tree_view(self) -> list[dict]:
+        """The tree panel's rows (views.tree_rows): every node, the current path marked."""
+        return views.tree_rows(self.tree, self.current)
+
+    def has_node(self, node_id) -> bool:
+        return isinstance(node_id, str) and node_id in self.tree.nodes
+
+    def node_count(self) -> int:
+        return len(self.tree.nodes)
+
+    def path_token_rows(self, node_id: str | None = None) -> list[dict]:
+        """The tokens on the path to `node_id` (default: the current node) with their probabilities."""
+        return views.path_token_rows(self.tree, node_id or self.current)
+
+    def alternatives(self, node_id: str, position: int) -> list[dict]:
+        return views.alternatives(self.tree, node_id, position)
+
+    def node_details(self, node_id: str) -> dict:
+        """{id, role, tokens, text, meta (without the sampling settings), children}; {} for an unknown id."""
+        if not self.has_node(node_id):
+            return {}
+        node = self.tree.node(node_id)
+        return {"id": node.id, "role": node.role, "tokens": len(node.tokens), "text": node.text,
+                "meta": {k: v for k, v in node.meta.items() if k != "sampling"}, "children": len(node.children)}
+
+    def api_tree_rows(self) -> list[dict]:
+        """The tree for API clients: {id, parent, depth, role, text, tokens, current} per node, depth first."""
+        rows = []
+        for row in self.tree_view():
+            node = self.tree.node(row["id"])
+            rows.append({"id": node.id, "parent": node.parent, "depth": row["depth"], "role": node.role,
+                         "text": node.text, "tokens": len(node.tokens), "current": row["current"]})
+        return rows
+
+    def current_tail(self) -> str | None:
+        """The end of the text up to the current node; None at the root."""
+        return None if self.current == self.tree.root else views.tail(self.tree.path_text(self.current))
+
+    def state_report(self, node_id: str | None, other_id: str | None = None, tensor: str | None = None) -> dict:
+        """The State tab's data, plain (state_inspector.state_report): at `node_id` (default: the current node),
+        the difference against `other_id` when given, the heatmap of `tensor` (default: the family's memory)."""
+        tree = self.tree
+        node_id = tree.node(node_id).id if node_id else self.current  # another session's id is unknown here
+        other = tree.node(other_id).id if other_id else None
+        return state_inspector.state_report(tree, node_id, tensor or None, other)
+
+    def select(self, node_id: str) -> None:
+        self.current = self.tree.node(node_id).id
+
+    def rewind(self, node_id: str, position: int) -> str:
+        """Rewind to the state after the node's first `position` tokens; that point becomes current."""
+        self.current = self.tree.fork(node_id, int(position)).node
+        return self.current
+
+    def force(self, node_id: str, position: int, token: int) -> str:
+        self.current = self.tree.force_token(node_id, int(position), int(token)).node
+        return self.current
+
+    def delete(self, node_id: str) -> None:
+        change = self.tree.delete(node_id)
+        if self.current not in self.tree.nodes:
+            self.current = change.node
+        if self.chat is not None and self.chat.current not in self.tree.nodes:
+            self.chat.current = change.node
+
+    def stop(self) -> bool:
+        """Stop what this session is generating (what was generated so far is kept)."""
+        running = self._busy.locked()
+        self.job.cancel()
+        return running
+
+    # ---- compare -------------------------------------------------------------------------------------
+    def compare(self, node_id: str | None, columns: list[tuple], max_new_tokens=None) -> Iterator[list[str]]:
+        """2 to 4 continuations of the node, each (preset, seed); yields every column's text so far."""
+        node_id = node_id or self.current
+        self.tree.node(node_id)
+        if not 2 <= len(columns) <= 4:
+            raise InputError(f"compare takes 2 to 4 columns, got {len(columns)}")
+        branches = [self.branch(preset, max_new_tokens, seed) for preset, seed in columns]
+        return self._compare(node_id, branches)
+
+    def _compare(self, node_id: str, branches: list[Branch]) -> Iterator[list[str]]:
+        with self.busy() as job:
+            try:
+                with closing(stream_texts(self.engine, self.tree, node_id, branches, GENERATED, job)) as stream:
+                    yield from stream
+            finally:
+                if job.nodes:  # refused at once (busy, bad node): the last comparison stays
+                    self.compared = list(job.nodes)
+                    self.last_run = [n for n in job.nodes if n]
+
+    def keep(self, column: int) -> str:
+        """Make a compared column the session's current branch (the playground's and the chat's)."""
+        if not 0 <= int(column) < len(self.compared) or self.compared[int(column)] is None:
+            raise InputError("run a comparison first, then keep one of its columns")
+        self.current = self.compared[int(column)]
+        if self.chat is not None and self.tree.node(self.current).role == BOT:
+            self.chat.current = self.current
+        return self.current
+
+    # ---- files and models ----------------------------------------------------------------------------
+    def export(self, directory) -> str:
+        """Write the session file into `directory`; the previous export is removed (Gradio serves a download
+        from its own cached copy), and the last one goes when the session ends."""
+        made_folder = not Path(directory).exists()
+        path = transfer.export_to(self, directory)
+        self.drop_exports()
+        self.exports.append((Path(path), made_folder))
+        return path
+
+    def drop_exports(self) -> None:
+        """Delete this session's exported files, and the folders made for them (when nothing else is there)."""
+        for path, made_folder in self.exports:
+            path.unlink(missing_ok=True)
+            if made_folder:
+                with suppress(OSError):
+                    path.parent.rmdir()
+        self.exports = []
+
+    def load_file(self, path) -> None:
+        tree = transfer.import_from(self, path)
+        self.tree, self.compared, self.last_run = tree, [], []
+        self.chat = ChatSession.resume(tree) if "chat" in tree.meta else None
+        self.current = self.chat.current if self.chat else tree.root
+
+    def switch_model(self, source: str, progress=None) -> None:
+        """Load (or borrow) another model; the session starts a new tree on it. On error nothing changes."""
+        loaded = self.playground.acquire(source, progress)  # a failed download or load raises here
+        try:
+            if self._busy.locked():
+                raise InputError("stop the running generation before switching model")
+            tree = self.new_tree(loaded)
+        except BaseException:
+            self.playground.manager.release(loaded)  # no borrow left behind; the session is as it was
+            raise
+        old, self.loaded = self.loaded, loaded
+        self.playground.manager.release(old)
+        self.tree, self.chat, self.compared, self.last_run = tree, None, [], []
+        self.current = self.tree.root
+
+    # ---- chat ----------------------------------------------------------------------------------------
+    def ensure_chat(self, system: str | None, user: str | None, bot: str | None) -> ChatSession:
+        if self.chat is None:
+            self.chat = ChatSession(self.tree, user=user or "User", bot=bot or "Bot", system=system or None)
+        return self.chat
+
+    def new_chat(self, system: str | None, user: str | None, bot: str | None) -> None:
+        """Start a new conversation (the old one stays in the tree)."""
+        self.chat = None
+        self.ensure_chat(system, user, bot)
+
+    def chat_send(self, message: str, branch: Branch, system=None, user=None, bot=None) -> Iterator[list[dict]]:
+        self.check_text(message)
+        chat = self.ensure_chat(system, user, bot)
+        if self._busy.locked():  # fail at the call; the reply adds the turn only once it holds the lock
+            raise InputError("this session is already generating: wait for it or press Stop")
+
+        def add_turn() -> None:
+            chat.current = chat.add_user(chat.current, message).node
+        return self._reply(branch, add_turn)
+
+    def chat_retry(self, branch: Branch) -> Iterator[list[dict]]:
+        chat = self.require_chat()
+        node = self.tree.node(chat.current)
+        if node.role == BOT:
+            chat.current = node.parent
+        if self.tree.node(chat.current).role != USER:
+            raise SessionError("nothing to retry: send a message first")
+        if "seed" not in branch.overrides:
+            branch = Branch(branch.sampling, label=branch.label, overrides={**branch.overrides, "seed": None})
+        return self._reply(branch)
+
+    def _reply(self, branch: Branch, add_turn=None) -> Iterator[list[dict]]:
+        """Stream a bot turn under the chat's current node; `add_turn` (the user's message) runs first, under
+        the session's lock, so a turn is never added while another generation runs."""
+        chat = self.chat
+        settings = resolve_sampling(branch.sampling, branch.overrides)
+        reply = Branch(reply_settings(settings, self.tree.tokenizer), label=branch.label)
+        with self.busy() as job:
+            if add_turn is not None:
+                add_turn()
+            parent, before = chat.current, chat.messages()
+            yield before + [{"role": "assistant", "content": ""}]
+            try:
+                with closing(stream_rows(self.engine, self.tree, parent, [reply], BOT, job)) as stream:
+                    for _, value in stream:
+                        yield before + [{"role": "assistant", "content": value.strip()}]
+            finally:
+                self.last_run = [n for n in job.nodes if n]
+                if self.last_run:
+                    chat.current = self.last_run[0]
+        yield chat.messages()
+
+    def require_chat(self) -> ChatSession:
+        if self.chat is None:
+            raise SessionError("no conversation yet: send a message first")
+        return self.chat
+
+    def chat_undo(self) -> list[dict]:
+        self.require_chat().undo()
+        return self.chat.messages()
+
+    def turns(self) -> list[str]:
+        """The node of each message shown (system, user and bot turns on the conversation's path)."""
+        if self.chat is None:
+            return []
+        nodes = [n for n in self.tree.path(self.chat.current) if n.role in (SYSTEM, USER, BOT)]
+        merged: list = []
+        for node in nodes:  # consecutive nodes of one role are one message, as chat_messages shows them
+            if merged and self.tree.node(merged[-1]).role == node.role:
+                merged[-1] = node.id
+            else:
+                merged.append(node.id)
+        return merged
+
+    def turn_node(self, index: int) -> str:
+        turns = self.turns()
+        if not 0 <= int(index) < len(turns):
+            raise InputError(f"there is no message {index} in this conversation")
+        return turns[int(index)]
+
+    def chat_edit(self, index: int, text: str) -> list[dict]:
+        self.check_text(text)
+        self.require_chat().edit(self.turn_node(index), text)
+        return self.chat.messages()
+
+    def chat_switch(self, index: int, step: int) -> list[dict]:
+        """Show the previous (-1) or next (+1) sibling of message `index` as it was last seen (a message
+        without alternatives stays as it is); a turn that was undone stays undone."""
+        node_id = self.turn_node(index)
+        siblings = self.require_chat().siblings(node_id)
+        target = siblings[(siblings.index(node_id) + int(step)) % len(siblings)]
+        self.chat.goto(self.chat.last_seen(target))
+        return self.chat.messages()
+
+    def chat_edit_reply(self, index: int, text: str, branch: Branch) -> Iterator[list[dict]]:
+        """ChatGPT's edit: a new version of message `index` beside the old one; an edited user message
+        gets a new reply (streamed), an edited bot message is simply replaced."""
+        self.check_text(text)
+        node = self.tree.node(self.turn_node(index)) if self.chat is not None else None
+        messages = self.chat_edit(index, text)
+        if node.role != USER:
+            yield messages
+            return
+        yield from self._reply(branch)
+
+    def chat_clear(self) -> list[dict]:
+        """The Chatbot's clear button: a new conversation with the same system prompt and names (the old one
+        stays in the tree)."""
+        saved = (self.tree.meta.get("chat") or {}) if self.chat is not None else {}
+        self.new_chat(saved.get("system"), saved.get("user"), saved.get("bot"))
+        return self.chat.messages()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until this session's running generation (if any) ends; False if it still runs after `timeout`."""
+        if not self._busy.acquire(timeout=timeout):
+            return False
+        self._busy.release()
+        return True
+
+    def chat_branches(self) -> list[dict]:
+        """Each message with alternatives: {"index", "at" (1-based), "of"}: the UI's "‹ 2/3 ›"."""
+        marks = []
+        for index, node_id in enumerate(self.turns()):
+            siblings = self.chat.siblings(node_id)
+            if len(siblings) > 1:
+                marks.append({"index": index, "at": siblings.index(node_id) + 1, "of": len(siblings)})
+        return marks

@@ -1,0 +1,105 @@
+"""What the UI draws, as plain data: the tree as rows, a node's tokens with their probabilities, a token's
+alternatives, the chat's branch points, the models panel."""
+from __future__ import annotations
+
+from ..core.presets import load_sampling_preset
+
+
+BUCKETS = ((0.5, "p ≥ 0.5"), (0.2, "p ≥ 0.2"), (0.05, "p ≥ 0.05"), (0.0, "p < 0.05"))
+PREVIEW = 48
+TAIL = 160
+
+
+def bucket(prob: float) -> str:
+    return next(name for floor, name in BUCKETS if prob >= floor)
+
+
+def preview(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW else text[:PREVIEW - 1] + "…"
+
+
+def node_extra(node) -> list[str]:
+    """What a node's label says beside its text: preset, seed, whether it was stopped."""
+    extra = []
+    if node.meta.get("preset"):
+        extra.append(str(node.meta["preset"]))
+    if node.meta.get("seed") is not None:
+        extra.append(f"seed {node.meta['seed']}")
+    if node.meta.get("reason") == "cancelled":
+        extra.append("stopped")
+    return extra
+
+
+def tail(text: str, size: int = TAIL) -> str:
+    """The end of `text` (what a continuation continues), whitespace collapsed: "…" + its last `size` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= size else "…" + text[-(size - 1):]
+
+
+def tree_rows(tree, current: str) -> list[dict]:
+    """Every node, depth first, as {id, depth, indent, label, role, snippet, extra, branches, current, on_path}.
+    `indent` grows only under a node with more than one child (a chain of continuations stays in one column,
+    as loom draws it; `chained`: the only child of the row above's node); `branches` is the number of children;
+    `on_path`: an ancestor of the current node."""
+    path = {node.id for node in tree.path(current)} if current in tree.nodes else set()
+    rows, stack = [], [(tree.root, 0, 0, "", False)]
+    while stack:
+        node_id, depth, indent, lead, chained = stack.pop()
+        node = tree.nodes[node_id]
+        snippet = "(start)" if node.parent is None else (preview(node.text) or "∅")
+        text = snippet if node.parent is None else f"{node.role}: {snippet}"
+        extra = node_extra(node)
+        label = lead + text + (f"  [{', '.join(extra)}]" if extra else "") + ("  ◀" if node_id == current else "")
+        children = node.children
+        rows.append({"id": node_id, "depth": depth, "indent": indent, "label": label, "role": node.role,
+                     "snippet": snippet, "extra": extra, "branches": len(children), "current": node_id == current,
+                     "on_path": node_id in path, "chained": chained})
+        step = 1 if len(children) > 1 else 0
+        for i, child in reversed(list(enumerate(children))):
+            stack.append((child, depth + 1, indent + step,
+                          "    " * depth + ("└─ " if i == len(children) - 1 else "├─ "), len(children) == 1))
+    return rows
+
+
+def token_rows(tree, node_id: str) -> list[dict]:
+    """The node's tokens: {text, prob (None for text that was typed), bucket, position}."""
+    node = tree.node(node_id)
+    rows = []
+    for position, token in enumerate(node.tokens):
+        prob = node.prob(position)
+        rows.append({"text": tree.decode([token]) if tree.tokenizer else str(token), "prob": prob,
+                     "bucket": bucket(prob) if prob is not None else None, "position": position})
+    return rows
+
+
+def path_token_rows(tree, node_id: str) -> list[dict]:
+    """The whole path's text: earlier nodes as plain text, the node's own tokens coloured."""
+    before = "".join(n.text for n in tree.path(node_id)[:-1])
+    rows = [{"text": before, "prob": None, "bucket": None, "position": None}] if before else []
+    return rows + token_rows(tree, node_id)
+
+
+def alternatives(tree, node_id: str, position: int) -> list[dict]:
+    """The token at `position` and the model's most likely alternatives there: {token, text, prob, chosen}."""
+    node = tree.node(node_id)
+    top = node.top_at(position) if 0 <= position < node.size else None
+    if top is None:
+        return []
+    chosen = node.tokens[position]
+    rows = [{"token": t, "text": tree.decode([t]), "prob": p, "chosen": t == chosen} for t, p in top]
+    if all(not r["chosen"] for r in rows):
+        rows.insert(0, {"token": chosen, "text": tree.decode([chosen]), "prob": node.prob(position), "chosen": True})
+    return rows
+
+
+def preset_values(presets, name, knobs: tuple[str, ...]) -> dict:
+    """A preset's knob values as the sliders show them (a greedy preset shows temperature 0); {} if `name` is not
+    one of `presets` (a name, never a path: load_sampling_preset also reads files)."""
+    if name not in presets:
+        return {}
+    settings = load_sampling_preset(name)
+    values = {k: getattr(settings, k) for k in knobs}
+    if settings.greedy:
+        values["temperature"] = 0.0
+    return values

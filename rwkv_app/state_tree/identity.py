@@ -1,0 +1,68 @@
+"""Which model and tokenizer a session runs on, recorded in its file so an import can refuse another model.
+
+The weights fingerprint hashes a small, fixed sample of the weights that the model's family picks (embedding
+and head rows, every layer's decay, bonus and first layer norm), so two checkpoints with the same shapes but
+different weights differ, without hashing gigabytes. Files written before families were recorded hold no
+`family` and are RWKV-4's.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..models.family import family_of
+
+LEGACY_FAMILY = "rwkv4"  # the family of a file that records none
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    model_id: str  # what the caller named it (hub repo id, path, preset); informational
+    dtype: str
+    vocab_size: int
+    hidden_size: int
+    attention_hidden_size: int
+    num_hidden_layers: int
+    weights: str  # sha256 of the weight sample
+    family: str = LEGACY_FAMILY
+
+    @classmethod
+    def of(cls, model, model_id: str | None = None) -> ModelIdentity:
+        family = family_of(model)
+        return cls(model_id=model_id or "unnamed model", dtype=DTYPE_NAMES.get(model.dtype, str(model.dtype)),
+                   vocab_size=model.config.vocab_size, weights=weights_fingerprint(model), family=family.name,
+                   **family.identity_sizes(model.config))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (f"{self.model_id} ({self.dtype}, {self.num_hidden_layers} layers x {self.hidden_size}, "
+                f"vocab {self.vocab_size}, weights {self.weights[:12]})")
+
+    def mismatch(self, other: ModelIdentity) -> str | None:
+        """Why a session recorded with `other` cannot run on this model; None when it can."""
+        if self.family != other.family:
+            return (f"the session was saved with a {other.family} model ({other.describe()}) but this session "
+                    f"runs a {self.family} model ({self.describe()}): a session file only opens on its own family")
+        for name in ("dtype", "vocab_size", "hidden_size", "attention_hidden_size", "num_hidden_layers", "weights"):
+            if getattr(self, name) != getattr(other, name):
+                return (f"the session was saved with model {other.describe()} but this session runs on "
+                        f"{self.describe()}: {name} differs ({getattr(other, name)!r} vs {getattr(self, name)!r})")
+        return None
+
+
+@torch.no_grad()
+def weights_fingerprint(model) -> str:
+    digest = hashlib.sha256()
+    for tensor in family_of(model).fingerprint_tensors(model):
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """The tokenizer's sha256 (`RwkvTokenizer.fingerprint`); None without a tokenizer."""
+    return None if tokenizer is None else tokenizer.fingerprint()
