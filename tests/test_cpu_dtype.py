@@ -1,8 +1,8 @@
 """The CPU default dtype (presets' `cpu: auto`): int8 where the CPU has bfloat16 dot products, else float32."""
 import torch
 
-from rwkv_app.manager import ModelManager, auto_dtype
-from rwkv_app.model_presets import load_model_presets
+from rwkv_app.services.manager import ModelManager, auto_dtype
+from rwkv_app.services.model_presets import load_model_presets
 from rwkv_app.models.cpu_dtype import cpu_bf16_flags, cpu_default_dtype
 
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"

@@ -8,8 +8,8 @@ import torch
 from rwkv_app import InputError, RwkvForCausalLM
 from rwkv_app.models.quantize import (PACK_MAX_ROWS, Int8Linear, dequantize, int8_linear, int8_linear_reference,
                                       quantize_model, quantize_per_channel, set_reference)
-from rwkv_app.pretrained import load_dtype
-from rwkv_app.tokenizer import RwkvTokenizer
+from rwkv_app.weights.pretrained import load_dtype
+from rwkv_app.tokenizers.tokenizer import RwkvTokenizer
 from rwkv_app.train.evaluate import evaluate
 
 from .rwkv7_helpers import tiny_model7
@@ -145,7 +145,7 @@ def test_demo_model_int8_bits_per_char_within_one_percent(demo_pair):
 
 
 def test_the_manager_loads_int8_by_name():
-    from rwkv_app.manager import ModelManager
+    from rwkv_app.services.manager import ModelManager
 
     manager = ModelManager()
     with manager.use("demo", device="cpu", dtype="int8") as loaded:
