@@ -26,10 +26,14 @@ from .config import CONFIG_NAME, RwkvConfig
 from .default_model import resolve_demo
 from .errors import RwkvError
 from .hub import resolve_model_dir
+from .auto import from_pretrained
 from .model_presets import ModelPreset, load_model_presets
-from .modeling import RwkvForCausalLM
+from .models.rwkv7 import Rwkv7Config
+from .models.rwkv7.pretrained import expected_shapes7
 from .pretrained import resolve_device, resolve_dtype
 from .progress import Progress, progress_tqdm_class
+from .tokenizer_select import align_eos, config_model_type, tokenizer_in
+from .world_tokenizer import VOCAB_FILE
 
 Clock = Callable[[], float]
 
@@ -57,7 +61,7 @@ class ModelKey:
 @dataclass
 class LoadedModel:
     key: ModelKey
-    model: RwkvForCausalLM
+    model: object  # RwkvForCausalLM or Rwkv7ForCausalLM (rwkv_app.from_pretrained picks)
     tokenizer: object | None
     nbytes: int
     preset: ModelPreset | None = None
@@ -173,8 +177,9 @@ class ModelManager:
         needed = estimate_bytes(path, resolve_dtype(key.dtype))
         self._make_room(needed, key)
         progress("load", 0.0, f"loading weights ({needed / 2**30:.2f} GiB)")
-        model = RwkvForCausalLM.from_pretrained(path, dtype=key.dtype, device=key.device)
-        tokenizer = load_tokenizer(path)
+        model = from_pretrained(path, dtype=key.dtype, device=key.device)  # either family
+        tokenizer = load_tokenizer(path, model)
+        align_eos(model, tokenizer)
         progress("ready", 1.0, f"{key.describe()} ready")
         return LoadedModel(key, model, tokenizer, model_bytes(model), preset, last_used=self._clock())
 
@@ -209,8 +214,11 @@ def estimate_bytes(path: Path, dtype: torch.dtype) -> int:
     """Memory the loaded weights will take: from config.json when there is one, else the weight file size."""
     directory = path if path.is_dir() else path.parent
     if (directory / CONFIG_NAME).exists():
-        config = RwkvConfig.from_json_file(directory / CONFIG_NAME)
-        elements = sum(math.prod(shape) for shape in expected_shapes(config).values())
+        if config_model_type(directory) == "rwkv7":
+            shapes = expected_shapes7(Rwkv7Config.from_json_file(directory / CONFIG_NAME))
+        else:
+            shapes = expected_shapes(RwkvConfig.from_json_file(directory / CONFIG_NAME))
+        elements = sum(math.prod(shape) for shape in shapes.values())
         return elements * torch.empty(0, dtype=dtype).element_size()
     files = [path] if path.is_file() else [p for p in directory.iterdir() if p.suffix in (".pth", ".bin", ".safetensors")]
     return sum(p.stat().st_size for p in files)
@@ -225,15 +233,14 @@ def model_bytes(model: torch.nn.Module) -> int:
     return total
 
 
-def load_tokenizer(path: Path):
-    """The checkpoint's tokenizer.json, or None when it ships none (BlinkDL files, bare weights)."""
+def load_tokenizer(path: Path, model=None):
+    """The checkpoint's tokenizer (rwkv_app/tokenizer_select.py: a World vocabulary or tokenizer.json beside it, or
+    the bundled World vocabulary for RWKV-7), or None when an RWKV-4 checkpoint ships none (bare weights)."""
     directory = path if path.is_dir() else path.parent
-    file = directory / "tokenizer.json"
-    if not file.exists():
+    shipped = any((directory / name).is_file() for name in ("tokenizer.json", VOCAB_FILE))
+    if not shipped and not isinstance(getattr(model, "config", None), Rwkv7Config):
         return None
-    from .tokenizer import RwkvTokenizer
-
-    return RwkvTokenizer.from_file(file)
+    return tokenizer_in(path)
 
 
 def gib(nbytes: int) -> str:
