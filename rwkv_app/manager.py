@@ -16,6 +16,7 @@ import time
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,7 +26,7 @@ from .checkpoints import expected_shapes
 from .config import CONFIG_NAME, RwkvConfig
 from .default_model import resolve_demo
 from .errors import RwkvError
-from .hub import resolve_model_dir
+from .hub import resolve_model_dir, resolve_model_file
 from .auto import from_pretrained
 from .model_presets import ModelPreset, load_model_presets
 from .models.rwkv7 import Rwkv7Config
@@ -52,10 +53,12 @@ class ModelKey:
     revision: str | None
     device: str
     dtype: str
+    filename: str | None = None  # one file of the repo (a preset's `filename`), fetched alone
 
     def describe(self) -> str:
         at = f"@{self.revision}" if self.revision else ""
-        return f"{self.source}{at} ({self.dtype} on {self.device})"
+        file = f"/{self.filename}" if self.filename else ""
+        return f"{self.source}{file}{at} ({self.dtype} on {self.device})"
 
 
 @dataclass
@@ -143,7 +146,9 @@ class ModelManager:
         resolved_device = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         name = dtype or auto_dtype(resolved_device, preset)
         resolve_dtype(name)  # validates the name
-        return ModelKey(target, revision, str(resolved_device), str(name).replace("torch.", "")), preset
+        revision = revision or (preset.revision if preset else None)
+        filename = preset.filename if preset else None
+        return ModelKey(target, revision, str(resolved_device), str(name).replace("torch.", ""), filename), preset
 
     # ---- loading -------------------------------------------------------------------------------
     def _borrow(self, loaded: LoadedModel) -> LoadedModel:
@@ -172,8 +177,9 @@ class ModelManager:
 
     def _load(self, key: ModelKey, preset: ModelPreset | None, progress: Progress) -> LoadedModel:
         progress("download", 0.0, f"fetching {key.source}")
-        path = resolve_model_dir(key.source, revision=key.revision, cache_dir=self.cache_dir,
-                                 local_files_only=self.local_files_only, tqdm_class=progress_tqdm_class(progress))
+        fetch = partial(resolve_model_file, filename=key.filename) if key.filename else resolve_model_dir
+        path = fetch(key.source, revision=key.revision, cache_dir=self.cache_dir,
+                     local_files_only=self.local_files_only, tqdm_class=progress_tqdm_class(progress))
         needed = estimate_bytes(path, resolve_dtype(key.dtype))
         self._make_room(needed, key)
         progress("load", 0.0, f"loading weights ({needed / 2**30:.2f} GiB)")
