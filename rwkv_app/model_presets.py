@@ -75,8 +75,9 @@ def _parse_preset(path: Path, name: str, entry) -> ModelPreset:
         raise ConfigError(f"{where}.dtype: expected {{cpu|cuda: {'|'.join(DTYPE_NAMES)}}}, got {dtype!r}")
     _check_optional(where, entry)
     return ModelPreset(name=name, repo=entry["repo"], params=entry["params"], download_gb=float(entry["download_gb"]),
-                       dtype=dict(dtype), description=str(entry.get("description", "")), chat=bool(entry.get("chat", False)),
-                       family=entry.get("family", "rwkv4"), filename=entry.get("filename"), revision=entry.get("revision"),
+                       dtype=dict(dtype), description=str(entry.get("description", "")),
+                       chat=bool(entry.get("chat", False)), family=entry.get("family", "rwkv4"),
+                       filename=entry.get("filename"), revision=entry.get("revision"),
                        chat_format=dict(entry.get("chat_format", {})))
 
 

@@ -174,7 +174,8 @@ def hostile_files(tmp_path, model):
     add("list.pth", [torch.zeros(2, 64, 64)], "not a dict of tensors")
     add("layers.pth", {k: v for k, v in good.items() if "2." not in k}, "2 layers")
     add("heads.pth", {k: torch.zeros(4, 64, 64) for k in good}, "4 heads but the model has 2")
-    add("size.pth", {k: torch.zeros(4, 32, 32) for k in good}, "4 heads but the model has 2 and head size 32 but the model's is 64")
+    add("size.pth", {k: torch.zeros(4, 32, 32) for k in good},
+        "4 heads but the model has 2 and head size 32 but the model's is 64")
     add("size2.pth", {k: torch.zeros(2, 32, 32) for k in good}, "head size 32 but the model's is 64 (shape")
     add("extra.safetensors", {**good, "blocks.0.att.other": torch.zeros(3)}, "unexpected keys ['blocks.0.att.other']",
         save_file)

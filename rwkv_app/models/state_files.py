@@ -31,6 +31,7 @@ from .rwkv7.state_file import describe_mismatch7, expected_tensors7, mix7, state
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".state")  # Ai00 names its safetensors state files .state
 TORCH_SUFFIXES = (".pth", ".pt")
+SUFFIXES = ", ".join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)
 SLACK_BYTES = 1 << 20  # headers, zip structure, names: a state file may exceed its tensors' bytes by this much
 MAX_HEADER_BYTES = 1 << 20  # a safetensors header (JSON) longer than this is not a state file's
 
@@ -80,7 +81,7 @@ def save_state_file(state: list[torch.Tensor], model, path: str | Path, token_sh
     elif path.suffix in TORCH_SUFFIXES:
         torch.save(tensors, path)
     else:
-        raise InputError(f"state file {path.name!r}: choose a name ending in {', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}")
+        raise InputError(f"state file {path.name!r}: choose a name ending in {SUFFIXES}")
     return path
 
 
@@ -107,7 +108,7 @@ def read_state_tensors(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
         return _read_safetensors(path, size)
     if path.suffix in TORCH_SUFFIXES:
         return _read_torch(path)
-    raise CheckpointError(f"unsupported state file {path.name}: expected {', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}")
+    raise CheckpointError(f"unsupported state file {path.name}: expected {SUFFIXES}")
 
 
 def _read_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
