@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from rwkv_app import Rwkv7ForCausalLM, RwkvForCausalLM, RwkvTokenizer, from_pretrained
 from rwkv_app.errors import ConfigError
+from rwkv_app.train.evaluate import main as evaluate_main
 from rwkv_app.train.families import decays
 from rwkv_app.train.families import new_model as new_family_model
 from rwkv_app.train.loop import TrainConfig, Trainer, fit
@@ -138,6 +139,9 @@ def test_cli_family_flag(tmp_path, capsys):
             "--no-progress"]
     assert train_main(argv) == 0
     assert json.loads((tmp_path / "cli7" / "config.json").read_text())["model_type"] == "rwkv7"
+    capsys.readouterr()
+    assert evaluate_main(["--model", config.out, "--text", config.text]) == 0  # scores either family
+    assert json.loads(capsys.readouterr().out)["bits_per_char"] > 0
     with pytest.raises(SystemExit):
         train_main(["--family", "rwkv5", "--text", config.text, "--out", str(tmp_path / "x")])
     assert "invalid choice" in capsys.readouterr().err
