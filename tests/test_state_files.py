@@ -215,3 +215,16 @@ def test_hostile_and_mismatched_files_are_refused_by_name(tmp_path):
     two = model(torch.tensor([[1], [2]])).state
     with pytest.raises(CheckpointError, match="batch of 2"):
         save_state_file(two, model, tmp_path / "two.pth")
+
+
+@torch.no_grad()
+def test_bfloat16_peft_file_and_ai00_state_file_load_as_float32(tmp_path):
+    model = tiny_model7(seed=2)
+    tensors = runner_state_file(model.config, tmp_path / "f32.pth")
+    half = {key: value.to(torch.bfloat16) for key, value in tensors.items()}  # RWKV-PEFT trains in bf16
+    torch.save(half, tmp_path / "peft.pth")
+    save_file(half, str(tmp_path / "persona.state"))  # Ai00's .state: safetensors, same keys
+    for name in ("peft.pth", "persona.state"):
+        state = load_state_file(tmp_path / name, model)
+        assert state[2].dtype == torch.float32
+        assert torch.equal(state[2][0, 2, 1], half["blocks.2.att.time_state"][1].float().T)
