@@ -22,12 +22,12 @@ from typing import Callable, Iterator
 
 import torch
 
+from .auto import from_pretrained
 from .checkpoints import expected_shapes
 from .config import CONFIG_NAME, RwkvConfig
 from .default_model import resolve_demo
 from .errors import RwkvError
 from .hub import resolve_model_dir, resolve_model_file
-from .auto import from_pretrained
 from .model_presets import ModelPreset, load_model_presets
 from .models.rwkv7 import Rwkv7Config
 from .models.rwkv7.pretrained import expected_shapes7
