@@ -2,6 +2,10 @@
 
 Loads through the model manager (preset name, Hub repo id or local path; download progress on stderr),
 streams the completion to stdout as it is generated, and reports speed and finish reason on stderr.
+`--model FILE.pth` takes a BlinkDL checkpoint lying anywhere (RWKV-4 or RWKV-7; an RWKV-7 uses the bundled World
+vocabulary unless a vocabulary file or tokenizer.json lies beside it). `--state FILE` starts from a state file
+(an RWKV-Runner / RWKV-PEFT `time_state` file for RWKV-7, or one this playground exported; see
+rwkv_app/models/state_files.py) instead of the empty state; the prompt then continues from it.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import TextIO
 from .errors import RwkvError
 from .core.generation import FinishEvent, TokenEvent
 from .services.manager import ModelManager
+from .models.state_files import load_state_file
 from .core.presets import list_sampling_presets, load_sampling_preset
 from .core.sampling import SamplingSettings
 
@@ -34,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     gen.add_argument("--dtype", default=None, help="float32, bfloat16, float16, or int8 (int8 weights, bfloat16 "
                      "matmuls; CPU only) (default: by device)")
+    gen.add_argument("--state", default=None, help="start from this state file (.pth, .safetensors or .state)")
     gen.add_argument("--prompt", required=True, help="the text to continue; '-' reads it from stdin")
     gen.add_argument("--preset", default="balanced",
                      help=f"sampling preset name or .yaml path ({', '.join(list_sampling_presets())})")
@@ -67,10 +73,12 @@ def run_generate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                      progress=lambda *a: print_progress(*a, err=err)) as loaded:
         if loaded.tokenizer is None:
             raise RwkvError(f"{loaded.key.source} ships no tokenizer.json, so text cannot be encoded")
+        state = None if args.state is None else load_state_file(args.state, loaded.model)
         out.write(prompt)
         out.flush()
         start, count, finish = time.perf_counter(), 0, None
-        for event in loaded.model.stream_generate(prompt, sampling=settings, tokenizer=loaded.tokenizer):
+        for event in loaded.model.stream_generate(prompt, sampling=settings, tokenizer=loaded.tokenizer,
+                                                  state=state):
             if isinstance(event, TokenEvent):
                 count += 1
             if isinstance(event, FinishEvent):

@@ -101,3 +101,26 @@ def test_app_starts_offline_with_an_empty_cache_on_the_demo_model(tmp_path):
     assert "demo model" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
     completion = done.stdout.split("She was", 1)[1]
     assert len(completion.split()) >= 5 and english_fraction(completion) > 0.8, done.stdout
+
+
+def test_demo_names_pick_the_bundled_models(tmp_path):
+    from rwkv_app.services.default_model import DEMO7_DIR, best_demo, resolve_demo
+    from rwkv_app.errors import HubError
+
+    assert resolve_demo("demo-rwkv4") == str(DEMO_DIR) and resolve_demo("org/model") == "org/model"
+    if (DEMO7_DIR / "config.json").is_file():
+        assert resolve_demo("demo-rwkv7") == str(DEMO7_DIR)
+    else:
+        with pytest.raises(HubError, match="demo-rwkv7"):
+            resolve_demo("demo-rwkv7")
+    assert resolve_demo("demo") == str(best_demo())
+    folders = []
+    for name, bits in (("a", 1.6), ("b", 1.5), ("c", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        if bits is not None:
+            (folder / "training.json").write_text(json.dumps({"heldout": {"bits_per_char": bits}}))
+        folders.append(folder)
+    assert best_demo(tuple(folders)) == folders[1]  # the lower held-out bits per character
+    assert best_demo((folders[2], tmp_path / "absent")) == folders[2]  # nothing scored: the first
+    assert choose_default_model("demo-rwkv4").source == str(DEMO_DIR)

@@ -6,7 +6,13 @@ import random
 import pytest
 import torch
 
-from rwkv_app import RwkvForCausalLM, RwkvTokenizer
+from safetensors.torch import load_file
+
+from rwkv_app import Rwkv7ForCausalLM, RwkvForCausalLM, RwkvTokenizer, from_pretrained
+from rwkv_app.errors import ConfigError
+from rwkv_app.train.evaluate import main as evaluate_main
+from rwkv_app.train.families import decays
+from rwkv_app.train.families import new_model as new_family_model
 from rwkv_app.train.loop import TrainConfig, Trainer, fit
 from rwkv_app.train.__main__ import main as train_main
 from rwkv_app.train.data import EOS_ID, random_windows, split_heldout
@@ -91,3 +97,53 @@ def test_cli_trains_and_refuses_to_overwrite_a_run(tmp_path, capsys):
     assert "bits/char" in capsys.readouterr().out
     assert train_main(argv) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_rwkv7_family_trains_exports_and_resumes_exactly(tmp_path):
+    rwkv7 = dict(family="rwkv7", hidden_size=64, tie_embeddings=True)  # one head of 64
+    trainer = Trainer(tiny_config(tmp_path, "r7", steps=30, eval_every=15, eval_tokens=1024, lr=5e-3, **rwkv7))
+    before = trainer.evaluate(1024).loss
+    result = fit(trainer)
+    assert result["heldout"]["loss"] < before - 0.5
+    model = from_pretrained(tmp_path / "r7")
+    assert isinstance(model, Rwkv7ForCausalLM) and model.config.tie_word_embeddings
+    assert not any(".lm_head" in key or key == "lm_head.weight" for key in load_file(str(tmp_path / "r7" /
+                                                                                          "model.safetensors")))
+    whole = Trainer(tiny_config(tmp_path, "r7whole", **rwkv7))
+    fit(whole)
+    first = Trainer(tiny_config(tmp_path, "r7split", stop_after=3, **rwkv7))
+    assert fit(first) is None
+    resumed = Trainer.resume(tmp_path / "r7split", progress=False)
+    assert resumed.config.family == "rwkv7" and isinstance(resumed.model, Rwkv7ForCausalLM)
+    fit(resumed)
+    assert first.losses + resumed.losses == whole.losses
+
+
+def test_rwkv7_weight_decay_skips_mixes_biases_and_embeddings():
+    model = new_family_model("rwkv7", 300, 64, 2, 16, tie_embeddings=False)
+    decayed = {name for name, p in model.named_parameters() if decays("rwkv7", name, p)}
+    assert "model.layers.0.attn.r_proj.weight" in decayed and "lm_head.weight" in decayed
+    assert "model.layers.1.attn.w_lora.lora.0.weight" in decayed
+    for name in ("model.layers.0.attn.x_r", "model.layers.0.attn.r_k", "model.embeddings.weight",
+                 "model.layers.0.attn.w_lora.lora.2.bias", "model.layers.0.attn_norm.weight"):
+        assert name not in decayed
+    zeroed = ("o_proj.weight", "ffn.value.weight")  # each block starts as the identity
+    assert all(p.abs().sum() == 0 for n, p in model.named_parameters() if n.endswith(zeroed))
+
+
+def test_cli_family_flag(tmp_path, capsys):
+    config = tiny_config(tmp_path, "cli7")
+    argv = ["--family", "rwkv7", "--text", config.text, "--out", config.out, "--vocab-size", "300",
+            "--num-layers", "1", "--hidden-size", "64", "--context", "16", "--batch-size", "2", "--steps", "2",
+            "--warmup", "1", "--eval-every", "2", "--eval-tokens", "64", "--heldout-fraction", "0.1",
+            "--no-progress"]
+    assert train_main(argv) == 0
+    assert json.loads((tmp_path / "cli7" / "config.json").read_text())["model_type"] == "rwkv7"
+    capsys.readouterr()
+    assert evaluate_main(["--model", config.out, "--text", config.text]) == 0  # scores either family
+    assert json.loads(capsys.readouterr().out)["bits_per_char"] > 0
+    with pytest.raises(SystemExit):
+        train_main(["--family", "rwkv5", "--text", config.text, "--out", str(tmp_path / "x")])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown model family 'gpt'"):
+        TrainConfig(text="", out="", family="gpt")

@@ -4,9 +4,14 @@ With no `--model`, the app uses the Hub's RWKV/rwkv-4-169m-pile when it is alrea
 Hub answers within a short timeout; otherwise (offline, on a train, in a locked-down CI) it starts at once on
 the small demo model committed under demo-model/, and says so. The choice comes back with a message for the
 command line now and the UI later.
+
+Demo names: `demo-rwkv4` is demo-model/ (RWKV-4), `demo-rwkv7` is demo-model-rwkv7/ (RWKV-7, same size, corpus and
+tokens seen), and `demo` is whichever bundled one scored the lower held-out bits per character in its
+training.json (demo-model/ when it is the only one).
 """
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,8 @@ from ..weights.hub import resolve_model_dir
 
 DEMO_NAME = "demo"
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo-model"
+DEMO7_DIR = DEMO_DIR.with_name("demo-model-rwkv7")
+DEMO_DIRS = {"demo-rwkv4": DEMO_DIR, "demo-rwkv7": DEMO7_DIR}
 DEFAULT_REPO = "RWKV/rwkv-4-169m-pile"
 PROBE_TIMEOUT_S = 2.0
 DEMO_BANNER = "Running the bundled demo model: a tiny RWKV trained on Jane Austen (style, not facts)."
@@ -40,8 +47,26 @@ class ModelChoice:
 
 
 def resolve_demo(source: str) -> str:
-    """`demo` -> the bundled model's folder; anything else unchanged."""
-    return str(DEMO_DIR) if source == DEMO_NAME else source
+    """`demo`, `demo-rwkv4`, `demo-rwkv7` -> that bundled model's folder; anything else unchanged."""
+    if source == DEMO_NAME:
+        return str(best_demo())
+    if source in DEMO_DIRS:
+        if not (DEMO_DIRS[source] / "config.json").is_file():
+            raise HubError(f"{source}: the bundled model folder {DEMO_DIRS[source]} is missing")
+        return str(DEMO_DIRS[source])
+    return source
+
+
+def best_demo(folders=tuple(DEMO_DIRS.values())) -> Path:
+    """The bundled demo with the lowest held-out bits per character (training.json); the first when none says."""
+    scored = []
+    for folder in folders:
+        try:
+            record = json.loads((Path(folder) / "training.json").read_text(encoding="utf-8"))
+            scored.append((float(record["heldout"]["bits_per_char"]), Path(folder)))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return min(scored, key=lambda item: item[0])[1] if scored else Path(folders[0])
 
 
 def is_cached(repo_id: str, cache_dir: str | Path | None = None) -> bool:
@@ -77,8 +102,8 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
 def choose_default_model(requested: str | None, cache_dir: str | Path | None = None,
                          probe: Probe = hub_reachable, timeout: float = PROBE_TIMEOUT_S) -> ModelChoice:
     """What to load for `--model requested` (None: not given), and the line to show about it."""
-    if requested == DEMO_NAME:
-        return ModelChoice(str(DEMO_DIR), True, f"Using {DEMO_SUMMARY}.", DEMO_BANNER)
+    if requested == DEMO_NAME or requested in DEMO_DIRS:
+        return ModelChoice(resolve_demo(requested), True, f"Using {DEMO_SUMMARY}.", DEMO_BANNER)
     if requested is not None:
         return ModelChoice(requested, False, "")
     if is_cached(DEFAULT_REPO, cache_dir):
@@ -89,6 +114,6 @@ def choose_default_model(requested: str | None, cache_dir: str | Path | None = N
         return ModelChoice(DEFAULT_REPO, False, f"Using {DEFAULT_REPO}: downloading it from the Hugging Face Hub.")
     else:
         why = f"the Hugging Face Hub did not answer within {timeout:g} s"
-    return ModelChoice(str(DEMO_DIR), True,
+    return ModelChoice(resolve_demo(DEMO_NAME), True,
                        f"{DEFAULT_REPO} is not cached and {why}: starting on {DEMO_SUMMARY}. "
                        f"Pass --model to choose another model.", DEMO_BANNER)

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,14 +27,14 @@ from ..weights.checkpoints import expected_shapes
 from ..models.rwkv4.config import CONFIG_NAME, RwkvConfig
 from .default_model import resolve_demo
 from ..errors import RwkvError
-from ..weights.hub import resolve_model_dir
+from ..weights.hub import resolve_model_dir, resolve_model_file
 from .model_presets import ModelPreset, load_model_presets
 from ..models.cpu_dtype import AUTO, cpu_default_dtype
 from ..models.variants import RWKV4
 from ..weights.pretrained import load_dtype, resolve_device
 from ..weights.progress import Progress, progress_tqdm_class
 from ..tokenizers.tokenizer import TOKENIZER_FILE, TokenizerError
-from ..tokenizers.tokenizer_select import tokenizer_in
+from ..tokenizers.tokenizer_select import align_eos, tokenizer_in
 
 Clock = Callable[[], float]
 
@@ -52,10 +53,12 @@ class ModelKey:
     revision: str | None
     device: str
     dtype: str
+    filename: str | None = None  # one file of the repo (a preset's `filename`), fetched alone
 
     def describe(self) -> str:
         at = f"@{self.revision}" if self.revision else ""
-        return f"{self.source}{at} ({self.dtype} on {self.device})"
+        file = f"/{self.filename}" if self.filename else ""
+        return f"{self.source}{file}{at} ({self.dtype} on {self.device})"
 
 
 @dataclass
@@ -147,7 +150,9 @@ class ModelManager:
         resolved_device = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         name = dtype or auto_dtype(resolved_device, preset)
         load_dtype(name)  # validates the name
-        return ModelKey(target, revision, str(resolved_device), str(name).replace("torch.", "")), preset
+        revision = revision or (preset.revision if preset else None)
+        filename = preset.filename if preset else None
+        return ModelKey(target, revision, str(resolved_device), str(name).replace("torch.", ""), filename), preset
 
     # ---- loading -------------------------------------------------------------------------------
     def _borrow(self, loaded: LoadedModel) -> LoadedModel:
@@ -176,14 +181,16 @@ class ModelManager:
 
     def _load(self, key: ModelKey, preset: ModelPreset | None, progress: Progress) -> LoadedModel:
         progress("download", 0.0, f"fetching {key.source}")
-        path = resolve_model_dir(key.source, revision=key.revision, cache_dir=self.cache_dir,
-                                 local_files_only=self.local_files_only, tqdm_class=progress_tqdm_class(progress))
+        fetch = partial(resolve_model_file, filename=key.filename) if key.filename else resolve_model_dir
+        path = fetch(key.source, revision=key.revision, cache_dir=self.cache_dir,
+                     local_files_only=self.local_files_only, tqdm_class=progress_tqdm_class(progress))
         family = detect_family(path)
         needed = estimate_bytes(path, load_dtype(key.dtype), family)
         self._make_room(needed, key)
         progress("load", 0.0, f"loading weights ({needed / 2**30:.2f} GiB)")
         model = CAUSAL_LM[family].from_pretrained(path, dtype=key.dtype, device=key.device)
         tokenizer = load_tokenizer(path)
+        align_eos(model, tokenizer)
         progress("ready", 1.0, f"{key.describe()} ready")
         return LoadedModel(key, model, tokenizer, model_bytes(model), preset, last_used=self._clock())
 

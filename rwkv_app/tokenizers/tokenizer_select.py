@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .tokenizer import TOKENIZER_FILE, RwkvTokenizer, TokenizerError
-from .world_tokenizer import VOCAB_FILE, WORLD_VOCAB_SIZE, WorldTokenizer
+from .world_tokenizer import EOS_ID, VOCAB_FILE, WORLD_VOCAB_SIZE, WorldTokenizer
 
 # The World-tokenized RWKV-7 repositories; their Pile-trained siblings ("...-pile") carry GPT-NeoX's tokenizer.json.
 WORLD_REPOS = re.compile(r"BlinkDL/rwkv7-g1[A-Za-z0-9._-]*|BlinkDL/rwkv-7-world|fla-hub/rwkv7-[A-Za-z0-9._-]+",
@@ -87,3 +87,15 @@ def pth_vocab_rows(path: Path) -> int:
     except Exception as err:  # torch raises many kinds for a file that is not a readable checkpoint
         raise TokenizerError(f"{path}: cannot read the vocabulary size from emb.weight "
                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def align_eos(model, tokenizer: RwkvTokenizer | None) -> None:
+    """Make a World-tokenized model stop on World's `<|endoftext|>` (id 0).
+
+    A BlinkDL `.pth` has no config, and its inferred one already says bos = eos = 0. An fla folder's config.json
+    may carry fla's library defaults (bos 1, eos 2), which are not World token ids (World's 1 and 2 are the bytes
+    0x00 and 0x01): with the World tokenizer the model's eos becomes 0, so generation ends where the text does.
+    Other tokenizers keep the config's eos.
+    """
+    if isinstance(tokenizer, WorldTokenizer) and model.config.eos_token_id != EOS_ID:
+        model.config.eos_token_id = EOS_ID

@@ -1,4 +1,5 @@
-"""`python -m rwkv_app.train --text CORPUS --out DIR [...]`: train a small RWKV-4 from scratch on a text file.
+"""`python -m rwkv_app.train --text CORPUS --out DIR [--family rwkv4|rwkv7] [...]`: train a small RWKV-4 or
+RWKV-7 from scratch on a text file.
 
 Writes DIR/tokenizer.json at once, DIR/checkpoint/ every --checkpoint-every steps (resume with
 `--out DIR --resume`: same schedule position, optimizer and RNG states), DIR/train_log.jsonl at each evaluation,
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ..errors import RwkvError
 from .checkpoint import CHECKPOINT_DIR
+from .families import FAMILIES
 from .loop import RUNTIME_FIELDS, TrainConfig, Trainer, fit
 
 DEFAULTS = TrainConfig(text="", out="")
@@ -35,9 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--family", choices=FAMILIES, default=DEFAULTS.family,
+                        help=f"model family to train (default: {DEFAULTS.family})")
     parser.add_argument("--tie-embeddings", action="store_true", help="the head shares the embedding matrix")
     for item in dataclasses.fields(TrainConfig):
-        if item.name in ("text", "out", "progress", "betas", "tie_embeddings"):
+        if item.name in ("text", "out", "family", "progress", "betas", "tie_embeddings"):
             continue
         default = getattr(DEFAULTS, item.name)
         kind = float if "float" in str(item.type) else int if "int" in str(item.type) else str

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
-from ..models.rwkv4.modeling import RwkvForCausalLM
+from .families import MODEL_CLASSES
 
 CHECKPOINT_DIR = "checkpoint"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -37,7 +37,7 @@ class ResumeState:
     seconds: float  # wall time spent training up to this checkpoint, over all runs
 
 
-def save_checkpoint(out: Path, model: RwkvForCausalLM, resume: ResumeState) -> Path:
+def save_checkpoint(out: Path, model, resume: ResumeState) -> Path:
     final = out / CHECKPOINT_DIR
     staging, previous = out / (CHECKPOINT_DIR + ".tmp"), out / (CHECKPOINT_DIR + ".old")
     shutil.rmtree(staging, ignore_errors=True)
@@ -56,14 +56,15 @@ def save_checkpoint(out: Path, model: RwkvForCausalLM, resume: ResumeState) -> P
     return final
 
 
-def load_checkpoint(out: Path) -> tuple[RwkvForCausalLM, ResumeState]:
+def load_checkpoint(out: Path) -> tuple[object, ResumeState]:
     """The float32 model (in train mode) and the rest of the state saved under `out/checkpoint`."""
     folder = out / CHECKPOINT_DIR
     if not (folder / TRAINER_FILE).is_file():
         raise CheckpointError(f"no training checkpoint to resume in {folder} (expected {TRAINER_FILE})")
     trainer = json.loads((folder / TRAINER_FILE).read_text(encoding="utf-8"))
     tensors = load_file(str(folder / OPTIMIZER_FILE))
-    model = RwkvForCausalLM.from_pretrained(folder, dtype="float32").train()
+    family = trainer["settings"].get("family", "rwkv4")  # runs from before --family were RWKV-4
+    model = MODEL_CLASSES[family].from_pretrained(folder, dtype="float32").train()
     optimizer = unflatten_optimizer(tensors, trainer["param_groups"])
     return model, ResumeState(step=trainer["step"], settings=trainer["settings"], optimizer=optimizer,
                               data_rng=tensors["rng.data"], torch_rng=tensors["rng.torch"],

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..weights.auto import from_pretrained
 from ..models.rwkv4.modeling import RwkvForCausalLM
 from ..tokenizers.tokenizer import RwkvTokenizer
 from .data import encode_documents, split_documents
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = RwkvForCausalLM.from_pretrained(args.model, dtype="float32")
+    model = from_pretrained(args.model, dtype="float32")  # either family
     tokenizer = RwkvTokenizer.from_pretrained(args.model)
     result = evaluate_text(model, tokenizer, args.text.read_text(encoding="utf-8"))
     print(json.dumps(result.to_dict(), indent=2))

@@ -17,13 +17,13 @@ import torch
 from tqdm import tqdm
 
 from ..weights.checkpoints import save_state_dict
-from ..models.rwkv4.config import RwkvConfig
-from ..models.rwkv4.modeling import RwkvForCausalLM
 from ..weights.pretrained import convert_tensors, resolve_dtype
 from ..tokenizers.tokenizer import TOKENIZER_FILE, RwkvTokenizer
 from .checkpoint import ResumeState, load_checkpoint, save_checkpoint
 from .data import TokenData, prepare, random_windows, split_documents, split_heldout, train_tokenizer
 from .evaluate import Evaluation, evaluate
+from .families import MODEL_CLASSES, check_family, decays
+from .families import new_model as new_family_model
 
 LOG_FILE = "train_log.jsonl"
 RESULT_FILE = "training.json"
@@ -34,6 +34,7 @@ RUNTIME_FIELDS = ("threads", "stop_after", "progress")  # may change on resume; 
 class TrainConfig:
     text: str  # UTF-8 corpus; documents separated by <|endoftext|>
     out: str
+    family: str = "rwkv4"  # rwkv4 | rwkv7 (rwkv_app/train/families.py)
     heldout: str | None = None  # a separate held-out file; else the last `heldout_fraction` of `text`
     heldout_fraction: float = 0.05
     vocab_size: int = 4096
@@ -58,6 +59,9 @@ class TrainConfig:
     stop_after: int | None = None  # stop (with a checkpoint) after this many steps in this run
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        check_family(self.family)
+
     def to_json(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_FIELDS}
 
@@ -70,29 +74,20 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: RwkvForCausalLM, config: TrainConfig) -> torch.optim.AdamW:
-    """Weight decay on the matrices of the linear layers only; not on embeddings, norms or time parameters."""
+def build_optimizer(model, config: TrainConfig) -> torch.optim.AdamW:
+    """Weight decay on the matrices of the linear layers only (the family's rule, rwkv_app/train/families.py)."""
     decay, rest = [], []
     for name, param in model.named_parameters():
-        (decay if param.dim() >= 2 and "embeddings" not in name else rest).append(param)
+        (decay if decays(config.family, name, param) else rest).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=1e-8)
 
 
-def new_model(config: TrainConfig, vocab_size: int) -> RwkvForCausalLM:
-    """A fresh RWKV-4 whose residual branches start at zero (each block starts as the identity)."""
+def new_model(config: TrainConfig, vocab_size: int):
+    """A fresh model of config.family whose residual branches start at zero (each block starts as the identity)."""
     torch.manual_seed(config.seed)
-    model_config = RwkvConfig(vocab_size=vocab_size, hidden_size=config.hidden_size,
-                              num_hidden_layers=config.num_layers, context_length=config.context,
-                              tie_word_embeddings=config.tie_embeddings)
-    model = RwkvForCausalLM(model_config)
-    if config.tie_embeddings:  # the shared matrix needs the head's scale, not the embeddings' tiny uniform one
-        torch.nn.init.normal_(model.head.weight, std=0.5 / math.sqrt(config.hidden_size))
-    with torch.no_grad():
-        for block in model.rwkv.blocks:
-            block.attention.output.weight.zero_()
-            block.feed_forward.value.weight.zero_()
-    return model.train()
+    return new_family_model(config.family, vocab_size, config.hidden_size, config.num_layers, config.context,
+                            config.tie_embeddings)
 
 
 def load_data(config: TrainConfig, tokenizer: RwkvTokenizer | None) -> tuple[RwkvTokenizer, TokenData]:
@@ -110,7 +105,7 @@ class Trainer:
     """One training run: fresh (`Trainer(config)`) or continued from its checkpoint (`Trainer.resume(...)`)."""
 
     def __init__(self, config: TrainConfig, resume: ResumeState | None = None,
-                 model: RwkvForCausalLM | None = None):
+                 model=None):
         self.config, self.out = config, Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         if config.threads:
@@ -182,11 +177,11 @@ class Trainer:
         dtype = resolve_dtype(self.config.save_dtype)
         weights = convert_tensors(self.model.state_dict(), dtype, torch.device("cpu"))
         if self.model.config.tie_word_embeddings:
-            weights.pop("head.weight")
+            weights.pop(self.model.head_key)
         save_state_dict(weights, self.out)
         self.model.config.save_pretrained(self.out)
         self.tokenizer.backend.save(str(self.out / TOKENIZER_FILE))
-        saved = RwkvForCausalLM.from_pretrained(self.out, dtype="float32")
+        saved = MODEL_CLASSES[self.config.family].from_pretrained(self.out, dtype="float32")
         final = evaluate(saved, self.tokenizer, self.data.heldout)
         result = {"settings": self.config.to_json(), "steps": self.step, "train_seconds": round(seconds, 1),
                   "parameters": sum(p.numel() for p in saved.parameters()), "train_tokens": self.data.train.numel(),

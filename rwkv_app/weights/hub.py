@@ -13,10 +13,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import HfApi, constants, get_cached_repo_tree, is_offline_mode, snapshot_download
+from huggingface_hub import HfApi, constants, get_cached_repo_tree, hf_hub_download, is_offline_mode, snapshot_download
 from huggingface_hub.errors import (
     CachedRepoTreeNotFoundError,
     DisabledRepoError,
+    EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
@@ -82,6 +83,30 @@ def resolve_model_dir(repo_id_or_path: str | Path, revision: str | None = None, 
     patterns, network_error = _remote_patterns(repo)
     return _download(repo, patterns, local_only=network_error is not None, network_error=network_error,
                      tqdm_class=tqdm_class)
+
+
+def resolve_model_file(repo_id: str, filename: str, revision: str | None = None,
+                       cache_dir: str | Path | None = None, local_files_only: bool | None = None,
+                       tqdm_class=None) -> Path:
+    """One file of Hub repo `org/name` at `revision` (e.g. a BlinkDL `.pth` in a repo holding several), through
+    huggingface_hub's hf_hub_download and its cache: only that file is fetched; offline, the cached copy."""
+    repo = RepoRef(_validate_repo_id(repo_id), revision, cache_dir, local_files_only)
+    if not filename or filename.startswith(("/", "\\")) or ".." in filename.split("/"):
+        raise HubError(f"invalid file name {filename!r} in {repo.label}: a path inside the repo, like 'model.pth'")
+    offline = is_offline_mode() if local_files_only is None else bool(local_files_only)
+    try:
+        return Path(hf_hub_download(repo.repo_id, filename, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=offline, tqdm_class=tqdm_class))
+    except LocalEntryNotFoundError as err:  # offline and not cached (a subclass of EntryNotFoundError)
+        raise to_hub_error(err, repo) from err
+    except EntryNotFoundError as err:  # the Hub has the repo and revision but not this file
+        raise HubError(f"{repo.label} has no file {filename!r}") from err
+    except (HfHubHTTPError, HFValidationError, OfflineModeIsEnabled) as err:
+        raise to_hub_error(err, repo) from err
+    except Exception as err:
+        if not (_is_network_error(err) or isinstance(err, OSError)):
+            raise
+        raise to_hub_error(err, repo) from err
 
 
 def resolve_config_path(repo_id_or_path: str | Path, revision: str | None = None,

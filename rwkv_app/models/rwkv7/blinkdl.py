@@ -115,4 +115,5 @@ def infer_config7(state_dict: dict[str, torch.Tensor]) -> Rwkv7Config:
         a_low_rank_dim=state_dict["blocks.0.att.a1"].shape[-1],
         gate_low_rank_dim=state_dict["blocks.0.att.g1"].shape[-1],
         v_low_rank_dim=v1.shape[-1] if v1 is not None else None,
+        bos_token_id=0, eos_token_id=0,  # World's <|endoftext|>: BlinkDL's x070 checkpoints are World-tokenized
     )
