@@ -47,12 +47,12 @@ def test_generate_on_an_rwkv7_pth_uses_the_world_tokenizer(world_pth):
 
 def test_a_vocabulary_file_beside_the_pth_wins(world_pth, tmp_path):
     model, pth = world_pth
-    bundled = load_tokenizer(pth, model)
+    bundled = load_tokenizer(pth)
     assert isinstance(bundled, WorldTokenizer) and bundled.source == WorldTokenizer().source
     shutil.copy(pth, tmp_path / pth.name)
     swapped = SHIPPED_VOCAB.read_text(encoding="utf-8").replace("300 ' A' 2\n301 ' B' 2\n", "300 ' B' 2\n301 ' A' 2\n")
     (tmp_path / VOCAB_FILE).write_text(swapped, encoding="utf-8")  # a vocabulary of its own: ' A' and ' B' swapped
-    beside = load_tokenizer(tmp_path / pth.name, model)
+    beside = load_tokenizer(tmp_path / pth.name)
     assert bundled.encode(" A") == [300] and beside.encode(" A") == [301]
 
 
