@@ -20,6 +20,7 @@ import torch
 from .default_model import DEMO_DIR, DEMO_NAME
 from ..engine import Engine
 from ..errors import InputError, RwkvError
+from ..models.family import family_of
 from .manager import LoadedModel, ModelManager, ModelKey, gib
 from ..core.presets import list_sampling_presets
 from ..state_tree import SessionTree, StateBudget
@@ -186,6 +187,15 @@ class Playground:
             return False
         session.close()
         return True
+
+    def state_tensor_names(self) -> tuple[list[str], str]:
+        """The server's model's state tensors and the one the State tab's heatmap shows first (plain data)."""
+        loaded = self.acquire_default()
+        try:
+            family = family_of(loaded.model)
+            return list(family.state_names), family.memory_tensor
+        finally:
+            self.manager.release(loaded)
 
     def acquire_default(self) -> LoadedModel:
         return self.manager.acquire(self.default_source, device=self.options.device, dtype=self.options.dtype)

@@ -13,9 +13,6 @@ from dataclasses import asdict
 import torch
 
 from ..errors import InputError
-from ..models.rwkv4.family import RWKV4_FAMILY
-
-DEFAULT_TENSORS = RWKV4_FAMILY.state_names  # the State tab's choices before a node is shown (the default model's)
 
 MAX_COLUMNS = 192  # a heatmap wider than this averages neighbouring columns
 MAX_TRACE_TOKENS = 256  # the per-token trace runs at most this many tokens of the last generation

@@ -6,13 +6,12 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from ..services import state_inspector as state_data
 from .common import QUIET, guarded
 from .render import heatmap_html
 
-NOTE = ("Values are the state as stored, in float32. This model rescales activations only (`rescale_every`); the "
-        "state is never rescaled (token shifts are stored after the layer norm, WKV sums come from unrescaled "
-        "key/value projections), so the plots mean the same in every dtype.")
+NOTE = ("Values are the state as stored, cast to float32 (RWKV-4's `rescale_every` touches activations only, and "
+        "RWKV-7's WKV matrices are kept in float32), so the plots mean the same in every dtype. RWKV-7's `wkv` "
+        "heatmap has a column per head.")
 CAPTIONS = {"norms": "Per-layer norm of each state tensor at the node.",
             "decay": "Effective decay exp(-exp(time_decay)) of each layer's channels, sorted.",
             "trace": "WKV numerator norm per layer over the node's tokens (the last generation).",
@@ -28,7 +27,8 @@ def build(ctx, refresh):
                            allow_custom_value=True)  # API clients pass ids from /tree
         other = gr.Dropdown([], label="Compare with node (for the difference)", allow_custom_value=True,
                             elem_id="st-other")
-        tensor = gr.Radio(list(state_data.DEFAULT_TENSORS), value="num", label="Heatmap of", elem_id="st-tensor")
+        names, first = ctx.playground.state_tensor_names()  # the served model's family
+        tensor = gr.Radio(names, value=first, label="Heatmap of", elem_id="st-tensor")
         show = gr.Button("Show state", variant="primary", elem_id="st-show")
     with gr.Row():
         norms = gr.LinePlot(x="layer", y="norm", color="tensor", title="State norm per layer", sort="x",
