@@ -5,8 +5,11 @@ import time
 
 import httpx
 import pytest
+import torch
 
 openai = pytest.importorskip("openai")
+
+from rwkv_app.models.state_files import load_state_file  # noqa: E402
 
 from .api_helpers import KEYS, serve  # noqa: E402
 
@@ -150,6 +153,21 @@ def test_states_metadata_delete_and_key_isolation(served, client):
     assert httpx.delete(f"{served.url}/v1/states/{reply.state_id}", headers=headers).json()["deleted"] is True
     gone = httpx.get(f"{served.url}/v1/states/{reply.state_id}", headers=headers)
     assert gone.status_code == 404 and set(gone.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_state_downloads_as_a_state_file_that_loads_back(served, client, tmp_path):
+    reply = greedy(client, max_tokens=3)
+    headers = {"Authorization": f"Bearer {KEYS[0]}"}
+    got = httpx.get(f"{served.url}/v1/states/{reply.state_id}/file", headers=headers)
+    assert got.status_code == 200 and got.headers["content-type"] == "application/octet-stream"
+    path = tmp_path / "reply.safetensors"
+    path.write_bytes(got.content)
+    api_tree = served.service.states.find(KEYS[0], reply.state_id)
+    expected, _ = api_tree.tree.state_at(reply.state_id)
+    loaded = load_state_file(path, api_tree.tree.model)
+    assert all(torch.equal(a, b) for a, b in zip(loaded, expected))  # bit for bit
+    other = httpx.get(f"{served.url}/v1/states/{reply.state_id}/file", headers={"Authorization": f"Bearer {KEYS[1]}"})
+    assert other.status_code == 404
 
 
 def test_states_expire(served, client):

@@ -6,6 +6,7 @@ state extensions. Every error is an OpenAI error object with its HTTP status.
     POST /v1/chat/completions       messages -> reply, in the model family's chat format
     GET  /v1/states/{id}            a kept state's metadata (its node in the key's session tree)
     DELETE /v1/states/{id}          delete it and everything continued from it
+    GET  /v1/states/{id}/file       its state as a state file (safetensors)
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import json
 
 from anyio import to_thread
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from . import responses as shapes
@@ -36,6 +37,7 @@ def build_api(playground, options) -> FastAPI:
     api.add_api_route("/chat/completions", chat_completions, methods=["POST"])
     api.add_api_route("/states/{state_id}", get_state, methods=["GET"])
     api.add_api_route("/states/{state_id}", delete_state, methods=["DELETE"])
+    api.add_api_route("/states/{state_id}/file", state_file, methods=["GET"])
     return api
 
 
@@ -91,6 +93,13 @@ async def get_state(state_id: str, request: Request):
 async def delete_state(state_id: str, request: Request):
     key = client_key(request)
     return await to_thread.run_sync(request.app.state.service.states.delete, key, state_id)
+
+
+async def state_file(state_id: str, request: Request):
+    key = client_key(request)
+    data = await to_thread.run_sync(request.app.state.service.states.state_file, key, state_id)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{state_id}.safetensors"'})
 
 
 async def completions(request: Request):

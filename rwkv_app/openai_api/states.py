@@ -7,10 +7,13 @@ Beyond `max_nodes` nodes per tree the least recently used conversations are dele
 """
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from ..models.state_files import save_state_file
 from ..state_tree import SessionTree
 from .errors import bad_request, not_found
 
@@ -71,6 +74,16 @@ class StateRegistry:
                     "finish_reason": node.meta.get("reason"), "children": list(node.children),
                     "kept": node.id in tree.store,
                     "expires_at": int(api_tree.used.get(node.id, 0) + self.options.state_ttl_s)}
+
+    def state_file(self, key: str, state_id: str) -> bytes:
+        """The node's state as a state file (safetensors, RWKV-Runner's `blocks.{i}.att.time_state` layout for
+        RWKV-7 plus the token shifts; rwkv_app/models/state_files.py), to load elsewhere or with --state."""
+        api_tree = self.find(key, state_id)
+        with api_tree.lock:
+            state, _ = api_tree.tree.state_at(state_id)
+            self.touch(api_tree, state_id)
+        with tempfile.TemporaryDirectory() as folder:
+            return save_state_file(state, api_tree.tree.model, Path(folder) / "state.safetensors").read_bytes()
 
     def delete(self, key: str, state_id: str) -> dict:
         api_tree = self.find(key, state_id)
