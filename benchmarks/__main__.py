@@ -14,7 +14,7 @@ from pathlib import Path
 from .cpu import CpuBenchSettings, render_markdown, run_cpu_bench
 from .report import write_section
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 GPU_TITLE = "GPU: Triton kernels, fused decode, CUDA graphs"
 REPORT_TITLE = "Report: this project vs transformers and rwkv, engine throughput, memory (CPU)"
 LOAD_TITLE = "Engine load test (CPU)"

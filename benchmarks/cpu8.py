@@ -29,7 +29,7 @@ from .cpu import CpuBenchSettings, build_models
 from .engine_runs import throughput
 from .timing import interleaved, interleaved_values
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)

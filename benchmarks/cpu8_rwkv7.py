@@ -58,7 +58,7 @@ def run_child(s: Cpu8Settings, threads: int) -> dict:
     """measure_rwkv7 in a fresh interpreter; its JSON result."""
     command = [sys.executable, "-m", "benchmarks.cpu8_rwkv7", "--repeats", str(s.repeats), "--threads",
                str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
         raise RuntimeError(f"the RWKV-7 benchmark failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -103,7 +103,7 @@ def measure_in_subprocess(impl: str, dtype: str, directory: Path, timeout: float
     """probe() in a fresh interpreter; None (with the reason on stderr) if it fails."""
     command = [sys.executable, "-m", "benchmarks.memory", impl, dtype, str(directory)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          cwd=Path(__file__).resolve().parents[2])
+                          cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
         print(f"memory probe {impl} {dtype} failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
         return None

@@ -15,7 +15,7 @@ import httpx
 
 from rwkv_app.services.malloc import rss_bytes
 
-APP = Path(__file__).resolve().parents[2] / "app.py"
+APP = Path(__file__).resolve().parents[1] / "app.py"
 STATS_ENDPOINT = "/server_stats"  # rwkv_app/ui/stats.py, added by app.py --stats
 
 

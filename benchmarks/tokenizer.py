@@ -17,7 +17,7 @@ from typing import Callable
 from rwkv_app.tokenizers.world_tokenizer import SHIPPED_VOCAB, WorldTokenizer, shipped_vocab
 
 Encoder = Callable[[str], list[int]]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 MIXED = ("中文字符测试，日本語のテキスト、你好世界！《红楼梦》第一回 😀 🎉 👩‍💻 🇫🇷 ∑ ∫ √\r\n\t\t  \u200b e\u0301 "
          "Crème brûlée, naïve café " * 40)
 WORDPIECE_SLICE = 4096
