@@ -149,17 +149,32 @@ def main(argv=None) -> int:
             demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS,
                         max_file_size=int(args.max_upload_mb * 2 ** 20))  # bytes: Gradio's "0.5mb" parser fails
             return 0
-        import uvicorn
-
-        print(f"Running on http://{args.host}:{args.port} (OpenAI-compatible API at /v1)", flush=True)
-        uvicorn.run(mounted_app(args, playground, demo, options), host=args.host, port=args.port,
-                    log_level="warning")
+        serve(mounted_app(args, playground, demo, options), args.host, args.port)
         return 0
     except RwkvError as err:
         print(f"error: {err}", file=sys.stderr)
         if isinstance(err, HubError):
             print(OFFLINE_HINT[0].upper() + OFFLINE_HINT[1:] + ".", file=sys.stderr)
         return 2
+
+
+def serve(app, host: str, port: int) -> None:
+    """Run the mounted app on uvicorn; "Running on ..." is printed once the socket listens (scripts wait for it)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+
+    def announce():
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            print(f"Running on http://{host}:{port} (OpenAI-compatible API at /v1)", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
 
 
 if __name__ == "__main__":

@@ -91,8 +91,10 @@ class SoakUser:
         if not self.ready:
             self.do_generate()
 
-    def chat_args(self, preset: str, knobs=(1.0, 0.7, 0, 1.0)) -> tuple:
-        return (self.rng.choice(MESSAGES), preset, *knobs, self.length(), "", "User", "Bot")
+    def chat_args(self, preset: str, knobs=(1.0, 0.7, 0, 1.0, 0.0, 0.0)) -> tuple:
+        """/chat's inputs; `knobs` as /chat_preset_settings returns them (temperature, top_p, top_k,
+        repetition_penalty, presence_penalty, frequency_penalty): the two penalties go last."""
+        return (self.rng.choice(MESSAGES), preset, *knobs[:4], self.length(), "", "User", "Bot", *knobs[4:])
 
     def do_chat(self) -> None:
         for _ in range(self.rng.randint(1, 2)):  # multi-turn: the chat goes on from the session's last turn
