@@ -30,6 +30,9 @@ UPDATE_S = 1 / 15  # the most often a stream yields: a person reads ~15-20 updat
 # message to the browser (4 columns x 512 tokens unthrottled were ~2,000 messages that froze the tab)
 IDLE_YIELD_S = 0.25  # with no token for this long (queued, or a slow step), yield the text unchanged: a
 # generator can only be closed (the client went away, Gradio cancelled the event) while it is suspended
+STOP_WAIT_S = 1.0  # Stop (in the stream's own thread): the most it waits for the engine to retire a stopped row
+# (its next step), so the row's node keeps its state; without it (or when the stream is closed) the tokens
+# delivered are kept, without a state
 
 
 class QueueFull(RwkvError):
@@ -103,7 +106,7 @@ def stream_ticks(engine, tree, parent: str, branches: list[Branch], role: str, j
                 dirty = set()
                 yield {index: texts[index] for index in sorted(changed)}
         if live:  # Stop: keep what the rows streamed (tokens already delivered included), then show it
-            abandon(job, growth, live)
+            abandon(job, growth, live, STOP_WAIT_S)
             dirty.update(live)
             texts = [tree.node(node).text if node else text for node, text in zip(growth.nodes, texts)]
             live = []
@@ -137,22 +140,24 @@ def stream_texts(engine, tree, parent: str, branches: list[Branch], role: str, j
             yield list(texts)
 
 
-def abandon(job: Job, growth: Growth, live: list[int]) -> None:
+def abandon(job: Job, growth: Growth, live: list[int], wait: float = 0.0) -> None:
     """The stream ended before these rows finished: cancel every request of the job (the engine retires them
-    at its next step) and keep what they streamed. Never waits: it may run on Gradio's event loop."""
+    at its next step) and keep what they streamed. Waits at most `wait` seconds for their FinishEvents (0 when
+    closed: it may run on Gradio's event loop)."""
     job.cancel()
+    deadline = time.monotonic() + wait
     for index in live:
-        event = drain(job.handles[index], growth)
+        event = drain(job.handles[index], growth, deadline)
         if isinstance(event, FinishEvent) and not isinstance(event, ErrorFinish):
             finish_row(growth, event)
     growth.keep_partial(live)
 
 
-def drain(handle, growth: Growth) -> FinishEvent | None:
-    """Take the events already delivered (tokens go to the row); the FinishEvent if it has come."""
+def drain(handle, growth: Growth, deadline: float) -> FinishEvent | None:
+    """Take the events delivered until `deadline` (tokens go to the row); the FinishEvent if it has come."""
     while True:
         try:
-            event = handle.next_event(timeout=0)
+            event = handle.next_event(timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             return None
         if isinstance(event, FinishEvent):
