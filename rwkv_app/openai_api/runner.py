@@ -3,7 +3,8 @@
 One prefill: the new tokens go through the engine once (max_new_tokens=0, batched with everyone's prefill),
 and the state after them is kept as the prompt's node. Then n generations start from that same (state, logits)
 (an RNN forks for free), all batched in the engine's decode step with every other API client and browser.
-Each finished choice becomes a node under the prompt's node; its id is the choice's `state_id`.
+Each finished choice becomes a node under the prompt's node (through state_tree.grow.Growth, as every
+generation of the tree does); its id is the choice's `state_id`.
 
 A stream that is abandoned (the client went away: the async generator is closed or cancelled) cancels every
 engine handle of the request at once, so the engine frees their rows at its next step.
@@ -17,7 +18,8 @@ from anyio import to_thread
 
 from ..engine import ErrorFinish
 from ..core.generation import FinishEvent, TokenEvent
-from ..state_tree.continuation import Row, add_finished
+from ..state_tree.continuation import Row
+from ..state_tree.grow import Growth
 from .errors import ApiError, as_api_error
 from .service import Prepared
 
@@ -81,7 +83,7 @@ async def prefill(job: Prepared, is_disconnected=None) -> tuple[str, list, objec
 class Started:
     parent: str  # the prompt's node: the choices go under it
     handles: list
-    rows: list[Row]
+    growth: Growth  # the choices' rows, becoming nodes under `parent`
 
     def cancel(self) -> None:
         for handle in self.handles:
@@ -92,10 +94,11 @@ async def start(job: Prepared, registry, is_disconnected=None) -> Started:
     """Prefill, then queue the n choices; raises (an ApiError) before anything is streamed."""
     parent, state, logits, context = await prefill(job, is_disconnected)
     registry.touch(job.api_tree, parent)
-    started = Started(parent, [], [])
+    tree = job.api_tree.tree
+    started = Started(parent, [], Growth(tree, parent, [], job.reply_role))
     try:
         for index, settings in enumerate(job.settings):
-            started.rows.append(Row(settings, None, job.api_tree.tree.model, job.api_tree.tree.identity.model_id))
+            started.growth.rows.append(Row(settings, None, tree.model, tree.identity.model_id))
             started.handles.append(job.engine.submit(sampling=settings, state=state, logits=logits, context=context,
                                                      top_alternatives=job.top_alternatives, row=index))
     except BaseException as err:
@@ -108,7 +111,7 @@ async def generate(job: Prepared, registry, started: Started, is_disconnected=No
     """Yield (index, TokenEvent) and Finished items, choices interleaved as the engine steps; leaving early
     (closed, cancelled, failed) cancels every choice still running."""
     try:
-        async for item in events(job, registry, started.parent, started.handles, started.rows, is_disconnected):
+        async for item in events(job, registry, started.handles, started.growth, is_disconnected):
             yield item
     except BaseException as err:
         started.cancel()
@@ -117,7 +120,7 @@ async def generate(job: Prepared, registry, started: Started, is_disconnected=No
         raise as_api_error(err) from err
 
 
-async def events(job: Prepared, registry, parent: str, handles: list, rows: list[Row], is_disconnected):
+async def events(job: Prepared, registry, handles: list, growth: Growth, is_disconnected):
     live, waited = set(range(len(handles))), 0.0
     while live:
         got = False
@@ -128,12 +131,11 @@ async def events(job: Prepared, registry, parent: str, handles: list, rows: list
                 continue
             got = True
             if isinstance(event, TokenEvent):
-                rows[index].take(event)
+                growth.feed(event)
                 yield index, event
             elif isinstance(event, FinishEvent):
                 live.discard(index)
-                yield Finished(index, event, await to_thread.run_sync(record, job, registry, parent, rows[index],
-                                                                      event))
+                yield Finished(index, event, await to_thread.run_sync(record, job, registry, growth, event))
         if not got:
             await asyncio.sleep(POLL_S)
             waited += POLL_S
@@ -143,15 +145,14 @@ async def events(job: Prepared, registry, parent: str, handles: list, rows: list
                     raise asyncio.CancelledError
 
 
-def record(job: Prepared, registry, parent: str, row: Row, event: FinishEvent) -> str | None:
+def record(job: Prepared, registry, growth: Growth, event: FinishEvent) -> str | None:
     """The finished choice as a node under the prompt's node (its state kept); its id, or None on failure."""
     if isinstance(event, ErrorFinish):
         raise ApiError(500, f"generation failed: {event.error}", "server_error")
-    if event.state is None or not event.tokens:
-        return None
     with job.api_tree.lock:
-        if parent not in job.api_tree.tree.nodes:
+        if growth.parent not in job.api_tree.tree.nodes:
             return None
-        node = add_finished(job.api_tree.tree, parent, row, event, job.reply_role)
-    registry.touch(job.api_tree, node)
+        node = growth.finish(event)
+    if node is not None:
+        registry.touch(job.api_tree, node)
     return node

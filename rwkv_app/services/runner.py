@@ -3,8 +3,9 @@ finished (or stopped) continuation comes back as a new node of the session tree.
 
 The session tree generates with the model's own decode loop; here the same continuation is submitted to the
 engine instead (state=, logits=, context= as the tree keeps them), so every user's generation shares one
-batched decode forward per step and a queue with a size limit. The node is added with the tree's own helpers
-(continuation.add_finished / keep_partial), so it reads exactly like one the tree generated itself.
+batched decode forward per step and a queue with a size limit. The handles' events go into the tree through
+state_tree.grow.Growth, as the library's own generation does, so the node reads exactly like one the tree
+generated itself.
 
 A stream that ends early (its generator closed: the browser went away or Gradio cancelled the event; or a
 row failed) cancels every engine request of its job at once, so the engine frees their slots within one
@@ -17,17 +18,21 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from ..engine import CANCELLED, EngineBusy, ErrorFinish
+from ..engine import EngineBusy, ErrorFinish
 from ..errors import RwkvError
 from ..core.generation import FinishEvent, TokenEvent
 from ..state_tree import SessionError
-from ..state_tree.continuation import Branch, Row, add_finished, in_branch_order, keep_partial, resolve_row
+from ..state_tree.continuation import Branch, Row, resolve_row
+from ..state_tree.grow import Growth
 
 POLL_S = 0.05
 UPDATE_S = 1 / 15  # the most often a stream yields: a person reads ~15-20 updates a second, and every yield is a
 # message to the browser (4 columns x 512 tokens unthrottled were ~2,000 messages that froze the tab)
 IDLE_YIELD_S = 0.25  # with no token for this long (queued, or a slow step), yield the text unchanged: a
 # generator can only be closed (the client went away, Gradio cancelled the event) while it is suspended
+STOP_WAIT_S = 1.0  # Stop (in the stream's own thread): the most it waits for the engine to retire a stopped row
+# (its next step), so the row's node keeps its state; without it (or when the stream is closed) the tokens
+# delivered are kept, without a state
 
 
 class QueueFull(RwkvError):
@@ -75,9 +80,9 @@ def stream_ticks(engine, tree, parent: str, branches: list[Branch], role: str, j
     row finishes; an unchanged row after IDLE_YIELD_S with no token, so the stream can be closed); when it ends,
     `job.nodes` holds the new nodes in branch order. Closed early or failed: the job's requests are cancelled
     and the rows streamed so far are kept."""
-    rows = submit_rows(engine, tree, parent, branches, job)
-    texts = [""] * len(rows)
-    live = list(range(len(rows)))
+    growth = Growth(tree, parent, submit_rows(engine, tree, parent, branches, job), role)
+    texts = [""] * len(growth.rows)
+    live = list(range(len(growth.rows)))
     dirty: set[int] = set()
     last_yield = -float("inf")  # the first token goes out at once (and Gradio can cancel the stream from then on)
     try:
@@ -86,12 +91,12 @@ def stream_ticks(engine, tree, parent: str, branches: list[Branch], role: str, j
             for index in list(live):
                 event = next_event(job.handles[index], POLL_S / len(live))
                 if isinstance(event, TokenEvent):
-                    rows[index].take(event)
+                    growth.feed(event)
                     texts[index] += event.delta or ""
                     dirty.add(index)
                 elif isinstance(event, FinishEvent):
                     live.remove(index)
-                    texts[index] = finish_row(tree, parent, rows[index], event, role) or texts[index]
+                    texts[index] = finish_row(growth, event) or texts[index]
                     dirty.add(index)
                     finished = True
             now = time.monotonic()
@@ -101,17 +106,17 @@ def stream_ticks(engine, tree, parent: str, branches: list[Branch], role: str, j
                 dirty = set()
                 yield {index: texts[index] for index in sorted(changed)}
         if live:  # Stop: keep what the rows streamed (tokens already delivered included), then show it
-            abandon(job, tree, parent, rows, live, role)
+            abandon(job, growth, live, STOP_WAIT_S)
             dirty.update(live)
-            texts = [tree.node(row.node).text if row.node else text for row, text in zip(rows, texts)]
+            texts = [tree.node(node).text if node else text for node, text in zip(growth.nodes, texts)]
             live = []
         if dirty or last_yield == -float("inf"):  # the last tokens reach the browser; a stream always yields
-            yield {index: texts[index] for index in sorted(dirty or range(len(rows)))}
+            yield {index: texts[index] for index in sorted(dirty or range(len(texts)))}
     finally:
         if live:
-            abandon(job, tree, parent, rows, live, role)
-        in_branch_order(tree, parent, rows)
-        job.nodes = [row.node for row in rows]
+            abandon(job, growth, live)
+        growth.in_branch_order()
+        job.nodes = growth.nodes
         job.handles = []  # let the handles go: a finished one holds its final state and logits
 
 
@@ -135,27 +140,29 @@ def stream_texts(engine, tree, parent: str, branches: list[Branch], role: str, j
             yield list(texts)
 
 
-def abandon(job: Job, tree, parent: str, rows: list[Row], live: list[int], role: str) -> None:
+def abandon(job: Job, growth: Growth, live: list[int], wait: float = 0.0) -> None:
     """The stream ended before these rows finished: cancel every request of the job (the engine retires them
-    at its next step) and keep what they streamed. Never waits: it may run on Gradio's event loop."""
+    at its next step) and keep what they streamed. Waits at most `wait` seconds for their FinishEvents (0 when
+    closed: it may run on Gradio's event loop)."""
     job.cancel()
+    deadline = time.monotonic() + wait
     for index in live:
-        event = drain(job.handles[index], rows[index])
+        event = drain(job.handles[index], growth, deadline)
         if isinstance(event, FinishEvent) and not isinstance(event, ErrorFinish):
-            finish_row(tree, parent, rows[index], event, role)
-    keep_partial(tree, parent, [row for i, row in enumerate(rows) if i in live and row.node is None], role)
+            finish_row(growth, event)
+    growth.keep_partial(live)
 
 
-def drain(handle, row: Row) -> FinishEvent | None:
-    """Take the events already delivered (tokens go to the row); the FinishEvent if it has come."""
+def drain(handle, growth: Growth, deadline: float) -> FinishEvent | None:
+    """Take the events delivered until `deadline` (tokens go to the row); the FinishEvent if it has come."""
     while True:
         try:
-            event = handle.next_event(timeout=0)
+            event = handle.next_event(timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             return None
         if isinstance(event, FinishEvent):
             return event
-        row.take(event)
+        growth.feed(event)
 
 
 def next_event(handle, timeout: float = POLL_S):
@@ -165,16 +172,9 @@ def next_event(handle, timeout: float = POLL_S):
         return None
 
 
-def finish_row(tree, parent: str, row: Row, event: FinishEvent, role: str) -> str | None:
-    """Add the row's node; a stopped row keeps its tokens (no state is kept unless the engine returned one)."""
+def finish_row(growth: Growth, event: FinishEvent) -> str:
+    """Add the row's node and return its text ("" when nothing was kept); a failed row raises."""
     if isinstance(event, ErrorFinish):
         raise RwkvError(f"generation failed: {event.error}")
-    if not event.tokens:
-        return ""
-    if event.state is None or event.logits is None:  # cancelled before it ran: nothing to keep
-        return ""
-    row.node = add_finished(tree, parent, row, event, role)
-    if event.reason == CANCELLED:
-        tree.node(row.node).meta["reason"] = "cancelled"
-    return tree.node(row.node).text
-
+    node = growth.finish(event)
+    return growth.tree.node(node).text if node else ""

@@ -12,7 +12,6 @@ from typing import Iterator
 
 from ..errors import InputError
 from ..state_tree import Branch, ChatSession, SessionError, SessionTree
-from ..state_tree.chat import reply_settings
 from ..state_tree.continuation import resolve_sampling
 from ..state_tree.nodes import BOT, GENERATED, SYSTEM, TEXT, USER
 from . import state_inspector, transfer, views
@@ -93,9 +92,10 @@ class UserSession:
                                  f"got {count}")
             overrides["max_new_tokens"] = count
         if seed is not None and seed != "":
-            overrides["seed"] = int(seed)
-        resolve_sampling(preset or None, overrides)  # bad settings fail now, before anything is added
-        return Branch(preset or None, label=preset or None, overrides=overrides)
+            overrides["seed"] = int(seed)  # kept apart (Branch.seed): a chat retry draws a new one unless given
+        seed = overrides.pop("seed", None)
+        settings = resolve_sampling(preset or None, overrides)  # the preset resolved once; bad settings fail now
+        return Branch(settings, seed=seed, label=preset or None)
 
     # ---- playground ----------------------------------------------------------------------------------
     def generate(self, prompt: str, preset: str | None, max_new_tokens=None, seed=None) -> Iterator[str]:
@@ -297,25 +297,20 @@ class UserSession:
         return self._reply(branch, add_turn)
 
     def chat_retry(self, branch: Branch) -> Iterator[list[dict]]:
-        chat = self.require_chat()
-        node = self.tree.node(chat.current)
-        if node.role == BOT:
-            chat.current = node.parent
-        if self.tree.node(chat.current).role != USER:
-            raise SessionError("nothing to retry: send a message first")
-        if "seed" not in branch.overrides:
-            branch = Branch(branch.sampling, label=branch.label, overrides={**branch.overrides, "seed": None})
+        """A new reply to the chat's last user turn, with a fresh seed unless one was given."""
+        self.require_chat().to_user_turn()
         return self._reply(branch)
 
     def _reply(self, branch: Branch, add_turn=None) -> Iterator[list[dict]]:
-        """Stream a bot turn under the chat's current node; `add_turn` (the user's message) runs first, under
-        the session's lock, so a turn is never added while another generation runs."""
+        """Stream a bot turn under the chat's current node (the chat's reply_branch, run on the engine);
+        `add_turn` (the user's message) runs first, under the session's lock, so a turn is never added while
+        another generation runs."""
         chat = self.chat
-        settings = resolve_sampling(branch.sampling, branch.overrides)
-        reply = Branch(reply_settings(settings, self.tree.tokenizer), label=branch.label)
         with self.busy() as job:
             if add_turn is not None:
                 add_turn()
+            reply = chat.reply_branch(branch.sampling, fresh_seed=branch.seed is None)
+            reply = Branch(reply.sampling, seed=branch.seed, label=branch.label)
             parent, before = chat.current, chat.messages()
             yield before + [{"role": "assistant", "content": ""}]
             try:

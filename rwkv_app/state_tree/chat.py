@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from .continuation import resolve_sampling
+from .continuation import Branch, resolve_sampling
 from .nodes import BOT, ROOT, SYSTEM, USER, Change, SessionError
 from .tree import SessionTree
 
@@ -143,22 +143,34 @@ class ChatSession:
 
         `sampling` (default: the chat's) with keyword overrides; the reply always stops at a blank line.
         """
-        parent = self.current
-        if self.tree.node(parent).role != USER:
+        branch = self.reply_branch(sampling, fresh_seed=fresh_seed, **overrides)
+        return self.follow(self.tree.generate(self.current, branch.sampling, role=BOT, label=branch.label))
+
+    def reply_branch(self, sampling=None, *, fresh_seed: bool = False, **overrides) -> Branch:
+        """What a bot turn under the current (user) node generates: the settings (`sampling`, default the
+        chat's, with the overrides) made a reply's (reply_settings), a fresh seed if asked, the preset's name.
+        Every reply is made from it: the library's (reply) and the app's, which streams it on the engine."""
+        if self.tree.node(self.current).role != USER:
             raise SessionError("the bot replies to a user turn: send a message first")
         spec = sampling or self.sampling
         settings = resolve_sampling(spec, overrides)
         settings = reply_settings(settings, self.tree.tokenizer).replace(**({"seed": None} if fresh_seed else {}))
-        label = spec if isinstance(spec, str) else None
-        return self.follow(self.tree.generate(parent, settings, role=BOT, label=label))
+        return Branch(settings, label=spec if isinstance(spec, str) else None)
 
     def retry(self, sampling=None, **overrides) -> Iterator:
         """A new reply to the same user turn, with a fresh seed unless one is given; the current reply stays
         as a branch beside it."""
+        self.to_user_turn()
+        return self.reply(sampling, fresh_seed=overrides.get("seed") is None, **overrides)
+
+    def to_user_turn(self) -> str:
+        """Retrying: from a bot reply, back to the user turn it answered (the reply stays as a branch)."""
         node = self.tree.node(self.current)
         if node.role == BOT:
             self.current = node.parent
-        return self.reply(sampling, fresh_seed=overrides.get("seed") is None, **overrides)
+        if self.tree.node(self.current).role != USER:
+            raise SessionError("nothing to retry: send a message first")
+        return self.current
 
     def undo(self) -> Change:
         """Step back before the last user turn (it and its reply stay in the tree as a branch)."""

@@ -18,6 +18,7 @@ from ..core.generation import FinishEvent, TokenEvent
 from ..models.family import family_of
 from ..core.presets import load_sampling_preset
 from ..core.sampling import SamplingSettings
+from .grow import Growth
 from .nodes import ROLES, ROOT, Change, SessionError
 
 _END = object()
@@ -105,21 +106,18 @@ def run_rows(tree, parent_id: str, rows: list[Row], role: str, criteria: list) -
     for index, row in enumerate(rows):
         groups.setdefault(id(row.model), []).append(index)
     streams = [group_stream(tree, parent_id, context, rows, members, criteria) for members in groups.values()]
+    growth = Growth(tree, parent_id, rows, role)
     try:
         for event in interleave(streams):
-            if isinstance(event, TokenEvent):
-                rows[event.row].take(event)
-            elif isinstance(event, FinishEvent):
-                rows[event.row].node = add_finished(tree, parent_id, rows[event.row], event, role)
-                in_branch_order(tree, parent_id, rows)
+            growth.feed(event)
             yield event
     except GeneratorExit:
-        keep_partial(tree, parent_id, rows, role)
+        growth.keep_partial()
         raise
     finally:
         for stream in streams:
             stream.close()
-    added = tuple(row.node for row in rows)
+    added = tuple(growth.nodes)
     yield Change(added[0] if len(rows) == 1 else parent_id, added)
 
 
@@ -158,30 +156,3 @@ def interleave(streams: list[Iterator]) -> Iterator:
                 live.remove(stream)
             else:
                 yield item
-
-
-def add_finished(tree, parent_id: str, row: Row, event: FinishEvent, role: str) -> str:
-    meta = {"sampling": row.settings.replace(seed=event.seed).to_dict(), "preset": row.label, "seed": event.seed,
-            "reason": event.reason, "model": row.model_id}
-    node = tree.add(parent_id, role, event.tokens, event.text or "", tuple(row.probs), tuple(row.top), meta)
-    if row.model is tree.model:
-        tree.store.put(node.id, event.state, event.logits)
-    return node.id
-
-
-def in_branch_order(tree, parent_id: str, rows: list[Row]) -> None:
-    """Rows finish in any order; the parent lists the new nodes in branch order."""
-    added = [row.node for row in rows if row.node is not None]
-    siblings = tree.nodes[parent_id].children
-    siblings[:] = [i for i in siblings if i not in added] + added
-
-
-def keep_partial(tree, parent_id: str, rows: list[Row], role: str) -> None:
-    """Generation stopped early (the generator was closed): rows with tokens become nodes, without kept states."""
-    for row in rows:
-        if row.node is None and row.tokens:
-            meta = {"sampling": row.settings.to_dict(), "preset": row.label, "seed": row.settings.seed,
-                    "reason": "cancelled", "model": row.model_id}
-            row.node = tree.add(parent_id, role, row.tokens, tree.decode(row.tokens), tuple(row.probs),
-                                tuple(row.top), meta).id
-    in_branch_order(tree, parent_id, rows)
