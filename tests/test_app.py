@@ -106,3 +106,18 @@ def test_two_clients_do_not_see_each_other(served):
         t.join(60)
     assert users(results["a"]) == ["I am client A"] and users(results["b"]) == ["I am client B"]
     assert users(a.predict("again", api_name="/chat")) == ["I am client A", "again"]
+
+
+def test_a_node_state_downloads_as_a_state_file(client, served):
+    from rwkv_app.models.state_files import load_state_file
+    import torch
+
+    client.predict("A persona, built by prompting.", "deterministic", 4, 1, api_name="/generate")
+    current = next(n for n in client.predict(api_name="/tree") if n["current"])
+    path = client.predict(current["id"], api_name="/export_state")
+    session = next(s for s in served[1]._clients.values() if current["id"] in s.tree.nodes)
+    expected, _ = session.tree.state_at(current["id"])
+    loaded = load_state_file(path, session.tree.model)
+    assert all(torch.equal(a, b) for a, b in zip(loaded, expected))  # the node's state, bit for bit
+    with pytest.raises(Exception, match="empty state"):
+        client.predict(client.predict(api_name="/tree")[0]["id"], api_name="/export_state")  # the root

@@ -331,6 +331,23 @@ def test_session_export_is_one_click_and_a_refused_import_leaves_no_stale_messag
     assert "Resumed" not in page.inner_text("#session-status")
 
 
+def test_the_current_node_state_downloads_as_a_state_file(page, tmp_path):
+    """Issue 17: a persona built by prompting is shared as a state file (the Session tab, the current node)."""
+    from safetensors.torch import load_file
+
+    generate(page, "You are Mr. Darcy.")
+    open_tab(page, "Session")
+    page.fill("#state-file-node textarea", "")
+    page.click("#state-file-export")
+    link = page.wait_for_selector("#state-file-download a")
+    with page.expect_download() as download:
+        link.click()
+    saved = tmp_path / "state.safetensors"
+    download.value.save_as(saved)
+    tensors = load_file(str(saved))
+    assert any(name.startswith("blocks.0.") for name in tensors) and error_badges(page) == 0
+
+
 # ---- 16: a phone ------------------------------------------------------------------------------------------
 def box(page, selector) -> dict:
     return page.eval_on_selector(selector, "e => { const r = e.getBoundingClientRect(); "

@@ -95,7 +95,7 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
         "force": (node, position, token, pick, length, seed), "delete_node": (node,),
         "compare": (count, length, *(pick, seed) * 4), "compare_stop": (),
         "keep_1": (), "keep_2": (), "keep_3": (), "keep_4": (),
-        "state": (node, node, tensor), "load_model": (source,), "models_info": (), "export_session": (),
+        "state": (node, node, tensor), "load_model": (source,), "models_info": (), "export_session": (), "export_state": (node,),
         "import_session": (upload,),
     }
 
@@ -228,7 +228,8 @@ def test_every_named_endpoint_has_a_strategy_for_each_input(app):
 ENDPOINTS = ["chat", "chat_submit", "chat_stop", "chat_retry", "chat_undo", "chat_new", "chat_edit",
              "chat_previous_branch", "chat_next_branch", "chat_preset_settings", "generate", "continue", "stop",
              "select_node", "tree", "pick_token", "rewind", "force", "delete_node", "compare", "compare_stop", "keep_1",
-             "keep_2", "keep_3", "keep_4", "state", "load_model", "models_info", "export_session", "import_session"]
+             "keep_2", "keep_3", "keep_4", "state", "load_model", "models_info", "export_session", "export_state",
+             "import_session"]
 
 
 def test_the_parametrized_list_is_every_endpoint(app):

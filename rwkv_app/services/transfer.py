@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..models.state_files import save_state_file
 from ..state_tree import ArchiveLimits, export_session, import_session
 
 MIB = 2 ** 20
@@ -18,6 +19,19 @@ def export_to(session, directory) -> str:
     path = directory / f"rwkv-session-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(session) % 10**6}.zip"
     export_session(session.tree, path)
     return str(path)
+
+
+def export_state_to(session, node_id: str | None, directory) -> str:
+    """The state after a node (default: the session's current one) as a state file in `directory`: safetensors in
+    the model family's layout (RWKV-7: RWKV-Runner's `blocks.{i}.att.time_state`, plus the token shifts)."""
+    tree = session.tree
+    node = tree.node(node_id or session.current)
+    if node.id == tree.root:
+        raise InputError("the start of the tree has an empty state: select a node with text first")
+    state, _ = tree.state_at(node.id)  # a copy; the tree's own stays untouched
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return str(save_state_file(state, tree.model, directory / f"rwkv-state-{node.id}.safetensors"))
 
 
 def import_from(session, path):

@@ -239,8 +239,15 @@ class UserSession:
     def export(self, directory) -> str:
         """Write the session file into `directory`; the previous export is removed (Gradio serves a download
         from its own cached copy), and the last one goes when the session ends."""
+        return self._keep_export(directory, lambda: transfer.export_to(self, directory))
+
+    def export_state(self, node_id: str | None, directory) -> str:
+        """Write a node's state (default: the current node) as a state file; kept and removed as exports are."""
+        return self._keep_export(directory, lambda: transfer.export_state_to(self, node_id, directory))
+
+    def _keep_export(self, directory, write) -> str:
         made_folder = not Path(directory).exists()
-        path = transfer.export_to(self, directory)
+        path = write()
         self.drop_exports()
         self.exports.append((Path(path), made_folder))
         return path

@@ -24,6 +24,12 @@ def build(ctx, refresh):
                      elem_id="session-upload")
     load = gr.Button("Resume the uploaded session", variant="primary", elem_id="session-load")
     status = gr.Markdown(elem_id="session-status")
+    gr.Markdown("A state file holds one node's RNN state (safetensors; RWKV-7 in RWKV-Runner's `time_state` layout), "
+                "to share a persona built by prompting, or to load with `--state` and other RWKV tools.")
+    with gr.Row():
+        state_node = gr.Textbox(label="Node id (empty: the current node)", elem_id="state-file-node")
+        export_state = gr.Button("Download the node's state", elem_id="state-file-export")
+        state_download = gr.File(label="State file", interactive=False, elem_id="state-file-download")
     folder = tempfile.mkdtemp(prefix="rwkv-sessions-")
     wire(ctx, refresh, locals())
     return {}
@@ -42,6 +48,11 @@ def wire(ctx, refresh, c):
         return session.export(export_folder(c["folder"])), session
 
     @guarded
+    def export_state(node_id, session, request: gr.Request):
+        session = ctx.ensure(session, request)
+        return session.export_state(node_id or None, export_folder(c["folder"])), session
+
+    @guarded
     def load(path, session, request: gr.Request):
         session = ctx.ensure(session, request)
         session.load_file(path)
@@ -50,6 +61,8 @@ def wire(ctx, refresh, c):
     exported = c["export"].click(export, [ctx.state], [c["download"], ctx.state], api_name="export_session",
                                  show_progress=QUIET)
     exported.success(None, None, None, js=FOLLOW_LINK, api_visibility="private")
+    c["export_state"].click(export_state, [c["state_node"], ctx.state], [c["state_download"], ctx.state],
+                            api_name="export_state", show_progress=QUIET)
     cleared = c["load"].click(lambda: "", None, c["status"], api_visibility="private", show_progress="hidden")
     refresh.append(cleared.then(load, [c["upload"], ctx.state], [c["status"], ctx.state], api_name="import_session",
                                 show_progress=QUIET))  # a refused file leaves no earlier message beside its toast
