@@ -1,6 +1,7 @@
 """Shared by the app tests: a tiny local model directory (random weights + a small BPE tokenizer) and a
 playground service on it."""
 import socket
+from contextlib import contextmanager
 
 from rwkv_app import RwkvConfig, RwkvForCausalLM
 from rwkv_app.services.manager import ModelManager
@@ -24,6 +25,23 @@ def tiny_playground(directory, **options) -> Playground:
                             ModelManager(local_files_only=True))
     playground.start(str(directory))
     return playground
+
+
+@contextmanager
+def launched(directory, **options):
+    """The web app on a free loopback port over `directory`'s model: yields (url, playground)."""
+    from rwkv_app.ui import build_app
+
+    playground = tiny_playground(directory, **options)
+    demo = build_app(playground)
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True, max_file_size="2mb")
+    try:
+        yield url, playground
+    finally:
+        demo.close()
+        playground.close()
 
 
 def free_port() -> int:

@@ -6,9 +6,8 @@ import pytest
 gradio = pytest.importorskip("gradio")
 from gradio_client import Client  # noqa: E402
 
-from rwkv_app.ui import build_app  # noqa: E402
 
-from .app_helpers import free_port, tiny_playground, write_tiny_model  # noqa: E402
+from .app_helpers import launched, write_tiny_model  # noqa: E402
 
 
 def text(message: dict) -> str:
@@ -23,15 +22,8 @@ def users(messages: list) -> list[str]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    directory = write_tiny_model(tmp_path_factory.mktemp("app") / "tiny")
-    playground = tiny_playground(directory, max_prompt_chars=5000)
-    demo = build_app(playground)
-    demo.queue()
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True, max_file_size="2mb")
-    yield url, playground
-    demo.close()
-    playground.close()
+    with launched(write_tiny_model(tmp_path_factory.mktemp("app") / "tiny"), max_prompt_chars=5000) as app:
+        yield app
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ import pytest
 gradio = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from rwkv_app.ui import build_app  # noqa: E402
-
-from .app_helpers import free_port, tiny_playground  # noqa: E402
+from .app_helpers import launched  # noqa: E402
 from .rwkv7_helpers import save_pth, tiny_model7  # noqa: E402
 from .test_app import users  # noqa: E402
 
@@ -17,14 +15,8 @@ WORLD = dict(vocab_size=65536, hidden_size=64, num_hidden_layers=2)  # World's v
 @pytest.fixture(scope="module")
 def served7(tmp_path_factory):
     pth = save_pth(tiny_model7(seed=5, **WORLD), tmp_path_factory.mktemp("app7") / "rwkv7-tiny.pth")
-    playground = tiny_playground(pth, max_prompt_chars=5000)
-    demo = build_app(playground)
-    demo.queue()
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True, max_file_size="2mb")
-    yield url, playground
-    demo.close()
-    playground.close()
+    with launched(pth, max_prompt_chars=5000) as app:
+        yield app
 
 
 @pytest.fixture
