@@ -45,23 +45,38 @@ class ArchiveLimits:
 
 def export_session(tree: SessionTree, target: str | Path | BinaryIO) -> None:
     """Write the tree and its kept states (not the root's: it is the empty state) to a zip file."""
+    write_session_zip(target, tree_json(tree), safetensors.torch.save(state_tensors(tree, tree.store.entries)))
+
+
+def tree_json(tree: SessionTree) -> bytes:
+    """The tree.json member: format, identity, tokenizer, meta and the nodes, parents before children."""
     order, stack = [], [tree.root]
     while stack:  # parents before children
         order.append(stack.pop())
         stack.extend(reversed(tree.nodes[order[-1]].children))
     doc = {"format": FORMAT, "version": VERSION, "model": tree.identity.to_json(), "tokenizer": tree.tokenizer_id,
            "root": tree.root, "meta": tree.meta, "nodes": [tree.nodes[i].to_json() for i in order]}
+    return json.dumps(doc, allow_nan=False).encode("utf-8")
+
+
+def state_tensors(tree: SessionTree, node_ids) -> dict:
+    """The states.safetensors entries ("<node id>/<name>", "<node id>/logits") of the kept nodes among
+    `node_ids`, in that order (least recently used first: an import keeps it); never the root's."""
     tensors = {}
-    for node_id, kept in tree.store.entries.items():  # least recently used first: an import keeps the order
-        if node_id != tree.root:
+    for node_id in node_ids:
+        kept = tree.store.entries.get(node_id)
+        if node_id != tree.root and kept is not None:
             for name, tensor in tree.family.to_named(kept.state).items():
                 tensors[f"{node_id}/{name}"] = tensor
             tensors[f"{node_id}/logits"] = kept.logits.detach().cpu().contiguous()  # (V,)
+    return tensors
+
+
+def write_session_zip(target: str | Path | BinaryIO, tree_bytes: bytes, states_bytes: bytes) -> None:
+    """The session file: the two members, fixed timestamps (the same session gives the same bytes)."""
     with zipfile.ZipFile(target, "w") as archive:
-        archive.writestr(zipfile.ZipInfo(TREE_MEMBER, FIXED_TIME), json.dumps(doc, allow_nan=False).encode("utf-8"),
-                         compress_type=zipfile.ZIP_DEFLATED)
-        archive.writestr(zipfile.ZipInfo(STATES_MEMBER, FIXED_TIME), safetensors.torch.save(tensors),
-                         compress_type=zipfile.ZIP_STORED)
+        archive.writestr(zipfile.ZipInfo(TREE_MEMBER, FIXED_TIME), tree_bytes, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr(zipfile.ZipInfo(STATES_MEMBER, FIXED_TIME), states_bytes, compress_type=zipfile.ZIP_STORED)
 
 
 def import_session(source: str | Path | bytes | BinaryIO, model, tokenizer=None, *, model_id: str | None = None,
@@ -74,6 +89,17 @@ def import_session(source: str | Path | bytes | BinaryIO, model, tokenizer=None,
     limits, budget = limits or ArchiveLimits(), budget or StateBudget()
     states_limit = limits.max_states_bytes if limits.max_states_bytes is not None else budget.max_bytes + 16 * MIB
     members = read_members(source, limits.max_json_bytes, states_limit)
+    return session_from_members(members, model, tokenizer, model_id=model_id, budget=budget,
+                                state_device=state_device, limits=limits, top_alternatives=top_alternatives)
+
+
+def session_from_members(members: dict[str, bytes], model, tokenizer=None, *, model_id: str | None = None,
+                         budget: StateBudget | None = None, state_device=None, limits: ArchiveLimits | None = None,
+                         top_alternatives: int = 5) -> SessionTree:
+    """import_session's checks and build, from the two members' bytes (a file's, or a session store's)."""
+    limits, budget = limits or ArchiveLimits(), budget or StateBudget()
+    if len(members[TREE_MEMBER]) > limits.max_json_bytes:
+        fail(f"tree.json is over the limit of {limits.max_json_bytes} bytes")
     doc = parse_json(members[TREE_MEMBER])
     saved = validate_identity(doc.get("model") if isinstance(doc, dict) else None)
     check_same_model(ModelIdentity.of(model, model_id or saved.model_id), saved)
