@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from rwkv_app.services.session_store import QuotaExceeded, StoreConflict, open_store
+from rwkv_app.services.session_store import QuotaExceeded, StoreConflict
+from rwkv_app.services.stores import open_store
 
 from .store_helpers import redis_server
 

@@ -117,3 +117,13 @@ def choose_default_model(requested: str | None, cache_dir: str | Path | None = N
     return ModelChoice(resolve_demo(DEMO_NAME), True,
                        f"{DEFAULT_REPO} is not cached and {why}: starting on {DEMO_SUMMARY}. "
                        f"Pass --model to choose another model.", DEMO_BANNER)
+
+
+def public_name(source: str) -> str:
+    """What a visitor sees for a model source: "demo" for the bundled model, a folder's own name for a local path
+    (never where the server keeps it), a preset name or Hub repo id unchanged."""
+    import os
+
+    if Path(source).resolve() == DEMO_DIR.resolve():
+        return DEMO_NAME
+    return Path(source).name if os.path.isabs(source) else source

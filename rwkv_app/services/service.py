@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .default_model import DEMO_DIR, DEMO_NAME
+from .default_model import public_name  # noqa: F401 (the UI's name for a model source)
 from ..engine import Engine
 from ..errors import InputError, RwkvError
 from ..models.family import family_of
@@ -37,14 +37,6 @@ def machine_memory(device_type: str) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def public_name(source: str) -> str:
-    """What a visitor sees for a model source: "demo" for the bundled model, a folder's own name for a local path
-    (never where the server keeps it), a preset name or Hub repo id unchanged."""
-    if Path(source).resolve() == DEMO_DIR.resolve():
-        return DEMO_NAME
-    return Path(source).name if os.path.isabs(source) else source
-
-
 @dataclass(frozen=True)
 class PlaygroundOptions:
     device: str | None = None
@@ -60,9 +52,11 @@ class PlaygroundOptions:
 
 
 class Playground:
-    def __init__(self, options: PlaygroundOptions | None = None, manager: ModelManager | None = None):
+    def __init__(self, options: PlaygroundOptions | None = None, manager: ModelManager | None = None,
+                 store=None):
         self.options = options or PlaygroundOptions()
         self.manager = manager or ModelManager()
+        self.store = store  # a SessionStore (services/session_store.py): visitors' conversations; None: not saved
         self.default_source: str | None = None
         self._engines: dict[ModelKey, Engine] = {}
         self._lock = threading.Lock()
@@ -217,3 +211,5 @@ class Playground:
             engines, self._engines = list(self._engines.values()), {}
         for engine in engines:
             engine.close()
+        if self.store is not None:
+            self.store.close()

@@ -1,7 +1,6 @@
 """The session store: each visitor's conversations (session trees) kept across reloads, restarts and replicas.
 
-    store = open_store("sqlite:///data/rwkv/sessions.db" or "redis://host:6379/0", ttl_s=30 * 86400,
-                       quota_bytes=100 * 2**20)
+    store = open_store("/data/rwkv" or "redis://host:6379/0", ttl_s=30 * 86400, quota_bytes=100 * 2**20)  # stores.py
     version = store.save(owner, conversation_id, Record(...), tree=b"...", add={node: blob}, keep={node, ...},
                          expect=0)                       # 0: a new conversation; else the version it was read at
     store.load(owner, conversation_id)                   # -> Stored (info, tree bytes, state blobs) or None
@@ -21,7 +20,6 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
@@ -121,14 +119,3 @@ class SessionStore(ABC):
         return StoreConflict(f"conversation {conversation[:16]} was changed elsewhere (another tab or server) "
                              "since it was opened")
 
-
-def open_store(spec: str, ttl_s: float, quota_bytes: int, clock: Clock = time.time) -> SessionStore:
-    """`redis://host:port/db` (a shared Redis), or a folder / `sqlite:///path/file.db` (SQLite, one machine)."""
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        from .store_redis import RedisStore
-
-        return RedisStore(spec, ttl_s, quota_bytes, clock)
-    path = Path(spec.removeprefix("sqlite://")) if spec.startswith("sqlite://") else Path(spec) / "sessions.db"
-    from .store_sqlite import SqliteStore
-
-    return SqliteStore(path, ttl_s, quota_bytes, clock)

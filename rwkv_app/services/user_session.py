@@ -14,17 +14,20 @@ from ..errors import InputError
 from ..state_tree import Branch, ChatSession, SessionError, SessionTree
 from ..state_tree.continuation import resolve_sampling
 from ..state_tree.nodes import BOT, GENERATED, SYSTEM, TEXT, USER
-from . import state_inspector, transfer, views
+from . import conversations, state_inspector, transfer, views
+from .conversations import Saved, saves
 from .runner import Job, stream_rows, stream_texts
 
 KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty")
 
 
 class UserSession:
-    def __init__(self, playground, loaded, client: str | None = None):
+    def __init__(self, playground, loaded, client: str | None = None, source: str | None = None):
         self.playground, self.options = playground, playground.options
         self.client = client  # the browser session it belongs to (Gradio's session hash), when known
         self.loaded = loaded
+        self.source = source or playground.default_source  # the model as the visitor chose it (preset name...)
+        self.saved = Saved()  # where the tree is kept in the session store (services/conversations.py)
         self.tree = self.new_tree()
         self.chat: ChatSession | None = None
         self.current = self.tree.root  # the playground's selected node
@@ -112,6 +115,7 @@ class UserSession:
         branch = self.branch(preset, max_new_tokens, seed)
         return self._continue(node_id, text, branch)
 
+    @saves
     def _continue(self, node_id: str, text: str | None, branch: Branch) -> Iterator[str]:
         with self.busy() as job:
             if text:
@@ -184,15 +188,18 @@ class UserSession:
     def select(self, node_id: str) -> None:
         self.current = self.tree.node(node_id).id
 
+    @saves
     def rewind(self, node_id: str, position: int) -> str:
         """Rewind to the state after the node's first `position` tokens; that point becomes current."""
         self.current = self.tree.fork(node_id, int(position)).node
         return self.current
 
+    @saves
     def force(self, node_id: str, position: int, token: int) -> str:
         self.current = self.tree.force_token(node_id, int(position), int(token)).node
         return self.current
 
+    @saves
     def delete(self, node_id: str) -> None:
         change = self.tree.delete(node_id)
         if self.current not in self.tree.nodes:
@@ -216,6 +223,7 @@ class UserSession:
         branches = [self.branch(preset, max_new_tokens, seed) for preset, seed in columns]
         return self._compare(node_id, branches)
 
+    @saves
     def _compare(self, node_id: str, branches: list[Branch]) -> Iterator[list[str]]:
         with self.busy() as job:
             try:
@@ -226,6 +234,7 @@ class UserSession:
                     self.compared = list(job.nodes)
                     self.last_run = [n for n in job.nodes if n]
 
+    @saves
     def keep(self, column: int) -> str:
         """Make a compared column the session's current branch (the playground's and the chat's)."""
         if not 0 <= int(column) < len(self.compared) or self.compared[int(column)] is None:
@@ -261,14 +270,23 @@ class UserSession:
                     path.parent.rmdir()
         self.exports = []
 
+    @saves
     def load_file(self, path) -> None:
-        tree = transfer.import_from(self, path)
+        """Resume an uploaded session file; it becomes a new conversation of this visitor."""
+        self.adopt(transfer.import_from(self, path))
+        self.saved = Saved(self.saved.owner)
+
+    def adopt(self, tree: SessionTree) -> None:
+        """Make `tree` (imported, opened from the store, or new) this session's, at the node it was left at."""
         self.tree, self.compared, self.last_run = tree, [], []
         self.chat = ChatSession.resume(tree) if "chat" in tree.meta else None
-        self.current = self.chat.current if self.chat else tree.root
+        left_at = tree.meta.get(conversations.CURRENT)
+        self.current = left_at if left_at in tree.nodes else self.chat.current if self.chat else tree.root
 
-    def switch_model(self, source: str, progress=None) -> None:
-        """Load (or borrow) another model; the session starts a new tree on it. On error nothing changes."""
+    def switch_model(self, source: str, progress=None, resume: bool = True) -> None:
+        """Load (or borrow) another model; the session resumes its latest conversation on that model (`resume`),
+        else starts a new tree on it. The conversation it leaves stays in the store. On error nothing changes."""
+        source = self.playground.check_source(source)
         loaded = self.playground.acquire(source, progress)  # a failed download or load raises here
         try:
             if self._busy.locked():
@@ -277,10 +295,12 @@ class UserSession:
         except BaseException:
             self.playground.manager.release(loaded)  # no borrow left behind; the session is as it was
             raise
-        old, self.loaded = self.loaded, loaded
+        old, self.loaded, self.source = self.loaded, loaded, source
         self.playground.manager.release(old)
-        self.tree, self.chat, self.compared, self.last_run = tree, None, [], []
-        self.current = self.tree.root
+        self.adopt(tree)
+        self.saved = Saved(self.saved.owner)
+        if resume:
+            conversations.resume_latest(self)
 
     # ---- chat ----------------------------------------------------------------------------------------
     def ensure_chat(self, system: str | None, user: str | None, bot: str | None) -> ChatSession:
@@ -308,6 +328,7 @@ class UserSession:
         self.require_chat().to_user_turn()
         return self._reply(branch)
 
+    @saves
     def _reply(self, branch: Branch, add_turn=None) -> Iterator[list[dict]]:
         """Stream a bot turn under the chat's current node (the chat's reply_branch, run on the engine);
         `add_turn` (the user's message) runs first, under the session's lock, so a turn is never added while
@@ -335,6 +356,7 @@ class UserSession:
             raise SessionError("no conversation yet: send a message first")
         return self.chat
 
+    @saves
     def chat_undo(self) -> list[dict]:
         self.require_chat().undo()
         return self.chat.messages()
@@ -358,11 +380,13 @@ class UserSession:
             raise InputError(f"there is no message {index} in this conversation")
         return turns[int(index)]
 
+    @saves
     def chat_edit(self, index: int, text: str) -> list[dict]:
         self.check_text(text)
         self.require_chat().edit(self.turn_node(index), text)
         return self.chat.messages()
 
+    @saves
     def chat_switch(self, index: int, step: int) -> list[dict]:
         """Show the previous (-1) or next (+1) sibling of message `index` as it was last seen (a message
         without alternatives stays as it is); a turn that was undone stays undone."""
@@ -383,6 +407,7 @@ class UserSession:
             return
         yield from self._reply(branch)
 
+    @saves
     def chat_clear(self) -> list[dict]:
         """The Chatbot's clear button: a new conversation with the same system prompt and names (the old one
         stays in the tree)."""

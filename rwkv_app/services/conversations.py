@@ -1,0 +1,244 @@
+"""A visitor's conversations in the session store: saving a UserSession's tree as it changes, the list, open,
+rename, delete, new, delete all.
+
+Every action that changes the tree ends with `commit` (the `@saves` decorator on UserSession's methods: at the
+end of each generation, chat turn, edit, undo, delete...): one store transaction with the tree's JSON and the
+states of the conversation's tips (the current nodes and the leaves still kept in memory, at most SAVED_STATES),
+each node's state written once. A state not stored is rebuilt from the tokens when needed, as the tree always
+does. Nothing is saved before the visitor is identified (services/identity.py) or while the tree is empty.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import secrets
+import threading
+from dataclasses import dataclass, field
+
+import safetensors.torch
+
+from ..errors import InputError
+from ..state_tree.archive import STATES_MEMBER, TREE_MEMBER, session_from_members, state_tensors, tree_json
+from ..state_tree.nodes import TEXT, USER
+from ..state_tree.validate import SessionFileError
+from .default_model import public_name
+from .session_store import QuotaExceeded, StoreConflict
+
+SAVED_STATES = 8  # states stored per conversation: its tips, most recently used first
+NAME_CHARS = 60
+CURRENT = "playground_current"  # tree.meta key: the Playground's node, so a reopened conversation is where it was
+NOT_SAVED = "Conversations are not saved on this server (it runs without a session store)."
+
+
+@dataclass
+class Saved:
+    """Where a session's tree lives in the store: owner, conversation id, the version it was read or written at,
+    the node ids whose states are stored, and a digest of the tree last written (an unchanged tree is not)."""
+
+    owner: str | None = None
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    version: int = 0
+    name: str = ""
+    states: set[str] = field(default_factory=set)
+    digest: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class OtherModel(InputError):
+    """The conversation was made with another model than the session's (the UI offers to switch)."""
+
+    def __init__(self, message: str, model: str):
+        super().__init__(message)
+        self.model = model
+
+
+def saves(method):
+    """Commit the session's tree to the store once `method` is done (a generator: when its stream ends, however it
+    ends). A plain method called while the session generates leaves the commit to that generation's end."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def stream(self, *args, **kwargs):
+            try:
+                yield from method(self, *args, **kwargs)
+            finally:
+                commit(self)
+        return stream
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        result = method(self, *args, **kwargs)
+        if not self.generating:
+            commit(self)
+        return result
+    return call
+
+
+def commit(session) -> None:
+    """Write the session's tree (if it changed) in one transaction. Over the quota, the tree is saved without new
+    states, else QuotaExceeded; changed elsewhere since it was read, it is saved as a copy (and the visitor told)."""
+    store, saved = session.playground.store, session.saved
+    if store is None or saved.owner is None or session.closed or len(session.tree.nodes) < 2:
+        return
+    with saved.lock:
+        session.tree.meta[CURRENT] = session.current
+        data = tree_json(session.tree)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == saved.digest:
+            return
+        try:
+            write(session, data, tips(session))
+        except StoreConflict:
+            old = saved.name or default_name(session)
+            session.saved = saved = Saved(saved.owner, name=f"{old[:NAME_CHARS - 7]} (copy)", lock=saved.lock)
+            write(session, data, tips(session))
+            raise StoreConflict(f"\"{old}\" was changed elsewhere (another tab or server) since you opened it: "
+                                f"this version is saved beside it as \"{saved.name}\"") from None
+        saved.digest = digest
+
+
+def write(session, data: bytes, keep: list[str]) -> None:
+    store, saved = session.playground.store, session.saved
+    args = (saved.owner, saved.id, saved.name or default_name(session), session.source, data)
+    try:
+        add = {n: safetensors.torch.save(state_tensors(session.tree, [n])) for n in keep if n not in saved.states}
+        saved.version = store.save(*args, add, set(keep), saved.version)
+    except QuotaExceeded:
+        keep = []  # states only save recomputation: try the tree alone before refusing
+        saved.version = store.save(*args, {}, set(), saved.version)
+    saved.states = set(keep)
+
+
+def tips(session) -> list[str]:
+    """The nodes whose states are worth storing: where the visitor is and each branch's end, if kept in memory,
+    most recently used first."""
+    tree = session.tree
+    wanted = {session.current, *(session.compared or ())}
+    if session.chat is not None:
+        wanted.add(session.chat.current)
+    wanted |= {node_id for node_id, node in tree.nodes.items() if not node.children}
+    wanted.discard(tree.root)
+    return [n for n in reversed(tree.store.entries) if n in wanted][:SAVED_STATES]
+
+
+def default_name(session) -> str:
+    """The first thing the visitor typed (a chat message or a prompt), shortened."""
+    for node in session.tree.nodes.values():
+        if node.role in (USER, TEXT) and node.text.strip():
+            text = " ".join(node.text.split())
+            return text if len(text) <= NAME_CHARS else text[:NAME_CHARS - 1] + "…"
+    return "Untitled"
+
+
+# ---- the visitor's list ------------------------------------------------------------------------------
+def store_of(session):
+    if session.playground.store is None:
+        raise InputError(NOT_SAVED)
+    if session.saved.owner is None:
+        raise InputError("this browser has no visitor key yet: reload the page (API clients: call /identify first)")
+    return session.playground.store
+
+
+def identify(session, owner: str) -> None:
+    """The session belongs to `owner` from now on; an empty session reopens the owner's latest conversation on
+    its model."""
+    if session.saved.owner == owner:
+        return
+    session.saved = Saved(owner)  # what the session holds (if anything) becomes a new conversation of the owner
+    if session.playground.store is not None and len(session.tree.nodes) < 2:
+        resume_latest(session)
+
+
+def resume_latest(session) -> None:
+    """Open the owner's most recently used conversation made with the session's model, if there is one."""
+    if session.playground.store is None or session.saved.owner is None:
+        return
+    for info in session.playground.store.list(session.saved.owner):
+        if info.model == session.source:
+            try:
+                open_conversation(session, info.id)
+            except SessionFileError:  # its weights changed on this server: the list still offers it
+                continue
+            return
+
+
+def listing(session) -> list[dict]:
+    """The owner's conversations, most recently used first: {id, name, model, updated, kb, current, this_model}."""
+    if session is None or session.playground.store is None or session.saved.owner is None:
+        return []
+    return [{"id": i.id, "name": i.name, "model": public_name(i.model), "updated": i.updated,
+             "kb": round(i.nbytes / 1024, 1), "current": i.id == session.saved.id, "this_model": i.model == session.source}
+            for i in session.playground.store.list(session.saved.owner)]
+
+
+def open_conversation(session, conversation: str, switch_model: bool = False) -> None:
+    """Make a stored conversation the session's. Made with another model: OtherModel, unless `switch_model`
+    (then that model is loaded for this session first, or the reason it cannot be is raised)."""
+    store = store_of(session)
+    if session.generating:
+        raise InputError("stop the running generation before opening another conversation")
+    stored = store.load(session.saved.owner, str(conversation))
+    if stored is None:
+        raise InputError("no such conversation: it was deleted, it expired, or it is not yours")
+    if stored.info.model != session.source:
+        if not switch_model:
+            raise OtherModel(f"\"{stored.info.name}\" was made with {public_name(stored.info.model)}; this session "
+                             f"runs {public_name(session.source)}. Switch model to open it.", stored.info.model)
+        session.switch_model(stored.info.model, resume=False)  # InputError/ModelLoadError say why it cannot
+    loaded = session.loaded
+    members = {TREE_MEMBER: stored.tree, STATES_MEMBER: merged_states(stored.states)}
+    tree = session_from_members(members, loaded.model, loaded.tokenizer, model_id=loaded.key.source,
+                                budget=session.playground.state_budget())
+    session.adopt(tree)
+    session.saved = Saved(session.saved.owner, stored.info.id, stored.info.version, stored.info.name,
+                          set(stored.states), hashlib.sha256(stored.tree).hexdigest())
+
+
+def merged_states(blobs: dict[str, bytes]) -> bytes:
+    """One states.safetensors from the per-node blobs (each holds only its node's entries)."""
+    tensors = {}
+    for node_id, blob in blobs.items():
+        for key, tensor in safetensors.torch.load(blob).items():
+            if not key.startswith(node_id + "/"):
+                raise SessionFileError(f"stored state of node {node_id[:16]} holds another node's entry")
+            tensors[key] = tensor
+    return safetensors.torch.save(tensors)
+
+
+def new_conversation(session) -> None:
+    """A fresh, empty tree on the session's model; the one left stays in the store."""
+    if session.generating:
+        raise InputError("stop the running generation before starting a new conversation")
+    session.adopt(session.new_tree())
+    session.saved = Saved(session.saved.owner)
+
+
+def rename(session, conversation: str, name) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise InputError("type a name for the conversation first")
+    name = " ".join(name.split())
+    if len(name) > NAME_CHARS:
+        raise InputError(f"a conversation's name takes at most {NAME_CHARS} characters, got {len(name)}")
+    store = store_of(session)
+    found = store.rename(session.saved.owner, str(conversation), name)
+    if conversation == session.saved.id:
+        session.saved.name = name  # also names the open conversation before its first save
+    elif not found:
+        raise InputError("no such conversation: it was deleted, it expired, or it is not yours")
+
+
+def delete(session, conversation: str) -> None:
+    """Delete a stored conversation; deleting the open one leaves the session on a new, empty one."""
+    store = store_of(session)
+    if conversation == session.saved.id:
+        new_conversation(session)
+        store.delete(session.saved.owner, str(conversation))
+    elif not store.delete(session.saved.owner, str(conversation)):
+        raise InputError("no such conversation: it was deleted, it expired, or it is not yours")
+
+
+def delete_all(session) -> int:
+    """"Delete all my data": every stored conversation of the visitor; the session starts a new, empty one."""
+    store = store_of(session)
+    new_conversation(session)
+    return store.delete_owner(session.saved.owner)
