@@ -47,6 +47,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--session-state-mb", type=float, default=64.0,
                         help="kept RNN states per visitor; beyond it the least recently used are dropped (and "
                              "recomputed by one forward when needed)")
+    parser.add_argument("--data-dir", default=None,
+                        help="where conversations are saved (SQLite; default: /data/rwkv-playground when /data is "
+                             "writable, as on a Space with persistent storage, else ~/.cache/rwkv-playground)")
+    parser.add_argument("--store", default=None,
+                        help="redis://host:port/db: keep conversations in Redis, shared by several replicas "
+                             "(default: SQLite in --data-dir)")
+    parser.add_argument("--session-ttl-days", type=float, default=30.0,
+                        help="saved conversations unused this long are deleted")
+    parser.add_argument("--visitor-quota-mb", type=float, default=100.0,
+                        help="storage each visitor's saved conversations may take")
     parser.add_argument("--stats", action="store_true",
                         help="operator only: add a /server_stats API endpoint (live sessions, engine counters, "
                              "memory) that the soak test reads; off by default, so visitors never see it")
@@ -91,10 +101,21 @@ def build(args, source: str, message: str = ""):
     options = PlaygroundOptions(device=args.device, dtype=args.dtype, allow_any_model=args.allow_any_model,
                                 max_upload_mb=args.max_upload_mb, max_new_tokens=args.max_new_tokens,
                                 max_queue=args.max_queue, session_state_mb=args.session_state_mb)
-    playground = Playground(options)
+    playground = Playground(options, store=session_store(args))
     loaded = playground.start(source)
     print(f"loaded {loaded.key.describe()}", flush=True)
     return playground, build_app(playground, message)
+
+
+def session_store(args):
+    """Where visitors' conversations are saved: Redis with --store, else SQLite in --data-dir."""
+    from rwkv_app.services.stores import default_data_dir, open_store
+
+    spec = args.store or str(args.data_dir or default_data_dir())
+    store = open_store(spec, ttl_s=args.session_ttl_days * 86400, quota_bytes=int(args.visitor_quota_mb * 2 ** 20))
+    where = spec if args.store else f"SQLite in {spec}"
+    print(f"conversations are saved in {where.split('@')[-1]} for {args.session_ttl_days:g} days", flush=True)
+    return store
 
 
 def api_options(args):

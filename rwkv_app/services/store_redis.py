@@ -13,6 +13,7 @@ import zlib
 
 import redis
 
+from ..errors import RwkvError
 from .session_store import Clock, Info, SessionStore, Stored
 
 PREFIX = "rwkv:"
@@ -24,7 +25,10 @@ class RedisStore(SessionStore):
         super().__init__(ttl_s, quota_bytes, clock)
         self.url = url
         self.db = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10)
-        self.db.ping()  # a wrong URL fails at start, not at the first save
+        try:
+            self.db.ping()  # a wrong URL fails at start, not at the first save
+        except redis.RedisError as err:
+            raise RwkvError(f"cannot reach the session store at {url.split('@')[-1]}: {err}") from None
 
     def _conv(self, owner: str, conversation: str) -> str:
         return f"{PREFIX}conv:{owner}:{conversation}"

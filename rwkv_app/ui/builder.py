@@ -6,7 +6,7 @@ import html
 
 import gradio as gr
 
-from . import chat, compare, models, playground, session, state
+from . import chat, compare, conversations, models, playground, session, state
 from .common import Context
 
 TREE_CSS = """
@@ -58,21 +58,27 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
         ctx = Context(playground_service)
         gr.Markdown("# RWKV Playground" + (f"\n{message}" if message else ""), elem_id="banner")
         refresh: list = []  # events after which every view is redrawn (wired below, once every view exists)
-        parts = {}
+        parts, lists = {}, []
+        loaded = conversations.build_identity(ctx, demo)  # who the visitor is; reopens their latest conversation
         with gr.Tabs():
             for name, module in (("Chat", chat), ("Playground", playground), ("Compare", compare),
                                  ("State", state), ("Models", models), ("Session", session)):
                 with gr.Tab(name, id=name.lower()) as tab:
                     parts.update({f"{name.lower()}.{k}": v for k, v in module.build(ctx, refresh).items()})
+                    if module in (chat, playground):  # the visitor's saved conversations, in both
+                        lists.append(conversations.build(ctx, refresh, api=module is chat).get("list"))
                 if module is models:  # what is loaded and who uses it, as of when the tab is opened
                     tab.select(lambda s: models.info_markdown(ctx, s), [ctx.state], [parts["models.info"]],
                                api_visibility="private", show_progress="hidden")
         outputs = [parts["playground.tree"], parts["playground.tokens"], parts["chat.branches"], parts["chat.chatbot"],
                    parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"],
                    parts["playground.position"], parts["playground.alternative"]]
-        for event in refresh:
+        lists = [c for c in lists if c is not None]
+        for event in refresh + [loaded]:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
-        demo.load(redraw, [ctx.state], outputs, api_visibility="private")
+            if lists:
+                event.then(lambda s: [conversations.list_update(s)] * len(lists), [ctx.state], lists,
+                           api_visibility="private", show_progress="hidden")
         demo.unload(ctx.unload)
     return demo
 

@@ -69,7 +69,8 @@ def wire(ctx, refresh, c):
 
         session.switch_model(source, report)
         key = session.loaded.key
-        return (f"Loaded {public_name(key.source)}; this session starts a new tree on it.",
+        return (f"Loaded {public_name(key.source)}; this session resumes your latest conversation on it (or starts "
+                "a new one); those of other models stay in the Conversations list.",
                 info_markdown(ctx, session), session)
     # the progress bar shows over the status line only; a failure leaves the table as it was (a toast says why)
     refresh.append(c["load"].click(load, [c["model"], ctx.state], [c["status"], c["info"], ctx.state],

@@ -1,0 +1,189 @@
+"""The Conversations list (in the Chat and Playground tabs): each of the visitor's saved conversations with its
+name, model and when it was last used; open, rename, delete, new, and "delete all my data". Opening one made with
+another model offers to switch model (or says why this server cannot).
+
+Who the visitor is comes from a random key kept in the browser (gr.BrowserState; its storage key and secret live
+in the session store, so a restart or another replica reads it), or the signed-in Hugging Face user on a Space
+with sign-in. `identify` runs when the page loads and reopens the visitor's latest conversation.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import gradio as gr
+
+from ..services import conversations as service
+from ..services.conversations import OtherModel
+from ..services.identity import browser_secrets, check_key, new_visitor_key, owner_of
+from .common import QUIET, guarded, warned
+
+
+def ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
+
+
+def choices(session) -> list[tuple[str, str]]:
+    """The list's rows: "name · model · last used" (the open one marked), valued by conversation id."""
+    now = time.time()
+    rows = []
+    for c in service.listing(session):
+        mark = "▶ " if c["current"] else ""
+        rows.append((f"{mark}{c['name']} · {c['model']} · {ago(now - c['updated'])}", c["id"]))
+    return rows
+
+
+def list_update(session):
+    rows = choices(session)
+    current = next((value for label, value in rows if label.startswith("▶ ")), None)
+    return gr.update(choices=rows, value=current)
+
+
+def identify(ctx, key, session, request, profile):
+    """The visitor behind this browser session: the signed-in user, else the browser's key (a new one when it has
+    none); the session belongs to them from now on. Returns (key, session)."""
+    session = ctx.ensure(session, request)
+    key = key if isinstance(key, str) and key else new_visitor_key()
+    user = getattr(profile, "username", None)
+    service.identify(session, owner_of(check_key(key), user))
+    return key, session
+
+
+def sign_in_enabled() -> bool:
+    """Hugging Face sign-in is configured (a Space with `hf_oauth: true` sets OAUTH_CLIENT_ID)."""
+    return bool(os.environ.get("OAUTH_CLIENT_ID"))
+
+
+def build_identity(ctx, demo):
+    """The browser's visitor key and the page-load event that identifies the visitor; returns the load event
+    (the builder redraws every view after it)."""
+    storage_key, secret = browser_secrets(ctx.playground.store)
+    key = gr.BrowserState("", storage_key=storage_key, secret=secret)
+    if sign_in_enabled():
+        gr.LoginButton(elem_id="login")
+
+    def on_load(stored, session, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if ctx.playground.store is None:  # nothing is saved: no session is made before the first action
+            return gr.skip(), session
+        try:
+            return identify(ctx, stored, session, request, profile)
+        except Exception:  # a key the browser kept that is not one of ours: a new visitor
+            return identify(ctx, None, session, request, profile)
+
+    @guarded
+    def api_identify(given, session, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        return identify(ctx, given, session, request, profile)
+
+    box = gr.Textbox(visible=False, label="Visitor key (empty: a new one)")
+    gr.Button(visible=False).click(api_identify, [box, ctx.state], [box, ctx.state], api_name="identify")
+    return demo.load(on_load, [key, ctx.state], [key, ctx.state], api_visibility="private")
+
+
+def build(ctx, refresh, api: bool) -> dict:
+    """One Conversations panel; `api`: this one also registers the named endpoints (only one panel does)."""
+    store = ctx.playground.store
+    with gr.Accordion("Conversations", open=True, elem_classes=["conversations"]):
+        if store is None:
+            gr.Markdown(service.NOT_SAVED)
+            return {}
+        pick = gr.Radio([], label="Your saved conversations (most recent first)", elem_classes=["conv-list"])
+        with gr.Row():
+            open_ = gr.Button("Open", size="sm", elem_classes=["conv-open"])
+            new = gr.Button("New", size="sm", elem_classes=["conv-new"])
+            delete = gr.Button("Delete", size="sm", variant="stop", elem_classes=["conv-delete"])
+        with gr.Row():
+            name = gr.Textbox(show_label=False, placeholder="New name", max_lines=1, scale=3,
+                              elem_classes=["conv-name"])
+            rename = gr.Button("Rename", size="sm", scale=1, elem_classes=["conv-rename"])
+        switch = gr.Button("Switch model and open", visible=False, variant="primary", elem_classes=["conv-switch"])
+        status = gr.Markdown(elem_classes=["conv-status"])
+        with gr.Accordion("Delete all my data", open=False):
+            gr.Markdown(f"Deletes every conversation saved for you on this server. Unused conversations are deleted "
+                        f"after {store.ttl_s / 86400:g} days; each visitor may keep "
+                        f"{store.quota_bytes / 2 ** 20:g} MB.")
+            wipe = gr.Button("Delete all my data", variant="stop", size="sm", elem_classes=["conv-wipe"])
+    wire(ctx, refresh, locals(), api)
+    return {"list": pick}
+
+
+def opened(session, conversation, switch_model):
+    service.open_conversation(session, conversation, switch_model=bool(switch_model))
+    return f"Opened \"{session.saved.name}\"."
+
+
+def wire(ctx, refresh, c, api):
+    state, pick, status, switch = ctx.state, c["pick"], c["status"], c["switch"]
+    view = [status, pick, switch, state]
+
+    def page(action, arity):
+        """A page button: `action(session, *inputs) -> status`; the list redrawn, the switch button hidden."""
+        def run(session, request, *inputs):
+            session = ctx.ensure(session, request)
+            try:
+                text = action(session, *inputs)
+            except OtherModel as err:
+                return str(err), gr.skip(), gr.update(visible=True), session
+            return text, list_update(session), gr.update(visible=False), session
+        return warned(with_inputs(run, arity))
+
+    def wired(button, action, inputs):
+        refresh.append(button.click(page(action, len(inputs)), [*inputs, state], view, api_visibility="private",
+                                    show_progress=QUIET))
+
+    wired(c["open_"], lambda s, i: opened(s, i, False) if i else "Choose a conversation in the list first.", [pick])
+    wired(switch, lambda s, i: opened(s, i, True), [pick])
+    wired(c["new"], lambda s: (service.new_conversation(s), "Started a new conversation.")[1], [])
+    wired(c["rename"], lambda s, i, n: (service.rename(s, i, n), f"Renamed to \"{' '.join(n.split())}\".")[1],
+          [pick, c["name"]])
+    wired(c["delete"], lambda s, i: (service.delete(s, i), "Deleted.")[1], [pick])
+    wired(c["wipe"], lambda s: f"Deleted {service.delete_all(s)} conversations.", [])
+    pick.select(lambda: gr.update(visible=False), None, switch, api_visibility="private", show_progress="hidden")
+    if api:
+        wire_api(ctx, refresh)
+
+
+def wire_api(ctx, refresh):
+    """The named endpoints: ids and names as plain inputs (see the README's table); errors raised to the caller."""
+    state = ctx.state
+    conversation = gr.Textbox(visible=False, label="Conversation id")
+    name = gr.Textbox(visible=False, label="Name")
+    flag = gr.Checkbox(visible=False, label="Switch model if it was made with another")
+    data = gr.JSON(visible=False)
+    text = gr.Textbox(visible=False)
+    trigger = gr.Button(visible=False)
+
+    def call(action, arity):
+        def run(session, request, *inputs):
+            session = ctx.ensure(session, request)
+            return action(session, *inputs), session
+        return guarded(with_inputs(run, arity))
+
+    trigger.click(call(service.listing, 0), [state], [data, state], api_name="conversations")
+    for api_name, action, inputs in (
+            ("open_conversation", opened, [conversation, flag]),
+            ("new_conversation", lambda s: (service.new_conversation(s), s.saved.id)[1], []),
+            ("rename_conversation", lambda s, i, n: (service.rename(s, i, n), n)[1], [conversation, name]),
+            ("delete_conversation", lambda s, i: (service.delete(s, i), i)[1], [conversation]),
+            ("delete_my_data", lambda s: str(service.delete_all(s)), [])):
+        refresh.append(trigger.click(call(action, len(inputs)), [*inputs, state], [text, state], api_name=api_name))
+
+
+def with_inputs(run, arity: int):
+    """`run(session, request, *inputs)` as the event function Gradio calls: the inputs, then the session state, and
+    the request (Gradio passes it to a parameter annotated gr.Request, which *args cannot carry)."""
+    if arity == 0:
+        def event(session, request: gr.Request):
+            return run(session, request)
+    elif arity == 1:
+        def event(first, session, request: gr.Request):
+            return run(session, request, first)
+    else:
+        def event(first, second, session, request: gr.Request):
+            return run(session, request, first, second)
+    event.__name__ = getattr(run, "__name__", "event")
+    return event
