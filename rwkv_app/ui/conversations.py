@@ -91,7 +91,8 @@ def build(ctx, refresh, api: bool) -> dict:
         if store is None:
             gr.Markdown(service.NOT_SAVED)
             return {}
-        pick = gr.Radio([], label="Your saved conversations (most recent first)", elem_classes=["conv-list"])
+        pick = gr.Radio([], label="Your saved conversations (most recent first)", elem_classes=["conv-list"],
+                        info="Each chat and generation is saved as it ends; this browser finds them again.")
         with gr.Row():
             open_ = gr.Button("Open", size="sm", elem_classes=["conv-open"])
             new = gr.Button("New", size="sm", elem_classes=["conv-new"])
