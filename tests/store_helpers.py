@@ -20,6 +20,7 @@ def redis_server(folder):
     import redis
 
     port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.STDOUT)
