@@ -9,7 +9,9 @@ operator passes --allow-any-model. The same server answers OpenAI clients under 
 from OpenAI clients"): `--api-key KEY` (or $RWKV_API_KEY, several comma-separated) requires a key; without one
 /v1 is served on a loopback --host only, unless `--api-public`; `--no-api` turns it off; with --share the app
 runs on Gradio's own launcher, which has no /v1. `--stats` (operator only, off by default) adds a /server_stats API endpoint
-that the soak test reads (python -m benchmarks soak). The server caps glibc's malloc arenas at 2
+that the soak test reads (python -m benchmarks soak). Visitors' conversations are saved in SQLite under --data-dir
+(default /data/rwkv-playground when /data is writable, else ~/.cache/rwkv-playground) or in Redis with --store
+redis://host:port/db (docs/DEPLOY.md); --session-ttl-days and --visitor-quota-mb bound them. The server caps glibc's malloc arenas at 2
 (`--malloc-arenas N`, or $RWKV_MALLOC_ARENAS; 0 keeps glibc's default) so its memory stays flat under Gradio's
 many worker threads.
 """

@@ -23,6 +23,7 @@ RWKV7_TITLE = "RWKV-7 (CPU): this project vs BlinkDL's reference"
 RELIABILITY = DOCS.parent / "RELIABILITY.md"
 SOAK_TITLE = "Soak test: figures"
 SOAK_WAVES_TITLE = "Soak test: waves (is anything left behind once every client closed?)"
+SOAK_RESTART_TITLE = "Soak test: restarts (kill -9 and restart every N rounds; do saved conversations come back?)"
 RELIABILITY_HEADER = "# Reliability\n\nThe soak test's section is written by `python -m benchmarks soak`.\n"
 
 
@@ -68,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     soak.add_argument("--waves", type=int, default=1,
                       help="soaks one after another against the same app, every client closed in between "
                            "(the memory left after each wave's close shows whether anything stays behind)")
+    soak.add_argument("--restart-every", type=int, default=0,
+                      help="kill -9 and restart the app after every N rounds; every user's saved conversation "
+                           "must come back (0: never)")
     soak.add_argument("--min-tokens", type=int, default=16)
     soak.add_argument("--max-tokens", type=int, default=48)
     soak.add_argument("--app-log", type=Path, default=None, help="write the app's own output here")
@@ -215,6 +219,7 @@ def main_load(args: argparse.Namespace) -> int:
 def soak_command(args: argparse.Namespace) -> str:
     command = f"python -m benchmarks soak --users {args.users} --rounds {args.rounds}"
     command += f" --waves {args.waves}" if args.waves > 1 else ""
+    command += f" --restart-every {args.restart_every}" if args.restart_every else ""
     return command + (f" --model {args.model}" if args.model != "demo" else "")
 
 
@@ -224,12 +229,12 @@ def main_soak(args: argparse.Namespace) -> int:
 
     settings = SoakSettings(users=args.users, rounds=args.rounds, model=args.model, seed=args.seed,
                             min_tokens=args.min_tokens, max_tokens=args.max_tokens, log_path=args.app_log,
-                            waves=args.waves)
+                            waves=args.waves, restart_every=args.restart_every)
     result = run_soak(settings, log=lambda line: print(line, file=sys.stderr, flush=True))
     body = render(result, soak_command(args))
     print(body)
     if not args.no_write:
-        title = SOAK_TITLE if args.waves == 1 else SOAK_WAVES_TITLE
+        title = SOAK_RESTART_TITLE if args.restart_every else SOAK_TITLE if args.waves == 1 else SOAK_WAVES_TITLE
         write_section(args.out, title, soak_command(args), body, header=RELIABILITY_HEADER)
         print(f"wrote {args.out}")
     return 1 if missed(result) and not args.report_only else 0

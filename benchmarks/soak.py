@@ -9,7 +9,10 @@ each round (all users done) it records the app's memory. Once every client close
 free every session. Verdicts: zero errors (a "busy" refusal is counted apart), memory growth from round 10
 to the last under 5%, every closed session freed. With --waves W it does that W times against the same app
 (new users, new sessions, another seed), so the memory left after each wave's close shows whether anything
-stays behind per session.
+stays behind per session. Every user has a visitor key (/identify), so its conversations are saved in the app's
+session store (SQLite in a temporary --data-dir). With --restart-every N the app is killed (kill -9) and started
+again after every N rounds: each user reconnects with its key, and every node its conversation held before the
+restart must be there after it (verdict: 0 lost; the reconnects are expected, not errors).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class SoakSettings:
     free_timeout_s: float = 60.0  # how long the app may take to free the sessions once every client closed
     waves: int = 1  # soaks one after another against the same app, every client closed in between
     log_path: Path | None = None  # the app's own output
+    restart_every: int = 0  # kill -9 and restart the app after every N rounds (0: never)
 
 
 def machine() -> str:
@@ -87,8 +91,24 @@ def wait_freed(app: AppProcess, timeout_s: float) -> tuple[dict, float]:
         time.sleep(1.0)
 
 
+def restart(app: AppProcess, users: list[SoakUser], restarts: list[dict], log=print) -> None:
+    """Between rounds (no user acting): note each user's nodes, kill -9 the app, start it again, reconnect every
+    user (its visitor key resumes its conversation) and count the nodes that did not come back."""
+    before = {u.log.user: u.node_ids() for u in users}
+    started = time.perf_counter()
+    app.restart()
+    lost = 0
+    for user in users:
+        user.reconnect()
+        lost += len(before[user.log.user] - user.node_ids())
+    restarts.append({"seconds": time.perf_counter() - started, "nodes": sum(map(len, before.values())),
+                     "lost": lost, "reconnects": len(users)})
+    log(f"restarted the app (kill -9) in {restarts[-1]['seconds']:.1f} s: {lost} of "
+        f"{restarts[-1]['nodes']} saved nodes lost, {len(users)} users reconnected")
+
+
 def run_rounds(app: AppProcess, s: SoakSettings, download_dir: str, log=print,
-               first_round: int = 1) -> tuple[list, list[RoundMemory]]:
+               first_round: int = 1, restarts: list | None = None) -> tuple[list, list[RoundMemory]]:
     users = [SoakUser(app.url, i, s.seed, (s.min_tokens, s.max_tokens), download_dir) for i in range(s.users)]
     barrier = threading.Barrier(s.users + 1)
     threads = [threading.Thread(target=drive, args=(u, plan(s.seed, u.log.user, s.users, s.rounds), barrier),
@@ -105,6 +125,8 @@ def run_rounds(app: AppProcess, s: SoakSettings, download_dir: str, log=print,
             log(f"round {round_number}: {m.seconds:.1f} s, RSS {m.rss / 2**20:.0f} MiB, trimmed "
                 f"{m.rss_trimmed / 2**20:.0f} MiB, {m.sessions} live sessions, errors so far "
                 f"{sum(len(u.log.errors) for u in users)}")
+            if s.restart_every and round_number % s.restart_every == 0 and round_number < first_round + s.rounds - 1:
+                restart(app, users, restarts if restarts is not None else [], log)
             barrier.wait(ROUND_TIMEOUT_S)  # the next round starts
     except threading.BrokenBarrierError:
         log("a round took too long: the soak stops here")
@@ -116,16 +138,18 @@ def run_rounds(app: AppProcess, s: SoakSettings, download_dir: str, log=print,
 
 def run_soak(s: SoakSettings, log=print) -> SoakResult:
     start = time.perf_counter()
-    app = AppProcess(model=s.model, log_path=s.log_path)
-    log(f"starting app.py --model {s.model} --stats ...")
-    logs, memory, closes = [], [], []
-    with app, tempfile.TemporaryDirectory(prefix="rwkv-soak-") as download_dir:
+    data_dir = tempfile.TemporaryDirectory(prefix="rwkv-soak-data-")  # the app's session store (SQLite)
+    app = AppProcess(model=s.model, log_path=s.log_path, extra_args=("--data-dir", data_dir.name))
+    log(f"starting app.py --model {s.model} --stats --data-dir {data_dir.name} ...")
+    logs, memory, closes, restarts = [], [], [], []
+    with data_dir, app, tempfile.TemporaryDirectory(prefix="rwkv-soak-") as download_dir:
         log(f"app answering at {app.url} (pid {app.pid}); {s.users} users x {s.rounds} rounds x {s.waves} waves")
         for wave in range(s.waves):
             wave_logs, wave_memory = run_rounds(app, replace(s, seed=s.seed + wave), download_dir, log,
-                                                first_round=len(memory) + 1)
+                                                first_round=len(memory) + 1, restarts=restarts)
             logs, memory = logs + wave_logs, memory + wave_memory
             log("every client closed; waiting for the app to free the sessions")
             closes.append(wait_freed(app, s.free_timeout_s))
     return SoakResult(s.users, s.rounds, (s.min_tokens, s.max_tokens), logs, memory, closes[-1][0], closes[-1][1],
-                      time.perf_counter() - start, machine(), SoakTargets(), waves=[final for final, _ in closes])
+                      time.perf_counter() - start, machine(), SoakTargets(), waves=[final for final, _ in closes],
+                      restarts=restarts)

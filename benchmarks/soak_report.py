@@ -46,6 +46,7 @@ class SoakResult:
     machine: str
     targets: SoakTargets = field(default_factory=SoakTargets)
     waves: list[dict] = field(default_factory=list)  # with --waves: /server_stats after each wave's close
+    restarts: list[dict] = field(default_factory=list)  # with --restart-every: {seconds, nodes, lost, reconnects}
 
     @property
     def load(self) -> str:
@@ -106,7 +107,9 @@ def verdicts(result: SoakResult) -> list[tuple[str, str, str]]:
              PASS if errors <= t.max_errors else FAIL)]
     grew = growth(result)
     target = f"memory growth from round {t.warmup_rounds} to the last under {t.growth_limit:.0%}"
-    if grew is None:
+    if result.restarts:  # each restart starts a new process: its memory is not the same process's growth
+        rows.append((target, f"{len(result.restarts)} restarts: not one process's growth", NOT_JUDGED))
+    elif grew is None:
         rows.append((target, f"only {len(result.memory)} rounds", NOT_JUDGED))
     else:
         change, base, last = grew
@@ -119,6 +122,12 @@ def verdicts(result: SoakResult) -> list[tuple[str, str, str]]:
                  f"{f.get('sessions')} live sessions, {f.get('open_user_sessions')} open UserSessions, "
                  f"{f.get('session_trees')} session trees after {result.free_seconds:.0f} s",
                  PASS if freed(f) and all(freed(w) for w in result.waves) else FAIL))
+    if result.restarts:
+        lost, nodes = sum(r["lost"] for r in result.restarts), sum(r["nodes"] for r in result.restarts)
+        rows.append((f"{len(result.restarts)} restarts (kill -9): no saved node lost",
+                     f"{lost} of {nodes} nodes lost; {sum(r['reconnects'] for r in result.restarts)} reconnects "
+                     f"(expected); restart to answering {max(r['seconds'] for r in result.restarts):.0f} s at most",
+                     PASS if lost == 0 else FAIL))
     return rows
 
 

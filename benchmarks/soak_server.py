@@ -40,10 +40,11 @@ class AppProcess:
         return [sys.executable, str(APP), "--model", self.model, "--device", "cpu", "--host", "127.0.0.1",
                 "--port", str(port), "--stats", *self.extra_args]
 
-    def start(self, timeout_s: float = 180.0) -> str:
-        port = free_port()
+    def start(self, timeout_s: float = 180.0, port: int | None = None) -> str:
+        """Start app.py on `port` (default: a free one) and wait until it answers."""
+        port = port or free_port()
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "w", encoding="utf-8") if self.log_path else subprocess.DEVNULL
+        log = open(self.log_path, "a", encoding="utf-8") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(self.command(port), env=env, stdout=log, stderr=subprocess.STDOUT,
                                         cwd=APP.parent)
         self.url = f"http://127.0.0.1:{port}/"
@@ -80,6 +81,16 @@ class AppProcess:
         if self._stats_client is None:
             self._stats_client = Client(self.url, verbose=False)
         return self._stats_client.predict(api_name=STATS_ENDPOINT)
+
+    def restart(self, timeout_s: float = 180.0) -> None:
+        """kill -9 the app (nothing is flushed or closed), then start it again on the same port."""
+        port = int(self.url.rstrip("/").rsplit(":", 1)[1])
+        if self._stats_client is not None:
+            self._stats_client.close()
+            self._stats_client = None
+        self.process.kill()
+        self.process.wait(15)
+        self.start(timeout_s, port)
 
     def stop(self) -> None:
         if self._stats_client is not None:

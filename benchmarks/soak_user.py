@@ -58,9 +58,23 @@ class SoakUser:
         self.ready = False  # the session's current node holds text (fork and compare continue from it)
 
     def connect(self):
+        """A new client (a new app session) identified by this user's visitor key (its conversations resume)."""
         from gradio_client import Client
 
-        return Client(self.url, verbose=False, download_files=self.download_dir)
+        client = Client(self.url, verbose=False, download_files=self.download_dir)
+        self.key = client.predict(getattr(self, "key", ""), api_name="/identify")
+        return client
+
+    def reconnect(self) -> None:
+        """After the app restarted: the old client's session is gone; a new one resumes the conversation."""
+        self.client.close()
+        self.client = self.connect()
+        self.log.sessions += 1
+        self.ready = False
+
+    def node_ids(self) -> set[str]:
+        """The ids of every node of the conversation the user's session holds (what a restart must keep)."""
+        return {row["id"] for row in self.client.predict(api_name="/tree")}
 
     def length(self) -> int:
         return self.rng.randint(*self.tokens)
