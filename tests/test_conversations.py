@@ -189,3 +189,23 @@ def test_kept_states_are_stored_and_missing_ones_rebuilt(model_dirs, data_dir):
         if node_id != back.tree.root:
             assert_resumes_exactly(back.tree, node_id)  # the others are rebuilt from the tokens, exactly
     playground.close()
+
+
+def test_visitor_keys_and_owners():
+    from rwkv_app.services.identity import check_key
+
+    key = new_visitor_key()
+    assert check_key(key) == key and owner_of(key) == owner_of(key) != owner_of(new_visitor_key())
+    assert key not in owner_of(key)  # the store never sees the key itself
+    assert owner_of(key, user="alice") == "hf:alice"  # a signed-in user owns their conversations on any browser
+    for bad in ("", "short", "x" * 200, "bad key with spaces and more than thirty-two chars", None, 42):
+        with pytest.raises(InputError, match="visitor key"):
+            owner_of(bad)
+
+
+def test_browser_storage_secrets_live_in_the_store(tmp_path):
+    from rwkv_app.services.identity import browser_secrets
+
+    first = browser_secrets(open_store(str(tmp_path), 3600.0, MIB))
+    again = browser_secrets(open_store(str(tmp_path), 3600.0, MIB))  # a restart: the same key name and secret
+    assert first == again and all(first) and browser_secrets(None) == (None, None)

@@ -19,6 +19,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from gradio.helpers import special_args  # noqa: E402
 
+from rwkv_app.services import conversations  # noqa: E402
+from rwkv_app.services.identity import new_visitor_key, owner_of  # noqa: E402
+from rwkv_app.services.stores import open_store  # noqa: E402
 from rwkv_app.ui import build_app  # noqa: E402
 
 from .app_helpers import free_port, tiny_playground, write_tiny_model  # noqa: E402
@@ -27,6 +30,7 @@ MAX_PROMPT = 300  # the fuzzed playground's limits: small, so "over the limit" s
 MAX_NEW = 8
 MAX_UPLOAD_MB = 0.5
 OWN, OTHER, UNKNOWN = "<own node>", "<other session's node>", "<unknown node>"  # resolved at call time
+MINE, THEIRS = "<own conversation>", "<other visitor's conversation>"
 FUZZ = settings(max_examples=12, deadline=None, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate),
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -84,6 +88,7 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
     source = arg(st.just(default_model), st.sampled_from(["tiny-test-model", "demo-model", "../demo-model", "/etc",
                                                           "someone/unknown-model", ".", default_model + "/.."]))
     upload = arg(st.just("<real export>"), st.sampled_from(sorted(files)))
+    conversation = arg(st.just(MINE), st.sampled_from([THEIRS, "f" * 16, "", "../x"]))
     return {
         "chat": (text, *chat_knobs, system, *names, *penalties),
         "chat_submit": (text, *chat_knobs, system, *names, *penalties),
@@ -97,6 +102,9 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
         "keep_1": (), "keep_2": (), "keep_3": (), "keep_4": (),
         "state": (node, node, tensor), "load_model": (source,), "models_info": (), "export_session": (), "export_state": (node,),
         "import_session": (upload,),
+        "identify": (arg(st.sampled_from(["", "k" * 43]), TEXT),), "conversations": (), "new_conversation": (),
+        "open_conversation": (conversation, arg(st.booleans())), "rename_conversation": (conversation, text),
+        "delete_conversation": (conversation,), "delete_my_data": (),
     }
 
 
@@ -105,6 +113,7 @@ class App:
     def __init__(self, directory, files_dir):
         self.playground = tiny_playground(directory, max_prompt_chars=MAX_PROMPT, max_new_tokens=MAX_NEW,
                                           max_upload_mb=MAX_UPLOAD_MB)
+        self.playground.store = open_store(str(files_dir.parent / "store"), ttl_s=3600.0, quota_bytes=2 ** 24)
         self.demo = build_app(self.playground)
         self.endpoints = {fn.api_name: fn for fn in self.demo.fns.values()
                           if fn.api_name and fn.api_visibility != "private"}
@@ -113,6 +122,7 @@ class App:
         self.files = hostile_files(files_dir, self)
         self.a, self.b = self.playground.new_session(), self.playground.new_session()
         for session in (self.a, self.b):
+            conversations.identify(session, owner_of(new_visitor_key()))  # two visitors, each saving
             self.call("generate", ["Hello", "balanced", 3, 1], session)
         self.b_snapshot = snapshot(self.b)
 
@@ -138,6 +148,8 @@ class App:
             return next(n for n in self.b.tree.nodes if n != self.b.tree.root)
         if value == UNKNOWN:
             return "f" * 16
+        if value in (MINE, THEIRS):
+            return (self.a if value == MINE else self.b).saved.id
         return self.files.get(value, value) if isinstance(value, str) else value
 
 
@@ -229,7 +241,8 @@ ENDPOINTS = ["chat", "chat_submit", "chat_stop", "chat_retry", "chat_undo", "cha
              "chat_previous_branch", "chat_next_branch", "chat_preset_settings", "generate", "continue", "stop",
              "select_node", "tree", "pick_token", "rewind", "force", "delete_node", "compare", "compare_stop", "keep_1",
              "keep_2", "keep_3", "keep_4", "state", "load_model", "models_info", "export_session", "export_state",
-             "import_session"]
+             "import_session", "identify", "conversations", "new_conversation", "open_conversation",
+             "rename_conversation", "delete_conversation", "delete_my_data"]
 
 
 def test_the_parametrized_list_is_every_endpoint(app):

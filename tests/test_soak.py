@@ -162,3 +162,17 @@ def test_short_soak_against_the_real_app(tmp_path):
     assert sum(len(log.samples) for log in outcome.logs) >= 10
     assert all(s.ttft is not None for log in outcome.logs for s in log.samples if s.updates)
     assert sum(log.sessions for log in outcome.logs) > 4  # the disconnect action opened a new session
+
+
+def test_a_restart_soak_passes_only_when_no_saved_node_is_lost():
+    memory = [RoundMemory(r, 1.0, 500 * MIB, 500 * MIB, 4, 4, 0, 0, 0) for r in range(1, 7)]
+    log = UserLog(0)
+
+    def result(lost):
+        return SoakResult(1, 6, (16, 48), [log], memory, FREED, 5.0, 60.0, "test machine",
+                          restarts=[{"seconds": 30.0, "nodes": 20, "lost": lost, "reconnects": 1}])
+    rows = {target: verdict for target, _, verdict in verdicts(result(0))}
+    assert rows["1 restarts (kill -9): no saved node lost"] == PASS
+    assert NOT_JUDGED in rows.values()  # memory growth across processes is not judged
+    assert not missed(result(0)) and missed(result(1))
+    assert "0 of 20 nodes lost" in render(result(0), "python -m benchmarks soak --restart-every 2")
