@@ -11,8 +11,8 @@ from OpenAI clients"): `--api-key KEY` (or $RWKV_API_KEY, several comma-separate
 runs on Gradio's own launcher, which has no /v1. `--stats` (operator only, off by default) adds a /server_stats API endpoint
 that the soak test reads (python -m benchmarks soak). Visitors' conversations are saved in SQLite under --data-dir
 (default /data/rwkv-playground when /data is writable, else ~/.cache/rwkv-playground) or in Redis with --store
-redis://host:port/db (docs/DEPLOY.md); --session-ttl-days and --visitor-quota-mb bound them. The server caps glibc's malloc arenas at 2
-(`--malloc-arenas N`, or $RWKV_MALLOC_ARENAS; 0 keeps glibc's default) so its memory stays flat under Gradio's
+redis://host:port/db (docs/DEPLOY.md); --session-ttl-days and --visitor-quota-mb bound them. The server caps
+glibc's malloc arenas at 2 (`--malloc-arenas N`, or $RWKV_MALLOC_ARENAS; 0 keeps glibc's default) so its memory stays flat under Gradio's
 many worker threads.
 """
 from __future__ import annotations

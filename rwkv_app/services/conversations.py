@@ -167,8 +167,8 @@ def listing(session) -> list[dict]:
     if session is None or session.playground.store is None or session.saved.owner is None:
         return []
     return [{"id": i.id, "name": i.name, "model": public_name(i.model), "updated": i.updated,
-             "kb": round(i.nbytes / 1024, 1), "current": i.id == session.saved.id, "this_model": i.model == session.source}
-            for i in session.playground.store.list(session.saved.owner)]
+             "kb": round(i.nbytes / 1024, 1), "current": i.id == session.saved.id,
+             "this_model": i.model == session.source} for i in session.playground.store.list(session.saved.owner)]
 
 
 def open_conversation(session, conversation: str, switch_model: bool = False) -> None:
@@ -183,7 +183,8 @@ def open_conversation(session, conversation: str, switch_model: bool = False) ->
     if stored.info.model != session.source:
         if not switch_model:
             raise OtherModel(f"\"{stored.info.name}\" was made with {public_name(stored.info.model)}; this session "
-                             f"runs {public_name(session.source)}. Switch model to open it.", stored.info.model)
+                             f"runs {public_name(session.source)}. Switch model to open it (API: switch_model=True).",
+                             stored.info.model)
         session.switch_model(stored.info.model, resume=False)  # InputError/ModelLoadError say why it cannot
     loaded = session.loaded
     members = {TREE_MEMBER: stored.tree, STATES_MEMBER: merged_states(stored.states)}

@@ -107,7 +107,8 @@ class SqliteStore(SessionStore):
     def delete(self, owner: str, conversation: str) -> bool:
         def work(db):
             db.execute("DELETE FROM states WHERE owner = ? AND conversation = ?", (owner, conversation))
-            return db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", (owner, conversation)).rowcount > 0
+            gone = db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", (owner, conversation))
+            return gone.rowcount > 0
         return self._transaction(work)
 
     def delete_owner(self, owner: str) -> int:

@@ -13,6 +13,7 @@ import time
 
 import gradio as gr
 
+from ..errors import InputError
 from ..services import conversations as service
 from ..services.conversations import OtherModel
 from ..services.identity import browser_secrets, check_key, new_visitor_key, owner_of
@@ -112,6 +113,12 @@ def build(ctx, refresh, api: bool) -> dict:
     return {"list": pick}
 
 
+def picked(conversation) -> str:
+    if not isinstance(conversation, str) or not conversation:
+        raise InputError("choose a conversation in the list first")
+    return conversation
+
+
 def opened(session, conversation, switch_model):
     service.open_conversation(session, conversation, switch_model=bool(switch_model))
     return f"Opened \"{session.saved.name}\"."
@@ -136,12 +143,12 @@ def wire(ctx, refresh, c, api):
         refresh.append(button.click(page(action, len(inputs)), [*inputs, state], view, api_visibility="private",
                                     show_progress=QUIET))
 
-    wired(c["open_"], lambda s, i: opened(s, i, False) if i else "Choose a conversation in the list first.", [pick])
-    wired(switch, lambda s, i: opened(s, i, True), [pick])
+    wired(c["open_"], lambda s, i: opened(s, picked(i), False), [pick])
+    wired(switch, lambda s, i: opened(s, picked(i), True), [pick])
     wired(c["new"], lambda s: (service.new_conversation(s), "Started a new conversation.")[1], [])
-    wired(c["rename"], lambda s, i, n: (service.rename(s, i, n), f"Renamed to \"{' '.join(n.split())}\".")[1],
+    wired(c["rename"], lambda s, i, n: (service.rename(s, picked(i), n), f"Renamed to \"{' '.join(n.split())}\".")[1],
           [pick, c["name"]])
-    wired(c["delete"], lambda s, i: (service.delete(s, i), "Deleted.")[1], [pick])
+    wired(c["delete"], lambda s, i: (service.delete(s, picked(i)), "Deleted.")[1], [pick])
     wired(c["wipe"], lambda s: f"Deleted {service.delete_all(s)} conversations.", [])
     pick.select(lambda: gr.update(visible=False), None, switch, api_visibility="private", show_progress="hidden")
     if api:
