@@ -79,4 +79,8 @@ def test_two_replicas_on_one_redis_resume_each_others_conversations(redis_url):
         assert on_one == on_two  # the state resumed on either replica continues with the same tokens
         names = sorted(c["name"] for c in a.predict(api_name="/conversations"))
         assert names == ["Hello from replica one", "Hello from replica one (copy)"]
-        a.close(), b.close()
+        stranger, _ = visitor(two)  # another visitor on the same replica and store sees nothing of it
+        assert stranger.predict(api_name="/conversations") == [] and len(tree(stranger)) == 1
+        with pytest.raises(Exception, match="not yours"):
+            stranger.predict(original, True, api_name="/open_conversation")
+        a.close(), b.close(), stranger.close()
