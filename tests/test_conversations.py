@@ -209,3 +209,24 @@ def test_browser_storage_secrets_live_in_the_store(tmp_path):
     first = browser_secrets(open_store(str(tmp_path), 3600.0, MIB))
     again = browser_secrets(open_store(str(tmp_path), 3600.0, MIB))  # a restart: the same key name and secret
     assert first == again and all(first) and browser_secrets(None) == (None, None)
+
+
+def test_switching_between_rwkv4_and_rwkv7_keeps_each_familys_conversations(model_dirs, data_dir, tmp_path):
+    """Issue 17: a visitor's RWKV-4 conversation stays intact while they use an RWKV-7 model, and the other way
+    round; each resumes when its model is loaded again."""
+    from .rwkv7_helpers import save_pth, tiny_model7
+
+    pth = save_pth(tiny_model7(seed=5, vocab_size=65536, hidden_size=64, num_hidden_layers=2),
+                   tmp_path / "rwkv7-tiny.pth")
+    playground = server(model_dirs, data_dir, quota=16 * MIB)
+    session = visitor(playground, owner_of(new_visitor_key()))
+    on_rwkv4 = chat(session, "hello rwkv-4")
+    session.switch_model(str(pth))
+    on_rwkv7 = chat(session, "hello rwkv-7")
+    tokens7 = path_tokens(session)
+    session.switch_model(str(model_dirs[0]))
+    assert session.chat.messages() == on_rwkv4
+    session.switch_model(str(pth))
+    assert session.chat.messages() == on_rwkv7 and path_tokens(session) == tokens7
+    assert sorted(c["model"] for c in conversations.listing(session)) == sorted(["rwkv7-tiny.pth", "tiny-a"])
+    playground.close()
