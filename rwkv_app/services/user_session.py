@@ -181,6 +181,13 @@ class UserSession:
         other = tree.node(other_id).id if other_id else None
         return state_inspector.state_report(tree, node_id, tensor or None, other)
 
+    def head_report(self, node_id: str | None, other_id: str | None = None, layer=None, head=None) -> dict | None:
+        """The State tab's per-head data, plain (state_inspector.head_report); None for a model without heads."""
+        tree = self.tree
+        node_id = tree.node(node_id).id if node_id else self.current
+        other = tree.node(other_id).id if other_id else None
+        return state_inspector.head_report(tree, node_id, layer, head, other)
+
     def select(self, node_id: str) -> None:
         self.current = self.tree.node(node_id).id
 
