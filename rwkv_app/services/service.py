@@ -197,6 +197,15 @@ class Playground:
         finally:
             self.manager.release(loaded)
 
+    def state_heads(self) -> dict | None:
+        """The server's model's per-head state layout (the family's `heads`: tensor, layers, heads, size, rows,
+        columns), None when its state has no heads (RWKV-4)."""
+        loaded = self.acquire_default()
+        try:
+            return family_of(loaded.model).heads(loaded.model)
+        finally:
+            self.manager.release(loaded)
+
     def acquire_default(self) -> LoadedModel:
         return self.manager.acquire(self.default_source, device=self.options.device, dtype=self.options.dtype)
 

@@ -119,6 +119,8 @@ def head_index(value, count: int, what: str) -> int:
     """A layer or head number from a client (None: 0); InputError unless it is a whole number in range."""
     if value is None:
         return 0
+    if isinstance(value, str) and value.strip().isdigit():  # typed into a picker
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
             or not 0 <= value < count:
         raise InputError(f"{what} must be a whole number from 0 to {count - 1}, got {str(value)[:20]}")

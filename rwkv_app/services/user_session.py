@@ -181,6 +181,11 @@ class UserSession:
         other = tree.node(other_id).id if other_id else None
         return state_inspector.state_report(tree, node_id, tensor or None, other)
 
+    def state_tensor_names(self) -> tuple[list[str], str]:
+        """This session's model's state tensors and the one the State tab's heatmap shows first (plain data)."""
+        family = self.tree.family
+        return list(family.state_names), family.memory_tensor
+
     def head_report(self, node_id: str | None, other_id: str | None = None, layer=None, head=None) -> dict | None:
         """The State tab's per-head data, plain (state_inspector.head_report); None for a model without heads."""
         tree = self.tree
