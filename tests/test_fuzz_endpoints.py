@@ -81,6 +81,7 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
     select = arg(st.integers(0, 5), st.integers(-10 ** 20, 10 ** 20))
     count = arg(st.integers(2, 4), st.integers(-5, 10))
     tensor = arg(st.sampled_from(["num", "den", "max", "att_shift", "ffn_shift"]), TEXT)
+    layer_or_head = arg(st.integers(0, 1), st.one_of(NUMBER, TEXT))
     source = arg(st.just(default_model), st.sampled_from(["tiny-test-model", "demo-model", "../demo-model", "/etc",
                                                           "someone/unknown-model", ".", default_model + "/.."]))
     upload = arg(st.just("<real export>"), st.sampled_from(sorted(files)))
@@ -95,7 +96,7 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
         "force": (node, position, token, pick, length, seed), "delete_node": (node,),
         "compare": (count, length, *(pick, seed) * 4), "compare_stop": (),
         "keep_1": (), "keep_2": (), "keep_3": (), "keep_4": (),
-        "state": (node, node, tensor), "load_model": (source,), "models_info": (), "export_session": (), "export_state": (node,),
+        "state": (node, node, tensor), "state_heads": (node, node, layer_or_head, layer_or_head), "load_model": (source,), "models_info": (), "export_session": (), "export_state": (node,),
         "import_session": (upload,),
     }
 
@@ -228,7 +229,7 @@ def test_every_named_endpoint_has_a_strategy_for_each_input(app):
 ENDPOINTS = ["chat", "chat_submit", "chat_stop", "chat_retry", "chat_undo", "chat_new", "chat_edit",
              "chat_previous_branch", "chat_next_branch", "chat_preset_settings", "generate", "continue", "stop",
              "select_node", "tree", "pick_token", "rewind", "force", "delete_node", "compare", "compare_stop", "keep_1",
-             "keep_2", "keep_3", "keep_4", "state", "load_model", "models_info", "export_session", "export_state",
+             "keep_2", "keep_3", "keep_4", "state", "state_heads", "load_model", "models_info", "export_session", "export_state",
              "import_session"]
 
 

@@ -80,7 +80,8 @@ def test_the_difference_is_the_norm_of_the_matrices_difference_per_head_and_per_
     torch.testing.assert_close(torch.tensor(layers), expected.norm(dim=1))  # not the difference of the norms
 
 
-@pytest.mark.parametrize("value, what", [(3, "layer"), (-1, "layer"), (1.5, "layer"), ("one", "layer"), (4, "head")])
+@pytest.mark.parametrize("value, what", [(3, "layer"), (-1, "layer"), (1.5, "layer"), ("one", "layer"), (float("inf"), "layer"),
+                                         (float("nan"), "head"), (True, "head"), (4, "head")])
 def test_a_layer_or_head_out_of_range_is_an_input_error(tree, value, what):
     args = (value, 0) if what == "layer" else (0, value)
     with pytest.raises(InputError, match=f"{what} must be a whole number from 0 to"):

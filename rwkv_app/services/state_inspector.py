@@ -121,10 +121,11 @@ def head_index(value, count: int, what: str) -> int:
         return 0
     if isinstance(value, str) and value.strip().isdigit():  # typed into a picker
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
-            or not 0 <= value < count:
+    if isinstance(value, float) and value.is_integer():  # a number from JSON; NaN and infinities are not
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
         raise InputError(f"{what} must be a whole number from 0 to {count - 1}, got {str(value)[:20]}")
-    return int(value)
+    return value
 
 
 @torch.no_grad()
