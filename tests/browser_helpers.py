@@ -21,12 +21,12 @@ BANNER = "Running the bundled demo model (4.5M parameters, trained on Jane Auste
 
 
 @contextmanager
-def served_app(**options):
-    """(url, playground) of the app on the demo model, launched in this process on a free port."""
+def served_app(model=DEMO_MODEL, banner=BANNER, **options):
+    """(url, playground) of the app on `model` (default: the demo model), launched in this process on a free port."""
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    playground = tiny_playground(DEMO_MODEL, **options)
-    demo = build_app(playground, BANNER)
+    playground = tiny_playground(model, **options)
+    demo = build_app(playground, banner)
     demo.queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                             theme=THEME, css=CSS)
