@@ -116,6 +116,7 @@ def test_state_tab_per_head_on_a_phone(app, browser):
     widths = page.eval_on_selector_all("#st-head-grids svg, #st-head-matrix svg",
                                        "ss => ss.map(s => s.getBoundingClientRect().right)")
     assert widths and max(widths) <= 390  # nothing wider than the phone
-    page.evaluate("() => document.querySelector('#st-heads-help').scrollIntoView()")
+    assert page.locator("#st-heads-help details").count() == 1  # the long explanation is folded
+    page.evaluate("() => document.querySelector('#st-layer').scrollIntoView()")
     page.screenshot(path=str(SHOTS / "mobile-state-rwkv7.png"))
     page.close()

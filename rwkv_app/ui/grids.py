@@ -13,7 +13,7 @@ from .render import colour
 
 VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
 MAX_SIDE = 300  # px: a grid's longer side at most this (cells at least MIN_CELL)
-MIN_CELL, MAX_CELL = 5, 34
+MIN_CELL, MAX_CELL = 5, 40
 LEFT, TOP = 30, 16  # room for the row and column labels
 
 

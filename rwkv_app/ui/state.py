@@ -15,8 +15,10 @@ NOTE = ("Values are the state as stored, cast to float32 (RWKV-4's `rescale_ever
         "RWKV-7's WKV matrices are kept in float32), so the plots mean the same in every dtype. RWKV-7's `wkv` "
         "heatmap has a column per head.")
 CAPTIONS = {"norms": "Per-layer norm of each state tensor at the node.",
-            "decay": "Effective decay exp(-exp(time_decay)) of each layer's channels, sorted.",
-            "trace": "WKV numerator norm per layer over the node's tokens (the last generation).",
+            "decay": "Each layer's per-channel decay, sorted: RWKV-4's exp(-exp(time_decay)); RWKV-7's at zero input "
+                     "(its decay moves with each token: see the per-head grids).",
+            "trace": "Norm per layer of the WKV memory (RWKV-4: numerator num; RWKV-7: wkv) over the node's tokens "
+                     "(the last generation).",
             "diff": "Norm of (compared node - node) per layer."}
 EMPTY = {"trace": "Nothing to show: this node was not made by the last generation. Generate, then look again.",
          "diff": "Nothing to show: choose a node in \"Compare with node\" to see how the state differs."}
@@ -41,7 +43,7 @@ def build(ctx, refresh):
     heads = state_heads.build(ctx)
     with gr.Row():
         with gr.Column():
-            trace = gr.LinePlot(x="token", y="norm", color="layer", title="Numerator norm per token",
+            trace = gr.LinePlot(x="token", y="norm", color="layer", title="Memory norm per token",
                                 caption=CAPTIONS["trace"], elem_id="st-trace")
             trace_note = gr.Markdown(elem_id="st-trace-note")
         with gr.Column():

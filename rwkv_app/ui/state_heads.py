@@ -11,15 +11,19 @@ import gradio as gr
 from .common import QUIET, guarded
 from .grids import figure, grid_svg
 
-HELP = """**Per head.** Each layer's WKV state is one matrix **S** per head (rows: value channel, columns: key channel;
-the token's receptance r reads it as S·r). Every token updates it by the delta rule
-S ← S (diag(w) − k̂ (a ⊙ k̂)ᵀ) + v kᵀ, where k̂ is the token's normalised key.
-**Norm**: ‖S‖ (Frobenius) of each layer x head. **Decay w** and **in-context learning rate a** belong to a token, not to
-a state: they are shown for the node's last token (run again from the state before it), each head's mean over its key
-channels. w is the fraction of S kept per token (from 0.545 to 1: near 1 remembers long); a is how much of what S holds
-under the token's key is erased before the new value is written (0: only add, 1: overwrite). **Difference**:
-‖S(compared node) − S(node)‖ per layer x head. The Layer and Head pickers choose the matrix drawn below (its cell is
-outlined in each grid)."""
+HELP = """**Per head.** Each layer's WKV state is one matrix **S** per head; the grids show every layer x head, the
+matrix below is the chosen head's (its cell is outlined in each grid).
+
+<details><summary>How to read them</summary>
+
+S's rows are value channels, its columns key channels (the token's receptance r reads it as S·r). Every token updates
+it by the delta rule S ← S (diag(w) − k̂ (a ⊙ k̂)ᵀ) + v kᵀ, where k̂ is the token's normalised key.
+**Norm**: ‖S‖ (Frobenius) of each layer x head. **Decay w** and **in-context learning rate a** belong to a token, not
+to a state: they are shown for the node's last token (run again from the state before it), each head's mean over its
+key channels. w is the fraction of S kept per token (from 0.545 to 1: near 1 remembers long); a is how much of what S
+holds under the token's key is erased before the new value is written (0: only add, 1: overwrite).
+**Difference**: ‖S(compared node) − S(node)‖ per layer x head.
+</details>"""
 CSS = """
 .st-grids { display: flex; flex-wrap: wrap; gap: 14px 22px; align-items: flex-start; }
 .st-panel { margin: 0; max-width: 100%; }
