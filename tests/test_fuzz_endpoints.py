@@ -84,6 +84,9 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
     source = arg(st.just(default_model), st.sampled_from(["tiny-test-model", "demo-model", "../demo-model", "/etc",
                                                           "someone/unknown-model", ".", default_model + "/.."]))
     upload = arg(st.just("<real export>"), st.sampled_from(sorted(files)))
+    state_file = arg(st.just("<real state>"), st.sampled_from(sorted(files)))
+    no_file = arg(st.just(None), st.sampled_from(sorted(files)))
+    weight = arg(st.floats(0, 1), NUMBER)
     return {
         "chat": (text, *chat_knobs, system, *names, *penalties),
         "chat_submit": (text, *chat_knobs, system, *names, *penalties),
@@ -96,7 +99,8 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
         "compare": (count, length, *(pick, seed) * 4), "compare_stop": (),
         "keep_1": (), "keep_2": (), "keep_3": (), "keep_4": (),
         "state": (node, node, tensor), "load_model": (source,), "models_info": (), "export_session": (), "export_state": (node,),
-        "import_session": (upload,),
+        "import_session": (upload,), "load_state": (state_file,), "start_empty": (),
+        "mix_states": (node, no_file, node, no_file, weight), "chat_load_state": (state_file, system, *names),
     }
 
 
@@ -145,6 +149,17 @@ def snapshot(session) -> dict:
     return {i: (n.parent, tuple(n.tokens), tuple(n.children), n.text) for i, n in session.tree.nodes.items()}
 
 
+def session_state(app, directory) -> str:
+    """A state file exported from a fresh session's node (a copy: closing the session deletes its exports)."""
+    session = app.playground.new_session()
+    app.call("generate", ["Hello", "balanced", 3, 1], session)
+    data = Path(session.export_state(None, directory / "states")).read_bytes()
+    session.close()
+    copy = directory / "exported-state.safetensors"
+    copy.write_bytes(data)
+    return str(copy)
+
+
 def hostile_files(directory, app) -> dict[str, str]:
     """Upload candidates by name: a real export, garbage, a truncated zip, one over the size limit, a pickle."""
     directory.mkdir(exist_ok=True)
@@ -155,6 +170,12 @@ def hostile_files(directory, app) -> dict[str, str]:
     real = directory / "real.zip"
     real.write_bytes(data)
     paths = {"<real export>": str(real)}
+    state = Path(session_state(app, directory))  # a real state file of this model, and hostile ones
+    paths["<real state>"] = str(state)
+    for name, content in {"garbage.safetensors": b"\x00garbage" * 10, "pickle.pth": b"\x80\x04\x95cos\nsystem\n.",
+                          "truncated.safetensors": state.read_bytes()[:100]}.items():
+        (directory / name).write_bytes(content)
+        paths[f"<{name}>"] = str(directory / name)
     for name, content in {"garbage.zip": b"\x00garbage" * 10, "truncated.zip": data[: len(data) // 2],
                           "huge.zip": b"\0" * int(MAX_UPLOAD_MB * 2 ** 20 + 1),
                           "pickle.zip": b"\x80\x04\x95cos\nsystem\n."}.items():
@@ -229,7 +250,7 @@ ENDPOINTS = ["chat", "chat_submit", "chat_stop", "chat_retry", "chat_undo", "cha
              "chat_previous_branch", "chat_next_branch", "chat_preset_settings", "generate", "continue", "stop",
              "select_node", "tree", "pick_token", "rewind", "force", "delete_node", "compare", "compare_stop", "keep_1",
              "keep_2", "keep_3", "keep_4", "state", "load_model", "models_info", "export_session", "export_state",
-             "import_session"]
+             "import_session", "load_state", "start_empty", "mix_states", "chat_load_state"]
 
 
 def test_the_parametrized_list_is_every_endpoint(app):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .continuation import Branch, resolve_sampling
-from .nodes import BOT, ROOT, SYSTEM, USER, Change, SessionError
+from .nodes import BOT, STARTS, SYSTEM, USER, Change, SessionError
 from .tree import SessionTree
 
 TURN_SEPARATOR = "\n\n"
@@ -71,19 +71,22 @@ class ChatSession:
     """A chat held in a SessionTree (saved with it: the format and the current node live in tree.meta)."""
 
     def __init__(self, tree: SessionTree, *, user: str | None = None, bot: str | None = None,
-                 system: str | None = None, sampling=None):
-        """`user` and `bot` default to the names the model's family was tuned on (RWKV-7: User / Assistant)."""
+                 system: str | None = None, sampling=None, start: str | None = None):
+        """`user` and `bot` default to the names the model's family was tuned on (RWKV-7: User / Assistant).
+        `start`: the state the conversation starts from, the root (default) or a state root (SessionTree.add_state)."""
         tree.require_tokenizer()
+        start = tree.root if start is None else start
+        if tree.node(start).role not in STARTS:
+            raise SessionError("a conversation starts at the root or at a loaded state")
         user, bot = user or tree.family.chat_names[0], bot or tree.family.chat_names[1]
         self.tree, self.format = tree, ChatFormat(user, bot)
         self.sampling = "chat" if sampling is None else sampling  # a preset name, SamplingSettings or dict
         saved = self.sampling if isinstance(self.sampling, str) else resolve_sampling(self.sampling, {}).to_dict()
-        tree.meta["chat"] = {"user": user, "bot": bot, "system": system or "", "sampling": saved,
-                             "current": tree.root}
+        tree.meta["chat"] = {"user": user, "bot": bot, "system": system or "", "sampling": saved, "current": start,
+                             "start": start}
         if system and system.strip():
             text = system.strip()
-            self.current = tree.extend_tokens(tree.root, tree.tokenizer.encode(text + TURN_SEPARATOR), SYSTEM,
-                                              text).node
+            self.current = tree.extend_tokens(start, tree.tokenizer.encode(text + TURN_SEPARATOR), SYSTEM, text).node
 
     @classmethod
     def resume(cls, tree: SessionTree, sampling=None) -> ChatSession:
@@ -223,7 +226,7 @@ class ChatSession:
             return [node.id]
         parent = self.tree.node(node.parent)
         same = [c for c in parent.children if self.tree.node(c).role == node.role]
-        if parent.role in (ROOT, SYSTEM):
+        if parent.role in (*STARTS, SYSTEM):
             origin = self.edit_origin(node.id)
             same = [c for c in same if self.edit_origin(c) == origin]
         return same

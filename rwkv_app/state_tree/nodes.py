@@ -3,6 +3,11 @@
 A node is one step of a conversation: the tokens it added to the state of its parent, its text, and for
 generated tokens each token's probability and top alternatives. Its id is random and unguessable, so a
 node id handed to a browser cannot be used to guess another session's nodes.
+
+A "state" node is a second kind of start: a root carrying a state that came from outside the tree (a state
+file, or a mix of two states), a child of the tree's root with no tokens. Its state cannot be recomputed, so it
+is always kept; it has no logits (nothing was fed yet), so the first text added under it gives the next-token
+logits, as at the root.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from ..errors import InputError
 from .compact import TokenProbs
 
 ROOT, SYSTEM, TEXT, USER, BOT, GENERATED = "root", "system", "text", "user", "bot", "generated"
-ROLES = (ROOT, SYSTEM, TEXT, USER, BOT, GENERATED)
+STATE = "state"  # a root carrying a state from a file or a mix (see above)
+ROLES = (ROOT, SYSTEM, TEXT, USER, BOT, GENERATED, STATE)
+STARTS = (ROOT, STATE)  # the nodes without tokens: the empty state and the states brought in
 MESSAGE_ROLES = {SYSTEM: "system", TEXT: "user", USER: "user", BOT: "assistant", GENERATED: "assistant"}
 ID_BYTES = 8  # 16 hex characters, 64 random bits
 

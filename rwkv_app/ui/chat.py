@@ -10,6 +10,7 @@ import gradio as gr
 
 from .chat_branches import BRANCH_JS, branch_marks  # noqa: F401 (the builder redraws the marks)
 from .chat_events import DEFAULT_PRESET, api_callbacks, page_callbacks, preset_values
+from .personas import chat_controls
 
 # Phones: the message box and Send above the conversation, so they sit near the top of the first screen.
 CSS = "@media (max-width: 640px) { #chat-input { order: -1; } #chatbot { height: 50vh !important; } }"
@@ -35,6 +36,7 @@ def build(ctx, refresh):
                 user = gr.Textbox(label="User name", value="User")
                 bot = gr.Textbox(label="Bot name", value="Bot")
                 new_chat = gr.Button("New chat with these settings")
+                chat_controls(ctx, refresh, chatbot, system, user, bot)
             with gr.Accordion("Sampling", open=False, elem_id="chat-sampling"):
                 preset = gr.Dropdown(ctx.presets, value=DEFAULT_PRESET if shown else None, label="Preset",
                                      elem_id="chat-preset")
