@@ -75,6 +75,7 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
     penalties = (knob(0, 2), knob(0, 2))  # presence, frequency: the last inputs of /chat and /chat_retry
     names = (arg(st.sampled_from(["User", "Ann"]), TEXT), arg(st.sampled_from(["Bot", "Emma"]), TEXT))
     system = arg(st.sampled_from(["", "Be brief."]), TEXT)
+    thinking = arg(st.sampled_from(["auto", "think", "no_think", None]), TEXT)
     turn = arg(st.sampled_from(["0", "1", "2", None]), st.sampled_from(["-1", "99", "1.5", "1e9"]))
     position = arg(st.integers(0, 3), st.integers(-10 ** 20, 10 ** 20))
     token = arg(st.sampled_from(["0", "1", "42"]), st.sampled_from(["399", "400", "-1", "1e3", "0x10"]))
@@ -88,9 +89,9 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
     no_file = arg(st.just(None), st.sampled_from(sorted(files)))
     weight = arg(st.floats(0, 1), NUMBER)
     return {
-        "chat": (text, *chat_knobs, system, *names, *penalties),
-        "chat_submit": (text, *chat_knobs, system, *names, *penalties),
-        "chat_stop": (), "chat_retry": (*chat_knobs, *penalties), "chat_undo": (), "chat_new": (system, *names),
+        "chat": (text, *chat_knobs, system, *names, *penalties, thinking),
+        "chat_submit": (text, *chat_knobs, system, *names, *penalties, thinking),
+        "chat_stop": (), "chat_retry": (*chat_knobs, *penalties), "chat_undo": (), "chat_new": (system, *names, thinking),
         "chat_edit": (turn, text), "chat_previous_branch": (turn,), "chat_next_branch": (turn,),
         "chat_preset_settings": (pick,),
         "generate": (text, pick, length, seed), "continue": (node, extra, pick, length, seed), "stop": (),

@@ -13,7 +13,7 @@ from typing import Iterator
 from ..errors import InputError
 from ..state_tree import Branch, ChatSession, SessionError, SessionTree
 from ..state_tree.continuation import resolve_sampling
-from ..state_tree.nodes import BOT, GENERATED, STARTS, SYSTEM, TEXT, USER
+from ..state_tree.nodes import BOT, GENERATED, STARTS, SYSTEM, TEXT, USER, prefill_of
 from . import state_inspector, transfer, views
 from .runner import Job, stream_rows, stream_texts
 
@@ -295,21 +295,24 @@ class UserSession:
         self.current = self.tree.root
 
     # ---- chat ----------------------------------------------------------------------------------------
-    def ensure_chat(self, system: str | None, user: str | None, bot: str | None,
-                    start: str | None = None) -> ChatSession:
+    def ensure_chat(self, system: str | None, user: str | None, bot: str | None, start: str | None = None,
+                    thinking: str | None = None) -> ChatSession:
         if self.chat is None:
             self.chat = ChatSession(self.tree, user=user or "User", bot=bot or "Bot", system=system or None,
-                                    start=start if start in self.tree.nodes else None)
+                                    start=start if start in self.tree.nodes else None, thinking=thinking or "auto")
         return self.chat
 
-    def new_chat(self, system: str | None, user: str | None, bot: str | None, start: str | None = None) -> None:
-        """Start a new conversation (the old one stays in the tree), from the empty state or `start` (a state root)."""
+    def new_chat(self, system: str | None, user: str | None, bot: str | None, start: str | None = None,
+                 thinking: str | None = None) -> None:
+        """Start a new conversation (the old one stays in the tree), from the empty state or `start` (a state root);
+        `thinking`: auto / think / no_think (state_tree.chat.THINKING)."""
         self.chat = None
-        self.ensure_chat(system, user, bot, start)
+        self.ensure_chat(system, user, bot, start, thinking)
 
-    def chat_send(self, message: str, branch: Branch, system=None, user=None, bot=None) -> Iterator[list[dict]]:
+    def chat_send(self, message: str, branch: Branch, system=None, user=None, bot=None,
+                  thinking=None) -> Iterator[list[dict]]:
         self.check_text(message)
-        chat = self.ensure_chat(system, user, bot)
+        chat = self.ensure_chat(system, user, bot, thinking=thinking)
         if self._busy.locked():  # fail at the call; the reply adds the turn only once it holds the lock
             raise InputError("this session is already generating: wait for it or press Stop")
 
@@ -333,11 +336,12 @@ class UserSession:
             reply = chat.reply_branch(branch.sampling, fresh_seed=branch.seed is None)
             reply = Branch(reply.sampling, seed=branch.seed, label=branch.label)
             parent, before = chat.current, chat.messages()
-            yield before + [{"role": "assistant", "content": ""}]
+            prefill = prefill_of(self.tree.node(parent))  # the reply's opening, e.g. " <think"
+            yield before + [{"role": "assistant", "content": prefill.strip()}]
             try:
                 with closing(stream_rows(self.engine, self.tree, parent, [reply], BOT, job)) as stream:
                     for _, value in stream:
-                        yield before + [{"role": "assistant", "content": value.strip()}]
+                        yield before + [{"role": "assistant", "content": (prefill + value).strip()}]
             finally:
                 self.last_run = [n for n in job.nodes if n]
                 if self.last_run:
@@ -401,7 +405,8 @@ class UserSession:
         """The Chatbot's clear button: a new conversation with the same system prompt and names (the old one
         stays in the tree)."""
         saved = (self.tree.meta.get("chat") or {}) if self.chat is not None else {}
-        self.new_chat(saved.get("system"), saved.get("user"), saved.get("bot"), saved.get("start"))
+        self.new_chat(saved.get("system"), saved.get("user"), saved.get("bot"), saved.get("start"),
+                      saved.get("thinking"))
         return self.chat.messages()
 
     def wait_idle(self, timeout: float) -> bool:

@@ -119,10 +119,18 @@ class Change:
     removed: tuple[str, ...] = ()
 
 
+def prefill_of(node: Node) -> str:
+    """What a user turn prefilled of the reply (its cue's end after "Bot:", e.g. " <think"); "" for other nodes."""
+    prefill = node.meta.get("prefill", "") if node.role == USER else ""
+    return prefill if isinstance(prefill, str) else ""  # an imported file's meta is any JSON
+
+
 def chat_messages(nodes: list[Node]) -> list[dict[str, str]]:
     """A path as chat messages ({"role", "content"}): system / user / assistant; consecutive nodes of one
-    role (a reply continued after a rewind) are one message."""
+    role (a reply continued after a rewind) are one message. A reply starts with what its user turn prefilled
+    (meta "prefill", e.g. " <think": the bot's turn opened with it), so the reply reads as the model wrote it."""
     messages: list[dict[str, str]] = []
+    prefill = ""
     for node in nodes:
         role = MESSAGE_ROLES.get(node.role)
         if role is None:
@@ -130,5 +138,6 @@ def chat_messages(nodes: list[Node]) -> list[dict[str, str]]:
         if messages and messages[-1]["role"] == role:
             messages[-1]["content"] += node.text
         else:
-            messages.append({"role": role, "content": node.text})
+            messages.append({"role": role, "content": (prefill if role == "assistant" else "") + node.text})
+        prefill = prefill_of(node)
     return [{"role": m["role"], "content": m["content"].strip()} for m in messages]
