@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..models.state_files import SUFFIXES, load_state_file, mix_states
-from ..state_tree.nodes import STARTS
 from . import views
 
 MIB = 2 ** 20
@@ -106,7 +105,3 @@ def starts(session) -> list[dict]:
     """The states a prompt or conversation can start from: {id, label, current} (the root: "empty state")."""
     return [{"id": node.id, "label": "empty state" if node.parent is None else node.text,
              "current": node.id == session.start} for node in session.tree.starts()]
-
-
-def is_start(session, node_id) -> bool:
-    return session.has_node(node_id) and session.tree.node(node_id).role in STARTS
