@@ -44,7 +44,7 @@ MOBILE_CSS = """
 }
 """
 PHONE_ORDER = ("pg-prompt", "pg-actions", "pg-settings", "pg-output", "pg-tree", "pg-extra", "pg-delete", "pg-confirm",
-               "pg-tokens", "pg-token-row", "pg-edit-row", "pg-details")
+               "pg-tokens", "pg-token-row", "pg-edit-row", "pg-details", "pg-states")
 # Gradio wraps form components in its own divs: each wrapper holding one of these gets the order
 MOBILE_CSS = MOBILE_CSS.replace("PHONE_ORDER", "\n  ".join(
     f":is(#pg-main, #pg-side) > :is(#{name}, :has(#{name})) {{ order: {i}; }}" for i, name in enumerate(PHONE_ORDER, 1)))
