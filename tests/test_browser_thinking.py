@@ -112,7 +112,7 @@ def test_think_first_opens_each_reply_with_the_model_cards_prefill(app, page):
     open_tab(page, "Chat")
     page.get_by_text("Conversation").click()
     page.locator("#chat-thinking").get_by_text("Think first").click()
-    page.get_by_label("Bot name").fill("Assistant")  # G1's name for itself
+    assert page.get_by_label("Bot name").input_value() == "Assistant"  # G1's name for itself, from the family
     page.fill("#chat-message textarea", "Hello")
     page.press("#chat-message textarea", "Enter")
     page.wait_for_selector("#chatbot [data-testid='bot']")

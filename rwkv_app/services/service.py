@@ -188,6 +188,14 @@ class Playground:
         session.close()
         return True
 
+    def chat_names(self) -> tuple[str, str]:
+        """The user and bot names the server's model was tuned on (RWKV-4: User / Bot; RWKV-7 G1: User / Assistant)."""
+        loaded = self.acquire_default()
+        try:
+            return tuple(family_of(loaded.model).chat_names)
+        finally:
+            self.manager.release(loaded)
+
     def state_tensor_names(self) -> tuple[list[str], str]:
         """The server's model's state tensors and the one the State tab's heatmap shows first (plain data)."""
         loaded = self.acquire_default()

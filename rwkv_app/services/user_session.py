@@ -310,7 +310,7 @@ class UserSession:
     def ensure_chat(self, system: str | None, user: str | None, bot: str | None, start: str | None = None,
                     thinking: str | None = None) -> ChatSession:
         if self.chat is None:
-            self.chat = ChatSession(self.tree, user=user or "User", bot=bot or "Bot", system=system or None,
+            self.chat = ChatSession(self.tree, user=user or None, bot=bot or None, system=system or None,
                                     start=start if start in self.tree.nodes else None, thinking=thinking or "auto")
         return self.chat
 

@@ -34,8 +34,9 @@ def build(ctx, refresh):
         with gr.Column(scale=2):
             with gr.Accordion("Conversation", open=False):
                 system = gr.Textbox("", label="System prompt", lines=3)
-                user = gr.Textbox(label="User name", value="User")
-                bot = gr.Textbox(label="Bot name", value="Bot")
+                user_name, bot_name = playground.chat_names()  # the model's own (G1: User / Assistant)
+                user = gr.Textbox(label="User name", value=user_name, placeholder="empty: the model's own")
+                bot = gr.Textbox(label="Bot name", value=bot_name, placeholder="empty: the model's own")
                 thinking = gr.Radio(THINKING_CHOICES, value="auto", label="Thinking (RWKV-7 G1 models)",
                                     elem_id="chat-thinking")
                 new_chat = gr.Button("New chat with these settings")
