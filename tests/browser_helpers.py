@@ -21,14 +21,14 @@ BANNER = "Running the bundled demo model (4.5M parameters, trained on Jane Auste
 
 
 @contextmanager
-def served_app(store=None, **options):
-    """(url, playground) of the app on the demo model, launched in this process on a free port; `store`: where
-    conversations are saved (None: not saved)."""
+def served_app(model=DEMO_MODEL, banner=BANNER, store=None, **options):
+    """(url, playground) of the app on `model` (default: the demo model), launched in this process on a free port;
+    `store`: where conversations are saved (None: not saved)."""
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    playground = tiny_playground(DEMO_MODEL, **options)
+    playground = tiny_playground(model, **options)
     playground.store = store
-    demo = build_app(playground, BANNER)
+    demo = build_app(playground, banner)
     demo.queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                             theme=THEME, css=CSS)

@@ -277,6 +277,7 @@ def test_state_plots_have_integer_layers_a_scale_notes_and_live_updates(page):
     assert labels and not [t for t in labels if "." in t and t.replace(".", "").isdigit()], labels  # no 0.5 layers
     assert page.locator("#st-heatmap svg.heatmap-legend").count() == 1  # the colour scale
     assert "Compare with node" in page.inner_text("#st-diff-note")  # an empty plot says why
+    assert not page.locator("#st-layer").is_visible() and not page.inner_text("#st-head-grids").strip()  # no heads
     page.locator("#st-tensor label", has_text="den").click()  # no button press: it redraws
     page.wait_for_function("() => document.querySelector('#st-heatmap').innerText.includes('den:')", timeout=10_000)
 

@@ -230,3 +230,25 @@ def test_switching_between_rwkv4_and_rwkv7_keeps_each_familys_conversations(mode
     assert session.chat.messages() == on_rwkv7 and path_tokens(session) == tokens7
     assert sorted(c["model"] for c in conversations.listing(session)) == sorted(["rwkv7-tiny.pth", "tiny-a"])
     playground.close()
+
+
+def test_a_state_root_is_saved_at_once_and_comes_back(model_dirs, data_dir, tmp_path):
+    """A state file loaded into the tree (personas.py) cannot be rebuilt from tokens: it is stored with the tree
+    as soon as it is loaded, and a reload gets the same state and the same start."""
+    import torch
+
+    from rwkv_app.services import personas
+
+    playground = server(model_dirs, data_dir)
+    owner = owner_of(new_visitor_key())
+    session = visitor(playground, owner)
+    chat(session, "make a state")
+    path = session.export_state(session.chat.current, tmp_path / "exports")
+    conversations.new_conversation(session)
+    node = personas.load_state_root(session, path)
+    state, _ = session.tree.state_at(node)
+    back = visitor(playground, owner)  # a reload before anything else was done
+    assert back.start == node and back.tree.node(node).role == "state"
+    for mine, theirs in zip(back.tree.state_at(node)[0], state):
+        torch.testing.assert_close(mine, theirs, atol=0, rtol=0)
+    playground.close()

@@ -79,20 +79,25 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
     penalties = (knob(0, 2), knob(0, 2))  # presence, frequency: the last inputs of /chat and /chat_retry
     names = (arg(st.sampled_from(["User", "Ann"]), TEXT), arg(st.sampled_from(["Bot", "Emma"]), TEXT))
     system = arg(st.sampled_from(["", "Be brief."]), TEXT)
+    thinking = arg(st.sampled_from(["auto", "think", "no_think", None]), TEXT)
     turn = arg(st.sampled_from(["0", "1", "2", None]), st.sampled_from(["-1", "99", "1.5", "1e9"]))
     position = arg(st.integers(0, 3), st.integers(-10 ** 20, 10 ** 20))
     token = arg(st.sampled_from(["0", "1", "42"]), st.sampled_from(["399", "400", "-1", "1e3", "0x10"]))
     select = arg(st.integers(0, 5), st.integers(-10 ** 20, 10 ** 20))
     count = arg(st.integers(2, 4), st.integers(-5, 10))
     tensor = arg(st.sampled_from(["num", "den", "max", "att_shift", "ffn_shift"]), TEXT)
+    layer_or_head = arg(st.integers(0, 1), st.one_of(NUMBER, TEXT))
     source = arg(st.just(default_model), st.sampled_from(["tiny-test-model", "demo-model", "../demo-model", "/etc",
                                                           "someone/unknown-model", ".", default_model + "/.."]))
     upload = arg(st.just("<real export>"), st.sampled_from(sorted(files)))
+    state_file = arg(st.just("<real state>"), st.sampled_from(sorted(files)))
+    no_file = arg(st.just(None), st.sampled_from(sorted(files)))
+    weight = arg(st.floats(0, 1), NUMBER)
     conversation = arg(st.just(MINE), st.sampled_from([THEIRS, "f" * 16, "", "../x"]))
     return {
-        "chat": (text, *chat_knobs, system, *names, *penalties),
-        "chat_submit": (text, *chat_knobs, system, *names, *penalties),
-        "chat_stop": (), "chat_retry": (*chat_knobs, *penalties), "chat_undo": (), "chat_new": (system, *names),
+        "chat": (text, *chat_knobs, system, *names, *penalties, thinking),
+        "chat_submit": (text, *chat_knobs, system, *names, *penalties, thinking),
+        "chat_stop": (), "chat_retry": (*chat_knobs, *penalties), "chat_undo": (), "chat_new": (system, *names, thinking),
         "chat_edit": (turn, text), "chat_previous_branch": (turn,), "chat_next_branch": (turn,),
         "chat_preset_settings": (pick,),
         "generate": (text, pick, length, seed), "continue": (node, extra, pick, length, seed), "stop": (),
@@ -100,8 +105,10 @@ def strategies(presets, files, default_model) -> dict[str, tuple]:
         "force": (node, position, token, pick, length, seed), "delete_node": (node,),
         "compare": (count, length, *(pick, seed) * 4), "compare_stop": (),
         "keep_1": (), "keep_2": (), "keep_3": (), "keep_4": (),
-        "state": (node, node, tensor), "load_model": (source,), "models_info": (), "export_session": (), "export_state": (node,),
-        "import_session": (upload,),
+        "state": (node, node, tensor), "state_heads": (node, node, layer_or_head, layer_or_head),
+        "load_model": (source,), "models_info": (), "export_session": (), "export_state": (node,),
+        "import_session": (upload,), "load_state": (state_file,), "start_empty": (),
+        "mix_states": (node, no_file, node, no_file, weight), "chat_load_state": (state_file, system, *names),
         "identify": (arg(st.sampled_from(["", "k" * 43]), TEXT),), "conversations": (), "new_conversation": (),
         "open_conversation": (conversation, arg(st.booleans())), "rename_conversation": (conversation, text),
         "delete_conversation": (conversation,), "delete_my_data": (),
@@ -157,6 +164,17 @@ def snapshot(session) -> dict:
     return {i: (n.parent, tuple(n.tokens), tuple(n.children), n.text) for i, n in session.tree.nodes.items()}
 
 
+def session_state(app, directory) -> str:
+    """A state file exported from a fresh session's node (a copy: closing the session deletes its exports)."""
+    session = app.playground.new_session()
+    app.call("generate", ["Hello", "balanced", 3, 1], session)
+    data = Path(session.export_state(None, directory / "states")).read_bytes()
+    session.close()
+    copy = directory / "exported-state.safetensors"
+    copy.write_bytes(data)
+    return str(copy)
+
+
 def hostile_files(directory, app) -> dict[str, str]:
     """Upload candidates by name: a real export, garbage, a truncated zip, one over the size limit, a pickle."""
     directory.mkdir(exist_ok=True)
@@ -167,6 +185,12 @@ def hostile_files(directory, app) -> dict[str, str]:
     real = directory / "real.zip"
     real.write_bytes(data)
     paths = {"<real export>": str(real)}
+    state = Path(session_state(app, directory))  # a real state file of this model, and hostile ones
+    paths["<real state>"] = str(state)
+    for name, content in {"garbage.safetensors": b"\x00garbage" * 10, "pickle.pth": b"\x80\x04\x95cos\nsystem\n.",
+                          "truncated.safetensors": state.read_bytes()[:100]}.items():
+        (directory / name).write_bytes(content)
+        paths[f"<{name}>"] = str(directory / name)
     for name, content in {"garbage.zip": b"\x00garbage" * 10, "truncated.zip": data[: len(data) // 2],
                           "huge.zip": b"\0" * int(MAX_UPLOAD_MB * 2 ** 20 + 1),
                           "pickle.zip": b"\x80\x04\x95cos\nsystem\n."}.items():
@@ -240,9 +264,10 @@ def test_every_named_endpoint_has_a_strategy_for_each_input(app):
 ENDPOINTS = ["chat", "chat_submit", "chat_stop", "chat_retry", "chat_undo", "chat_new", "chat_edit",
              "chat_previous_branch", "chat_next_branch", "chat_preset_settings", "generate", "continue", "stop",
              "select_node", "tree", "pick_token", "rewind", "force", "delete_node", "compare", "compare_stop", "keep_1",
-             "keep_2", "keep_3", "keep_4", "state", "load_model", "models_info", "export_session", "export_state",
-             "import_session", "identify", "conversations", "new_conversation", "open_conversation",
-             "rename_conversation", "delete_conversation", "delete_my_data"]
+             "keep_2", "keep_3", "keep_4", "state", "state_heads", "load_model", "models_info", "export_session",
+             "export_state", "import_session", "load_state", "start_empty", "mix_states", "chat_load_state",
+             "identify", "conversations", "new_conversation", "open_conversation", "rename_conversation",
+             "delete_conversation", "delete_my_data"]
 
 
 def test_the_parametrized_list_is_every_endpoint(app):

@@ -12,6 +12,8 @@ to it through the model's family:
     family.to_named(state) / family.from_named(tensors)    # a session file's named tensors
     family.tensors(model)                           # the inspector's description: names, shapes, meanings
     family.layer_matrix(state, name)                # (L, columns) float32: per layer, per channel or per head
+    family.heads(model); family.head_matrices(state)  # a per-head state: its layout, (L, H, N, N) float32
+    family.token_rates(model, state, token)         # what the update does at a token: (L, H) per rate (RWKV-7)
 
 Row operations assume each state tensor holds its batch in dim 0 (both RWKV families do); a family whose
 layout differs overrides stack/select/row. Adding a family: see docs/ARCHITECTURE.md.
@@ -77,6 +79,23 @@ class ModelFamily:
     def decay_rows(self, model) -> list[dict]:
         """{layer, channel rank, decay}: how fast each layer forgets; [] for a family without a decay."""
         return []
+
+    # ---- per-head view (a family whose state holds a matrix per head; RWKV-4's has none) ------------------
+    def heads(self, model) -> dict | None:
+        """{tensor, layers, heads, size, rows, columns}: the state tensor holding one (size x size) matrix per layer
+        and head, and what its rows and columns index; None when the state has no heads."""
+        return None
+
+    def head_matrices(self, state: State) -> torch.Tensor:
+        """Row 0's per-head matrices as (L, H, size, size) float32 on the CPU (only where `heads` is not None)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-head state")
+
+    def token_rates(self, model, state: State, token: int) -> dict[str, torch.Tensor]:
+        """What the state update does when `token` is read on the one-row `state`: name -> (L, H) float32, each
+        head's mean over its channels (described by `rate_meanings`); {} for a family without per-head rates."""
+        return {}
+
+    rate_meanings: dict[str, str] = {}  # token_rates' names -> what they are, for people
 
     def fingerprint_tensors(self, model) -> list[torch.Tensor]:
         """A small fixed sample of the weights that tells two checkpoints of the same shapes apart."""

@@ -28,6 +28,7 @@ from .session_store import QuotaExceeded, StoreConflict
 SAVED_STATES = 8  # states stored per conversation: its tips, most recently used first
 NAME_CHARS = 60
 CURRENT = "playground_current"  # tree.meta key: the Playground's node, so a reopened conversation is where it was
+START = "playground_start"  # tree.meta key: where the Playground's prompts start (the root or a state root)
 NOT_SAVED = "Conversations are not saved on this server (it runs without a session store)."
 
 
@@ -68,10 +69,15 @@ def saves(method):
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         result = method(self, *args, **kwargs)
-        if not self.generating:
-            commit(self)
+        commit_unless_generating(self)
         return result
     return call
+
+
+def commit_unless_generating(session) -> None:
+    """Commit now, unless one of the session's generations runs (its end commits the tree)."""
+    if not session.generating:
+        commit(session)
 
 
 def commit(session) -> None:
@@ -81,7 +87,7 @@ def commit(session) -> None:
     if store is None or saved.owner is None or session.closed or len(session.tree.nodes) < 2:
         return
     with saved.lock:
-        session.tree.meta[CURRENT] = session.current
+        session.tree.meta[CURRENT], session.tree.meta[START] = session.current, session.start
         data = tree_json(session.tree)
         digest = hashlib.sha256(data).hexdigest()
         if digest == saved.digest:
@@ -100,25 +106,28 @@ def commit(session) -> None:
 def write(session, data: bytes, keep: list[str]) -> None:
     store, saved = session.playground.store, session.saved
     args = (saved.owner, saved.id, saved.name or default_name(session), session.source, data)
+
+    def save(nodes):
+        add = {n: safetensors.torch.save(state_tensors(session.tree, [n])) for n in nodes if n not in saved.states}
+        saved.version = store.save(*args, add, set(nodes), saved.version)
+        saved.states = set(nodes)
     try:
-        add = {n: safetensors.torch.save(state_tensors(session.tree, [n])) for n in keep if n not in saved.states}
-        saved.version = store.save(*args, add, set(keep), saved.version)
-    except QuotaExceeded:
-        keep = []  # states only save recomputation: try the tree alone before refusing
-        saved.version = store.save(*args, {}, set(), saved.version)
-    saved.states = set(keep)
+        save(keep)
+    except QuotaExceeded:  # the tips' states only save recomputation: try without them before refusing
+        save([n for n in keep if n in session.tree.store.pinned])  # a state root's state cannot be rebuilt
 
 
 def tips(session) -> list[str]:
-    """The nodes whose states are worth storing: where the visitor is and each branch's end, if kept in memory,
-    most recently used first."""
+    """The nodes whose states are stored: every state root (a state file or a mix: no tokens rebuild it), then
+    where the visitor is and each branch's end, if kept in memory, most recently used first (SAVED_STATES)."""
     tree = session.tree
+    roots = [n for n in tree.store.pinned if n != tree.root and n in tree.store.entries]
     wanted = {session.current, *(session.compared or ())}
     if session.chat is not None:
         wanted.add(session.chat.current)
     wanted |= {node_id for node_id, node in tree.nodes.items() if not node.children}
-    wanted.discard(tree.root)
-    return [n for n in reversed(tree.store.entries) if n in wanted][:SAVED_STATES]
+    wanted -= {tree.root, *roots}
+    return roots + [n for n in reversed(tree.store.entries) if n in wanted][:SAVED_STATES]
 
 
 def default_name(session) -> str:

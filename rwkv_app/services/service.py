@@ -182,12 +182,29 @@ class Playground:
         session.close()
         return True
 
+    def chat_names(self) -> tuple[str, str]:
+        """The user and bot names the server's model was tuned on (RWKV-4: User / Bot; RWKV-7 G1: User / Assistant)."""
+        loaded = self.acquire_default()
+        try:
+            return tuple(family_of(loaded.model).chat_names)
+        finally:
+            self.manager.release(loaded)
+
     def state_tensor_names(self) -> tuple[list[str], str]:
         """The server's model's state tensors and the one the State tab's heatmap shows first (plain data)."""
         loaded = self.acquire_default()
         try:
             family = family_of(loaded.model)
             return list(family.state_names), family.memory_tensor
+        finally:
+            self.manager.release(loaded)
+
+    def state_heads(self) -> dict | None:
+        """The server's model's per-head state layout (the family's `heads`: tensor, layers, heads, size, rows,
+        columns), None when its state has no heads (RWKV-4)."""
+        loaded = self.acquire_default()
+        try:
+            return family_of(loaded.model).heads(loaded.model)
         finally:
             self.manager.release(loaded)
 

@@ -1,6 +1,8 @@
 """The state inspector's data, through the model's family: per-layer norms of each state tensor, a layer x column
 map of one of them (columns are channels, or heads for a per-head matrix), each layer's decay, how the state
-moved over the last generation, and the change between two nodes. Everything returned is plain data.
+moved over the last generation, and the change between two nodes; for a family whose state holds a matrix per head
+(RWKV-7), the same per layer x head, one head's matrix, and what the update did at the node's last token
+(`head_report`). Everything returned is plain data.
 
 The values are the state as stored, cast to float32. For RWKV-4, `rescale_every` touches activations only (the
 token shifts are stored after the layer norms, the WKV sums come from unrescaled key/value projections), so
@@ -32,17 +34,24 @@ def diff_rows(tree, first: str, second: str) -> list[dict]:
     """{layer, tensor, norm}: per-layer norm of (second's state - first's state), tensor by tensor."""
     a, _ = tree.state_at(first)
     b, _ = tree.state_at(second)
-    return norm_rows(tree.family, b, a)
+    return norm_rows(tree.family, b, a, tree.family.heads(tree.model))
 
 
-def norm_rows(family, state, minus) -> list[dict]:
+def norm_rows(family, state, minus, heads: dict | None = None) -> list[dict]:
     rows = []
     for name in family.state_names:
         matrix = family.layer_matrix(state, name)  # (L, columns)
-        if minus is not None:
+        if minus is not None and heads and name == heads["tensor"]:  # the norm of the difference of the matrices
+            matrix = head_norms(family.head_matrices(state) - family.head_matrices(minus))  # (L, H)
+        elif minus is not None:
             matrix = matrix - family.layer_matrix(minus, name)
         rows += [{"layer": layer, "tensor": name, "norm": float(v)} for layer, v in enumerate(matrix.norm(dim=1))]
     return rows
+
+
+def head_norms(matrices: torch.Tensor) -> torch.Tensor:
+    """(L, H, N, N) -> (L, H): each head's Frobenius norm."""
+    return matrices.flatten(2).norm(dim=-1)
 
 
 def heatmap(family, state, name: str) -> dict:
@@ -88,3 +97,48 @@ def state_report(tree, node_id: str, tensor: str | None = None, other_id: str | 
     return {"tensors": describe(tree), "norms": layer_norms(family, state), "decay": decay_rows(tree),
             "heatmap": heatmap(family, state, tensor or family.memory_tensor), "trace": trace_rows(tree, node_id),
             "diff": diff_rows(tree, node_id, other_id) if other_id else []}
+
+
+def head_report(tree, node_id: str, layer=None, head=None, other_id: str | None = None) -> dict | None:
+    """The per-head view of a node's state, plain: the family's layout (tensor, layers, heads, size, rows, columns),
+    `norms` (L x H), `matrix` (size x size) of head `head` of layer `layer` (default 0, 0), `rates` (last_token_rates)
+    and `diff` (L x H norms of other's matrices - the node's; [] without `other_id`). None for a family whose state
+    has no heads (RWKV-4)."""
+    family = tree.family
+    layout = family.heads(tree.model)
+    if layout is None:
+        return None
+    layer, head = head_index(layer, layout["layers"], "layer"), head_index(head, layout["heads"], "head")
+    matrices = family.head_matrices(tree.state_at(node_id)[0])  # (L, H, N, N)
+    diff = head_norms(family.head_matrices(tree.state_at(other_id)[0]) - matrices).tolist() if other_id else []
+    return {**layout, "layer": layer, "head": head, "norms": head_norms(matrices).tolist(),
+            "matrix": matrices[layer, head].tolist(), "rates": last_token_rates(tree, node_id), "diff": diff}
+
+
+def head_index(value, count: int, what: str) -> int:
+    """A layer or head number from a client (None: 0); InputError unless it is a whole number in range."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():  # typed into a picker
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():  # a number from JSON; NaN and infinities are not
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
+        raise InputError(f"{what} must be a whole number from 0 to {count - 1}, got {str(value)[:20]}")
+    return value
+
+
+@torch.no_grad()
+def last_token_rates(tree, node_id: str) -> dict:
+    """{token, meanings, values}: what the state update did at the node's last token (values: name -> L x H, each
+    head's mean over its channels), run again from the parent's state; values {} for a node without tokens."""
+    node, family, model = tree.node(node_id), tree.family, tree.model
+    if node.parent is None or not node.tokens:
+        return {"token": None, "meanings": family.rate_meanings, "values": {}}
+    state = family.to(tree.state_at(node.parent)[0], model.device)
+    if len(node.tokens) > 1:  # the state before the last token
+        state = model(input_ids=torch.tensor([list(node.tokens[:-1])], device=model.device), state=state,
+                      use_cache=True).state
+    rates = family.token_rates(model, state, node.tokens[-1])
+    text = tree.decode([node.tokens[-1]]) if tree.tokenizer else str(node.tokens[-1])
+    return {"token": text, "meanings": family.rate_meanings, "values": {k: v.tolist() for k, v in rates.items()}}

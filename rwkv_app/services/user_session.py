@@ -13,7 +13,7 @@ from typing import Iterator
 from ..errors import InputError
 from ..state_tree import Branch, ChatSession, SessionError, SessionTree
 from ..state_tree.continuation import resolve_sampling
-from ..state_tree.nodes import BOT, GENERATED, SYSTEM, TEXT, USER
+from ..state_tree.nodes import BOT, GENERATED, STARTS, SYSTEM, TEXT, USER, prefill_of
 from . import conversations, state_inspector, transfer, views
 from .conversations import Saved, saves
 from .runner import Job, stream_rows, stream_texts
@@ -31,6 +31,7 @@ class UserSession:
         self.tree = self.new_tree()
         self.chat: ChatSession | None = None
         self.current = self.tree.root  # the playground's selected node
+        self._start = self.tree.root  # where the playground's prompts start (a loaded state: personas.py)
         self.compared: list[str] = []  # the last comparison's nodes, in column order
         self.last_run: list[str] = []  # nodes the last generation added (the state tab's "over the last generation")
         self.job = Job()
@@ -42,6 +43,17 @@ class UserSession:
         loaded = loaded or self.loaded
         return SessionTree(loaded.model, loaded.tokenizer, model_id=loaded.key.source,
                            budget=self.playground.state_budget())
+
+    @property
+    def start(self) -> str:
+        """Where "Generate from the prompt" starts: the root (the empty state) or a state root (personas.py)."""
+        return self._start if self._start in self.tree.nodes else self.tree.root
+
+    @start.setter
+    def start(self, node_id: str) -> None:
+        if self.tree.node(node_id).role not in STARTS:
+            raise SessionError("prompts start at the root or at a loaded state")
+        self._start = node_id
 
     @property
     def generating(self) -> bool:
@@ -102,15 +114,15 @@ class UserSession:
 
     # ---- playground ----------------------------------------------------------------------------------
     def generate(self, prompt: str, preset: str | None, max_new_tokens=None, seed=None) -> Iterator[str]:
-        """Complete `prompt` from an empty state; yields the continuation so far. The new node becomes current."""
-        return self.continue_from(self.tree.root, prompt, preset, max_new_tokens, seed)
+        """Complete `prompt` from the start (the empty state, or a loaded one); yields the continuation so far.
+        The new node becomes current."""
+        return self.continue_from(self.start, prompt, preset, max_new_tokens, seed)
 
     def continue_from(self, node_id: str, text: str | None, preset: str | None, max_new_tokens=None,
                       seed=None) -> Iterator[str]:
         """Append `text` (optional) under the node, then generate; yields the continuation so far."""
         node_id = node_id or self.current
-        self.tree.node(node_id)
-        if node_id == self.tree.root or text:
+        if self.tree.node(node_id).role in STARTS or text:
             self.check_text(text, "prompt")
         branch = self.branch(preset, max_new_tokens, seed)
         return self._continue(node_id, text, branch)
@@ -184,6 +196,18 @@ class UserSession:
         node_id = tree.node(node_id).id if node_id else self.current  # another session's id is unknown here
         other = tree.node(other_id).id if other_id else None
         return state_inspector.state_report(tree, node_id, tensor or None, other)
+
+    def state_tensor_names(self) -> tuple[list[str], str]:
+        """This session's model's state tensors and the one the State tab's heatmap shows first (plain data)."""
+        family = self.tree.family
+        return list(family.state_names), family.memory_tensor
+
+    def head_report(self, node_id: str | None, other_id: str | None = None, layer=None, head=None) -> dict | None:
+        """The State tab's per-head data, plain (state_inspector.head_report); None for a model without heads."""
+        tree = self.tree
+        node_id = tree.node(node_id).id if node_id else self.current
+        other = tree.node(other_id).id if other_id else None
+        return state_inspector.head_report(tree, node_id, layer, head, other)
 
     def select(self, node_id: str) -> None:
         self.current = self.tree.node(node_id).id
@@ -282,6 +306,7 @@ class UserSession:
         self.chat = ChatSession.resume(tree) if "chat" in tree.meta else None
         left_at = tree.meta.get(conversations.CURRENT)
         self.current = left_at if left_at in tree.nodes else self.chat.current if self.chat else tree.root
+        self._start = tree.meta.get(conversations.START, tree.root)  # `start` falls back to the root if not a start
 
     def switch_model(self, source: str, progress=None, resume: bool = True) -> None:
         """Load (or borrow) another model; the session resumes its latest conversation on that model (`resume`),
@@ -303,19 +328,24 @@ class UserSession:
             conversations.resume_latest(self)
 
     # ---- chat ----------------------------------------------------------------------------------------
-    def ensure_chat(self, system: str | None, user: str | None, bot: str | None) -> ChatSession:
+    def ensure_chat(self, system: str | None, user: str | None, bot: str | None, start: str | None = None,
+                    thinking: str | None = None) -> ChatSession:
         if self.chat is None:
-            self.chat = ChatSession(self.tree, user=user or "User", bot=bot or "Bot", system=system or None)
+            self.chat = ChatSession(self.tree, user=user or None, bot=bot or None, system=system or None,
+                                    start=start if start in self.tree.nodes else None, thinking=thinking or "auto")
         return self.chat
 
-    def new_chat(self, system: str | None, user: str | None, bot: str | None) -> None:
-        """Start a new conversation (the old one stays in the tree)."""
+    def new_chat(self, system: str | None, user: str | None, bot: str | None, start: str | None = None,
+                 thinking: str | None = None) -> None:
+        """Start a new conversation (the old one stays in the tree), from the empty state or `start` (a state root);
+        `thinking`: auto / think / no_think (state_tree.chat.THINKING)."""
         self.chat = None
-        self.ensure_chat(system, user, bot)
+        self.ensure_chat(system, user, bot, start, thinking)
 
-    def chat_send(self, message: str, branch: Branch, system=None, user=None, bot=None) -> Iterator[list[dict]]:
+    def chat_send(self, message: str, branch: Branch, system=None, user=None, bot=None,
+                  thinking=None) -> Iterator[list[dict]]:
         self.check_text(message)
-        chat = self.ensure_chat(system, user, bot)
+        chat = self.ensure_chat(system, user, bot, thinking=thinking)
         if self._busy.locked():  # fail at the call; the reply adds the turn only once it holds the lock
             raise InputError("this session is already generating: wait for it or press Stop")
 
@@ -340,11 +370,12 @@ class UserSession:
             reply = chat.reply_branch(branch.sampling, fresh_seed=branch.seed is None)
             reply = Branch(reply.sampling, seed=branch.seed, label=branch.label)
             parent, before = chat.current, chat.messages()
-            yield before + [{"role": "assistant", "content": ""}]
+            prefill = prefill_of(self.tree.node(parent))  # the reply's opening, e.g. " <think"
+            yield before + [{"role": "assistant", "content": prefill.strip()}]
             try:
                 with closing(stream_rows(self.engine, self.tree, parent, [reply], BOT, job)) as stream:
                     for _, value in stream:
-                        yield before + [{"role": "assistant", "content": value.strip()}]
+                        yield before + [{"role": "assistant", "content": (prefill + value).strip()}]
             finally:
                 self.last_run = [n for n in job.nodes if n]
                 if self.last_run:
@@ -412,7 +443,8 @@ class UserSession:
         """The Chatbot's clear button: a new conversation with the same system prompt and names (the old one
         stays in the tree)."""
         saved = (self.tree.meta.get("chat") or {}) if self.chat is not None else {}
-        self.new_chat(saved.get("system"), saved.get("user"), saved.get("bot"))
+        self.new_chat(saved.get("system"), saved.get("user"), saved.get("bot"), saved.get("start"),
+                      saved.get("thinking"))
         return self.chat.messages()
 
     def wait_idle(self, timeout: float) -> bool:

@@ -75,7 +75,7 @@ def token_rows(tree, node_id: str) -> list[dict]:
 
 def path_token_rows(tree, node_id: str) -> list[dict]:
     """The whole path's text: earlier nodes as plain text, the node's own tokens coloured."""
-    before = "".join(n.text for n in tree.path(node_id)[:-1])
+    before = "".join(n.text for n in tree.path(node_id)[:-1] if n.tokens)  # a state root's name is not text
     rows = [{"text": before, "prob": None, "bucket": None, "position": None}] if before else []
     return rows + token_rows(tree, node_id)
 

@@ -2,7 +2,8 @@
 
 The zip holds exactly two members: `tree.json` (format, version, the model's identity, the tokenizer's
 fingerprint, the nodes) and `states.safetensors` (each kept node's state tensors, named by the model's
-family, and its logits, keyed "<node id>/<entry>"). Loading never unpickles or executes anything: member names, sizes and
+family, and its logits, keyed "<node id>/<entry>"; a state root's state is always there, without logits).
+Version 2 added state roots; a version 1 file (none) still imports. Loading never unpickles or executes anything: member names, sizes and
 compression are checked before reading, reads are bounded, the JSON is validated as a tree over this
 model's vocabulary, and the safetensors header is checked against this model's state shapes before any
 tensor is allocated.
@@ -21,7 +22,7 @@ from typing import BinaryIO
 import safetensors.torch
 
 from .identity import ModelIdentity
-from .nodes import Node
+from .nodes import STATE, Node
 from .store import StateBudget
 from .tree import SessionTree
 from .validate import (FORMAT, VERSION, SessionFileError, expected_entries, fail, parse_json, validate_document,
@@ -44,7 +45,8 @@ class ArchiveLimits:
 
 
 def export_session(tree: SessionTree, target: str | Path | BinaryIO) -> None:
-    """Write the tree and its kept states (not the root's: it is the empty state) to a zip file."""
+    """Write the tree and its kept states (not the root's: it is the empty state) to a zip file; state roots
+    are kept for good, so their states are always written."""
     write_session_zip(target, tree_json(tree), safetensors.torch.save(state_tensors(tree, tree.store.entries)))
 
 
@@ -68,7 +70,8 @@ def state_tensors(tree: SessionTree, node_ids) -> dict:
         if node_id != tree.root and kept is not None:
             for name, tensor in tree.family.to_named(kept.state).items():
                 tensors[f"{node_id}/{name}"] = tensor
-            tensors[f"{node_id}/logits"] = kept.logits.detach().cpu().contiguous()  # (V,)
+            if kept.logits is not None:  # a state root has none
+                tensors[f"{node_id}/logits"] = kept.logits.detach().cpu().contiguous()  # (V,)
     return tensors
 
 
@@ -110,17 +113,24 @@ def session_from_members(members: dict[str, bytes], model, tokenizer=None, *, mo
         raise SessionFileError(f"cannot import: the session was saved with another tokenizer (sha256 "
                                f"{doc['tokenizer'][:16]}), this session's is {tree.tokenizer_id[:16]}")
     shapes = expected_entries(tree.family.state_spec(model), model.config.vocab_size)
+    state_nodes = {n["id"] for n in doc["nodes"] if n["role"] == STATE}
     kept = validate_safetensors(members[STATES_MEMBER], {n["id"] for n in doc["nodes"]}, doc["root"], shapes,
-                                limits.max_header_bytes)
+                                limits.max_header_bytes, state_nodes)
     try:
         tensors = safetensors.torch.load(members[STATES_MEMBER])
     except Exception as err:  # the Rust side raises its own error types
         fail(f"states.safetensors cannot be read ({type(err).__name__}: {str(err)[:100]})")
     tree.nodes = {node["id"]: Node.from_json(node) for node in doc["nodes"]}
     tree.meta = doc["meta"]
+    tree.store.pinned |= state_nodes  # before any put: the budget never drops them
+    if len(tree.store.pinned) + 1 > budget.max_states:
+        fail(f"{len(state_nodes)} state roots do not fit this server's budget of {budget.max_states} states")
     for node_id in kept:
         named = {name: tensors[f"{node_id}/{name}"] for name in tree.family.state_names}
-        tree.store.put(node_id, tree.family.from_named(named), tensors[f"{node_id}/logits"])
+        tree.store.put(node_id, tree.family.from_named(named), tensors.get(f"{node_id}/logits"))
+    if tree.store.pinned_bytes() > budget.max_bytes:
+        fail(f"the file's state roots take {tree.store.pinned_bytes()} bytes, over this server's state budget of "
+             f"{budget.max_bytes}")
     return tree
 
 

@@ -19,25 +19,36 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .continuation import Branch, resolve_sampling
-from .nodes import BOT, ROOT, SYSTEM, USER, Change, SessionError
+from .nodes import BOT, STARTS, SYSTEM, USER, Change, SessionError
 from .tree import SessionTree
 
 TURN_SEPARATOR = "\n\n"
+# What the bot's turn starts with, after "Assistant:", for the G1 models (their model card): the model decides
+# whether to think; it thinks first (the turn opens "<think"); it does not think ("fake think": an empty block).
+THINKING = {"auto": "", "think": " <think", "no_think": " <think>\n</think"}
 
 
 @dataclass(frozen=True)
 class ChatFormat:
     user: str = "User"
     bot: str = "Bot"
+    thinking: str = "auto"  # a key of THINKING: what the bot's turn is prefilled with
 
     def __post_init__(self) -> None:
         for name in (self.user, self.bot):
             if not isinstance(name, str) or not name.strip() or any(c in name for c in ":\n\r"):
                 raise SessionError(f"chat names must be non-empty, on one line and without ':', got {name!r}")
+        if self.thinking not in THINKING:
+            raise SessionError(f"thinking must be one of {', '.join(THINKING)}, got {self.thinking!r:.40}")
+
+    @property
+    def prefill(self) -> str:
+        return THINKING[self.thinking]
 
     def user_turn(self, message: str, lead: str) -> str:
-        """The text of a user node: separator the path needs, the message, and the bot's cue."""
-        return f"{lead}{self.user}: {message}{TURN_SEPARATOR}{self.bot}:"
+        """The text of a user node: separator the path needs, the message, and the bot's cue (with its prefill:
+        the reply's first words, shown as part of the reply, see nodes.chat_messages)."""
+        return f"{lead}{self.user}: {message}{TURN_SEPARATOR}{self.bot}:{self.prefill}"
 
 
 def clean_message(message: str) -> str:
@@ -71,19 +82,23 @@ class ChatSession:
     """A chat held in a SessionTree (saved with it: the format and the current node live in tree.meta)."""
 
     def __init__(self, tree: SessionTree, *, user: str | None = None, bot: str | None = None,
-                 system: str | None = None, sampling=None):
-        """`user` and `bot` default to the names the model's family was tuned on (RWKV-7: User / Assistant)."""
+                 system: str | None = None, sampling=None, start: str | None = None, thinking: str = "auto"):
+        """`user` and `bot` default to the names the model's family was tuned on (RWKV-7: User / Assistant).
+        `start`: the state the conversation starts from, the root (default) or a state root (SessionTree.add_state).
+        `thinking`: "auto" (the model decides), "think" or "no_think" (THINKING: the G1 models' prefills)."""
         tree.require_tokenizer()
+        start = tree.root if start is None else start
+        if tree.node(start).role not in STARTS:
+            raise SessionError("a conversation starts at the root or at a loaded state")
         user, bot = user or tree.family.chat_names[0], bot or tree.family.chat_names[1]
-        self.tree, self.format = tree, ChatFormat(user, bot)
+        self.tree, self.format = tree, ChatFormat(user, bot, thinking)
         self.sampling = "chat" if sampling is None else sampling  # a preset name, SamplingSettings or dict
         saved = self.sampling if isinstance(self.sampling, str) else resolve_sampling(self.sampling, {}).to_dict()
-        tree.meta["chat"] = {"user": user, "bot": bot, "system": system or "", "sampling": saved,
-                             "current": tree.root}
+        tree.meta["chat"] = {"user": user, "bot": bot, "system": system or "", "sampling": saved, "current": start,
+                             "start": start, "thinking": thinking}
         if system and system.strip():
             text = system.strip()
-            self.current = tree.extend_tokens(tree.root, tree.tokenizer.encode(text + TURN_SEPARATOR), SYSTEM,
-                                              text).node
+            self.current = tree.extend_tokens(start, tree.tokenizer.encode(text + TURN_SEPARATOR), SYSTEM, text).node
 
     @classmethod
     def resume(cls, tree: SessionTree, sampling=None) -> ChatSession:
@@ -93,7 +108,8 @@ class ChatSession:
         if not isinstance(saved, dict) or saved.get("current") not in tree.nodes:
             raise SessionError("this session holds no chat")
         chat = cls.__new__(cls)
-        chat.tree, chat.format = tree, ChatFormat(saved.get("user", "User"), saved.get("bot", "Bot"))
+        chat.tree, chat.format = tree, ChatFormat(saved.get("user", "User"), saved.get("bot", "Bot"),
+                                                  saved.get("thinking", "auto"))
         chat.sampling = sampling or saved.get("sampling") or "chat"
         seen = saved.get("seen")  # a file's branch memory: only node ids to node ids (or "") are kept
         saved["seen"] = {k: v for k, v in seen.items() if isinstance(k, str) and isinstance(v, str)} \
@@ -223,7 +239,7 @@ class ChatSession:
             return [node.id]
         parent = self.tree.node(node.parent)
         same = [c for c in parent.children if self.tree.node(c).role == node.role]
-        if parent.role in (ROOT, SYSTEM):
+        if parent.role in (*STARTS, SYSTEM):
             origin = self.edit_origin(node.id)
             same = [c for c in same if self.edit_origin(c) == origin]
         return same
@@ -240,6 +256,8 @@ class ChatSession:
         text = clean_message(message)
         tail = self.tree.tokenizer.decode(self.tree.path_tokens(parent)[-16:])
         tokens = self.tree.tokenizer.encode(self.format.user_turn(text, separator_after(tail)))
+        if self.format.prefill:
+            meta = {**(meta or {}), "prefill": self.format.prefill}
         return self.tree.extend_tokens(parent, tokens, USER, text, meta)
 
     def follow(self, events: Iterator) -> Iterator:

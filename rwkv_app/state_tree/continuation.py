@@ -19,7 +19,7 @@ from ..models.family import family_of
 from ..core.presets import load_sampling_preset
 from ..core.sampling import SamplingSettings
 from .grow import Growth
-from .nodes import ROLES, ROOT, Change, SessionError
+from .nodes import ROLES, STARTS, Change, SessionError
 
 _END = object()
 
@@ -90,10 +90,11 @@ def resolve_row(tree, branch: Branch) -> Row:
 def start(tree, parent_id: str, branches: list[Branch], role: str, criteria) -> Iterator:
     """Check everything now (unknown node, bad settings); the returned generator does the work."""
     parent = tree.node(parent_id)
-    if parent.role == ROOT:
-        raise SessionError("nothing to continue at the root: extend it with some text first")
-    if role not in ROLES or role == ROOT:
-        raise SessionError(f"role must be one of {ROLES[1:]}, got {role!r}")
+    if parent.role in STARTS:  # no token fed yet, so no next-token logits: text first
+        where = "at the root" if parent.parent is None else "at a loaded state"
+        raise SessionError(f"nothing to continue {where}: add some text first")
+    if role not in ROLES or role in STARTS:
+        raise SessionError(f"role must be one of {tuple(r for r in ROLES if r not in STARTS)}, got {role!r}")
     rows = [resolve_row(tree, branch) for branch in branches]
     if tree.tokenizer is None and any(row.settings.stop for row in rows):
         raise SessionError("stop strings need the session's tokenizer")

@@ -3,6 +3,11 @@
 A node is one step of a conversation: the tokens it added to the state of its parent, its text, and for
 generated tokens each token's probability and top alternatives. Its id is random and unguessable, so a
 node id handed to a browser cannot be used to guess another session's nodes.
+
+A "state" node is a second kind of start: a root carrying a state that came from outside the tree (a state
+file, or a mix of two states), a child of the tree's root with no tokens. Its state cannot be recomputed, so it
+is always kept; it has no logits (nothing was fed yet), so the first text added under it gives the next-token
+logits, as at the root.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from ..errors import InputError
 from .compact import TokenProbs
 
 ROOT, SYSTEM, TEXT, USER, BOT, GENERATED = "root", "system", "text", "user", "bot", "generated"
-ROLES = (ROOT, SYSTEM, TEXT, USER, BOT, GENERATED)
+STATE = "state"  # a root carrying a state from a file or a mix (see above)
+ROLES = (ROOT, SYSTEM, TEXT, USER, BOT, GENERATED, STATE)
+STARTS = (ROOT, STATE)  # the nodes without tokens: the empty state and the states brought in
 MESSAGE_ROLES = {SYSTEM: "system", TEXT: "user", USER: "user", BOT: "assistant", GENERATED: "assistant"}
 ID_BYTES = 8  # 16 hex characters, 64 random bits
 
@@ -112,10 +119,18 @@ class Change:
     removed: tuple[str, ...] = ()
 
 
+def prefill_of(node: Node) -> str:
+    """What a user turn prefilled of the reply (its cue's end after "Bot:", e.g. " <think"); "" for other nodes."""
+    prefill = node.meta.get("prefill", "") if node.role == USER else ""
+    return prefill if isinstance(prefill, str) else ""  # an imported file's meta is any JSON
+
+
 def chat_messages(nodes: list[Node]) -> list[dict[str, str]]:
     """A path as chat messages ({"role", "content"}): system / user / assistant; consecutive nodes of one
-    role (a reply continued after a rewind) are one message."""
+    role (a reply continued after a rewind) are one message. A reply starts with what its user turn prefilled
+    (meta "prefill", e.g. " <think": the bot's turn opened with it), so the reply reads as the model wrote it."""
     messages: list[dict[str, str]] = []
+    prefill = ""
     for node in nodes:
         role = MESSAGE_ROLES.get(node.role)
         if role is None:
@@ -123,5 +138,6 @@ def chat_messages(nodes: list[Node]) -> list[dict[str, str]]:
         if messages and messages[-1]["role"] == role:
             messages[-1]["content"] += node.text
         else:
-            messages.append({"role": role, "content": node.text})
+            messages.append({"role": role, "content": (prefill if role == "assistant" else "") + node.text})
+        prefill = prefill_of(node)
     return [{"role": m["role"], "content": m["content"].strip()} for m in messages]

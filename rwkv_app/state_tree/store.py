@@ -1,8 +1,8 @@
 """Kept states: each node's RNN state after its tokens and the logits after its last token, under a budget.
 
 An entry is the model family's one-row state plus (V,) float32 logits, so generating from a node needs no forward.
-Over budget (entries or bytes), the least recently used entries are dropped, never the root's; a dropped
-state is recomputed on demand from the nearest kept ancestor (see SessionTree.state_at). Entries live on
+Over budget (entries or bytes), the least recently used entries are dropped, never a pinned one (the root's,
+and those of state roots, which nothing could recompute); a dropped state is recomputed on demand from the nearest kept ancestor (see SessionTree.state_at). Entries live on
 `device`, which may differ from the model's (states on CPU while the model runs on a GPU).
 """
 from __future__ import annotations
@@ -33,15 +33,16 @@ class StateBudget:
 @dataclass
 class Kept:
     state: list[torch.Tensor]  # the family's one-row state
-    logits: torch.Tensor | None  # (V,) float32 after the node's last token; None for the root (no token yet)
+    logits: torch.Tensor | None  # (V,) float32 after the node's last token; None for a start (no token yet)
     nbytes: int
 
 
 class StateStore:
-    """An LRU map node id -> Kept. `get` counts as a use; `pinned` (the root) is never dropped."""
+    """An LRU map node id -> Kept. `get` counts as a use; pinned entries (the root, state roots) are never dropped."""
 
     def __init__(self, family: ModelFamily, budget: StateBudget, device: torch.device, pinned: str | None = None):
-        self.family, self.budget, self.device, self.pinned = family, budget, torch.device(device), pinned
+        self.family, self.budget, self.device = family, budget, torch.device(device)
+        self.pinned: set[str] = set() if pinned is None else {pinned}
         self.entries: OrderedDict[str, Kept] = OrderedDict()
         self.nbytes = 0
         self.drops = 0  # entries dropped for the budget, over the store's life
@@ -70,14 +71,22 @@ class StateStore:
         self.fit(keep=node_id)
         return kept
 
+    def pinned_bytes(self) -> int:
+        return sum(self.entries[i].nbytes for i in self.pinned if i in self.entries)
+
+    def remove(self, node_id: str) -> None:
+        """Forget a node for good (it was deleted): its entry goes, pinned or not."""
+        self.pinned.discard(node_id)
+        self.drop(node_id)
+
     def drop(self, node_id: str) -> None:
         kept = self.entries.pop(node_id, None)
         if kept is not None:
             self.nbytes -= kept.nbytes
 
     def fit(self, keep: str | None = None) -> None:
-        """Drop least recently used entries (not the pinned one, not `keep`) until within the budget."""
-        victims = (i for i in list(self.entries) if i not in (self.pinned, keep))
+        """Drop least recently used entries (not pinned ones, not `keep`) until within the budget."""
+        victims = (i for i in list(self.entries) if i not in self.pinned and i != keep)
         while len(self.entries) > self.budget.max_states or self.nbytes > self.budget.max_bytes:
             victim = next(victims, None)
             if victim is None:

@@ -10,7 +10,9 @@
 
 An RWKV state has a fixed size whatever the context length, so the tree keeps each node's state after
 its tokens (and the logits after its last token) in a StateStore under a budget. A dropped state is
-recomputed from the nearest kept ancestor with ONE forward over the tokens in between. Operations return
+recomputed from the nearest kept ancestor with ONE forward over the tokens in between. A state brought in
+from outside (a state file, a mix of two states) becomes a second root, `add_state`: a "state" node under the
+root, its state always kept (nothing could recompute it); everything under it works as under the root. Operations return
 a Change (what was added or removed, and where it leads); generation streams the model's events and ends
 with one. One operation at a time per tree: it is per-session data, not shared between users.
 """
@@ -26,7 +28,7 @@ from ..models.family import family_of
 from . import continuation
 from .continuation import Branch
 from .identity import ModelIdentity, tokenizer_fingerprint
-from .nodes import BOT, GENERATED, ROLES, ROOT, TEXT, Change, Node, SessionError, chat_messages, new_id
+from .nodes import BOT, GENERATED, ROLES, ROOT, STARTS, STATE, TEXT, Change, Node, SessionError, chat_messages, new_id
 from .store import Kept, StateBudget, StateStore
 
 MAX_COMPARE = 8
@@ -101,8 +103,8 @@ class SessionTree:
                       meta: dict | None = None) -> Change:
         self.node(parent)
         tokens = self.check_tokens(tokens)
-        if role not in ROLES or role == ROOT:
-            raise SessionError(f"role must be one of {ROLES[1:]}, got {role!r}")
+        if role not in ROLES or role in STARTS:
+            raise SessionError(f"role must be one of {tuple(r for r in ROLES if r not in STARTS)}, got {role!r}")
         state, logits = self.run(self.resume(parent), tokens)
         node = self.add(parent, role, tokens, self.decode(tokens) if text is None else text, meta=meta)
         self.store.put(node.id, state, logits[-1])
@@ -135,14 +137,40 @@ class SessionTree:
     def regenerate(self, node_id: str, sampling=None, **overrides) -> Iterator:
         """A new sibling continuation from the same parent: the node's own settings (a fresh seed) unless given."""
         node = self.node(node_id)
-        if node.parent is None:
-            raise SessionError("the root cannot be regenerated")
+        if node.role in STARTS:
+            raise SessionError(f"a {node.role} node cannot be regenerated")
         label = None
         if sampling is None and node.meta.get("sampling"):
             sampling, label = {**node.meta["sampling"], "seed": None}, node.meta.get("preset")
         role = node.role if node.role in (BOT, GENERATED) else GENERATED
         branch = Branch(sampling, label=label, overrides=overrides)
         return continuation.start(self, node.parent, [branch], role, ())
+
+    def add_state(self, state: list[torch.Tensor], text: str, meta: dict | None = None) -> Change:
+        """A new root carrying `state` (a one-row state of this tree's model, e.g. from a state file or a mix):
+        a "state" node under the root, kept for good. Its next-token logits come from the first text added
+        under it (extend), as at the root. `text` names it in the tree ("state file persona.pth")."""
+        self.family.check_state(list(state), self.model, 1, device=state[0].device if state else None)
+        if not self.family.is_finite(state):
+            raise SessionError("the state holds NaN or infinite values")
+        self.check_starts(self.family.nbytes(state))
+        node = self.add(self.root, STATE, (), text, meta=meta)
+        self.store.pinned.add(node.id)
+        self.store.put(node.id, state, None)
+        return Change(node.id, (node.id,))
+
+    def check_starts(self, state_bytes: int) -> None:
+        """Room for one more kept-for-good state, and still for one node beside all of them."""
+        budget, pinned = self.store.budget, self.store.pinned
+        entry = state_bytes + 4 * self.model.config.vocab_size
+        if len(pinned) + 2 > budget.max_states or self.store.pinned_bytes() + state_bytes + entry > budget.max_bytes:
+            raise SessionError(f"this session keeps {len(pinned) - 1} loaded state(s) already; the state budget "
+                               f"({budget.max_bytes} bytes, {budget.max_states} states) has no room for another: "
+                               "delete one first")
+
+    def starts(self) -> list[Node]:
+        """The states a conversation can start from: the root (the empty state) and the state roots."""
+        return [self.nodes[self.root]] + [n for n in self.children(self.root) if n.role == STATE]
 
     # ---- branching -----------------------------------------------------------------------------------
     def fork(self, node_id: str, position: int | None = None) -> Change:
@@ -191,8 +219,8 @@ class SessionTree:
     def edit(self, node_id: str, text: str) -> Change:
         """A new sibling with edited text (same role); the original stays."""
         node = self.node(node_id)
-        if node.parent is None:
-            raise SessionError("the root cannot be edited")
+        if node.role in STARTS:
+            raise SessionError(f"a {node.role} node holds no text to edit")
         return self.extend(node.parent, text, node.role, {"edited_from": node.id})
 
     def delete(self, node_id: str) -> Change:
@@ -208,7 +236,7 @@ class SessionTree:
         self.nodes[node.parent].children.remove(node.id)
         for gone in removed:
             del self.nodes[gone]
-            self.store.drop(gone)
+            self.store.remove(gone)
         return Change(node.parent, removed=tuple(removed))
 
     # ---- states --------------------------------------------------------------------------------------

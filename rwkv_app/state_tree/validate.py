@@ -11,9 +11,10 @@ import re
 from typing import Any
 
 from .identity import ModelIdentity
-from .nodes import ROLES, ROOT, SessionError
+from .nodes import ROLES, ROOT, STARTS, STATE, SessionError
 
-FORMAT, VERSION = "rwkv-playground-session", 1
+FORMAT, VERSION = "rwkv-playground-session", 2  # version 2 adds "state" nodes (state roots: a state, no logits)
+READABLE_VERSIONS = (1, 2)
 ID_PATTERN = re.compile(r"[0-9a-f]{8,64}")
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 ITEM_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
@@ -61,8 +62,9 @@ def validate_document(doc: Any, vocab_size: int, max_nodes: int, max_tokens: int
     expected = {"format", "version", "model", "tokenizer", "root", "meta", "nodes"}
     if not isinstance(doc, dict) or set(doc) != expected:
         fail(f"tree.json must be an object with exactly the keys {sorted(expected)}")
-    if doc["format"] != FORMAT or doc["version"] != VERSION:
-        fail(f"format {doc['format']!r} version {doc['version']!r}; expected {FORMAT!r} version {VERSION}")
+    if doc["format"] != FORMAT or doc["version"] not in READABLE_VERSIONS or isinstance(doc["version"], bool):
+        fail(f"format {doc['format']!r} version {doc['version']!r}; expected {FORMAT!r} version "
+             f"{' or '.join(map(str, READABLE_VERSIONS))}")
     if doc["tokenizer"] is not None and not isinstance(doc["tokenizer"], str):
         fail("'tokenizer' must be a string or null")
     if not isinstance(doc["meta"], dict):
@@ -93,8 +95,8 @@ def validate_node(node: Any, vocab_size: int) -> None:
     tokens = node["tokens"]
     if not isinstance(tokens, list) or not all(is_int(t) and 0 <= t < vocab_size for t in tokens):
         fail(f"{name}: tokens must be a list of token ids in [0, {vocab_size})")
-    if (node["role"] == ROOT) != (not tokens):
-        fail(f"{name}: the root has no tokens and every other node has at least one")
+    if (node["role"] in STARTS) != (not tokens):
+        fail(f"{name}: the root and state nodes have no tokens and every other node has at least one")
     if not isinstance(node["text"], str) or not isinstance(node["meta"], dict):
         fail(f"{name}: text must be a string and meta an object")
     if not isinstance(node["children"], list) or not all(isinstance(c, str) for c in node["children"]):
@@ -132,6 +134,8 @@ def check_tree_shape(nodes: list[dict], root: Any) -> None:
             fail(f"node {node['id']!r}: parent is missing")
         if node["id"] != root and node["role"] == ROOT:
             fail(f"node {node['id']!r}: only the root has role 'root'")
+        if node["role"] == STATE and node["parent"] != root:
+            fail(f"node {node['id']!r}: a state node is a child of the root")
         for child in node["children"]:
             if by_id.get(child, {}).get("parent") != node["id"]:
                 fail(f"node {node['id']!r} lists child {child[:40]!r}, which is not its child")
@@ -156,11 +160,12 @@ def expected_entries(state_spec: dict, vocab_size: int) -> dict[str, tuple[str, 
 
 
 def validate_safetensors(data: bytes, node_ids: set[str], root: str, shapes: dict[str, tuple[str, list[int]]],
-                         max_header: int) -> list[str]:
+                         max_header: int, state_nodes: set[str] = frozenset()) -> list[str]:
     """Check the header of a safetensors buffer against the model's shapes before loading any tensor.
 
-    Keys are "<node id>/<entry>"; every kept node has every entry of `shapes` (expected_entries); dtypes and
-    shapes are the model's; the byte ranges tile the data exactly. Returns the node ids with states, in file order.
+    Keys are "<node id>/<entry>"; every kept node has every entry of `shapes` (expected_entries), except that a
+    state node (`state_nodes`) has no logits and must be there (nothing could recompute it); dtypes and shapes
+    are the model's; the byte ranges tile the data exactly. Returns the node ids with states, in file order.
     """
     if len(data) < 8:
         fail("states.safetensors is too short")
@@ -177,12 +182,17 @@ def validate_safetensors(data: bytes, node_ids: set[str], root: str, shapes: dic
     ranges, kept = [], {}
     for key, info in header.items():
         node_id, _, name = key.partition("/")
-        if node_id not in node_ids or node_id == root or name not in shapes:
+        if node_id not in node_ids or node_id == root or name not in shapes or \
+                (name == "logits" and node_id in state_nodes):
             fail(f"states.safetensors has an unexpected entry {key[:80]!r}")
         ranges.append(check_entry(key, info, *shapes[name]))
         kept.setdefault(node_id, set()).add(name)
-    if any(names != set(shapes) for names in kept.values()):
+    if any(names != set(shapes) - ({"logits"} if node_id in state_nodes else set())
+           for node_id, names in kept.items()):
         fail("states.safetensors has a node without all of its entries")
+    missing = sorted(state_nodes - set(kept))
+    if missing:
+        fail(f"states.safetensors lacks the state of state node {missing[0][:40]!r}")
     position = 0
     for begin, end in sorted(ranges):
         if begin != position:

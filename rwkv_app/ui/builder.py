@@ -6,7 +6,7 @@ import html
 
 import gradio as gr
 
-from . import chat, compare, conversations, models, playground, session, state
+from . import chat, compare, conversations, models, playground, session, state, state_heads
 from .common import Context
 
 TREE_CSS = """
@@ -44,11 +44,11 @@ MOBILE_CSS = """
 }
 """
 PHONE_ORDER = ("pg-prompt", "pg-actions", "pg-settings", "pg-output", "pg-tree", "pg-extra", "pg-delete", "pg-confirm",
-               "pg-tokens", "pg-token-row", "pg-edit-row", "pg-details")
+               "pg-tokens", "pg-token-row", "pg-edit-row", "pg-details", "pg-states")
 # Gradio wraps form components in its own divs: each wrapper holding one of these gets the order
 MOBILE_CSS = MOBILE_CSS.replace("PHONE_ORDER", "\n  ".join(
     f":is(#pg-main, #pg-side) > :is(#{name}, :has(#{name})) {{ order: {i}; }}" for i, name in enumerate(PHONE_ORDER, 1)))
-CSS = ".state-heatmap svg { max-width: 100%; height: auto; }" + TREE_CSS + MOBILE_CSS + chat.CSS
+CSS = ".state-heatmap svg { max-width: 100%; height: auto; }" + TREE_CSS + MOBILE_CSS + chat.CSS + state_heads.CSS
 THEME = "soft"
 
 

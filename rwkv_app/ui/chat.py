@@ -9,7 +9,8 @@ from __future__ import annotations
 import gradio as gr
 
 from .chat_branches import BRANCH_JS, branch_marks  # noqa: F401 (the builder redraws the marks)
-from .chat_events import DEFAULT_PRESET, api_callbacks, page_callbacks, preset_values
+from .chat_events import DEFAULT_PRESET, REASONING_TAGS, THINKING_CHOICES, api_callbacks, page_callbacks, preset_values
+from .personas import chat_controls
 
 # Phones: the message box and Send above the conversation, so they sit near the top of the first screen.
 CSS = "@media (max-width: 640px) { #chat-input { order: -1; } #chatbot { height: 50vh !important; } }"
@@ -20,7 +21,8 @@ def build(ctx, refresh):
     shown = preset_values(ctx, DEFAULT_PRESET)
     with gr.Row():
         with gr.Column(scale=3, elem_id="chat-main"):
-            chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chatbot", editable="all")
+            chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chatbot", editable="all",
+                                 reasoning_tags=REASONING_TAGS)  # a reply's <think>...</think> folds
             with gr.Group(elem_id="chat-input"):
                 message = gr.Textbox(show_label=False, placeholder="Message (Enter sends, Shift+Enter adds a line)",
                                      lines=1, max_lines=8, max_length=playground.options.max_prompt_chars,
@@ -32,9 +34,13 @@ def build(ctx, refresh):
         with gr.Column(scale=2):
             with gr.Accordion("Conversation", open=False):
                 system = gr.Textbox("", label="System prompt", lines=3)
-                user = gr.Textbox(label="User name", value="User")
-                bot = gr.Textbox(label="Bot name", value="Bot")
+                user_name, bot_name = playground.chat_names()  # the model's own (G1: User / Assistant)
+                user = gr.Textbox(label="User name", value=user_name, placeholder="empty: the model's own")
+                bot = gr.Textbox(label="Bot name", value=bot_name, placeholder="empty: the model's own")
+                thinking = gr.Radio(THINKING_CHOICES, value="auto", label="Thinking (RWKV-7 G1 models)",
+                                    elem_id="chat-thinking")
                 new_chat = gr.Button("New chat with these settings")
+                chat_controls(ctx, refresh, chatbot, system, user, bot)
             with gr.Accordion("Sampling", open=False, elem_id="chat-sampling"):
                 preset = gr.Dropdown(ctx.presets, value=DEFAULT_PRESET if shown else None, label="Preset",
                                      elem_id="chat-preset")
@@ -68,7 +74,7 @@ def knob_sliders(values: dict) -> tuple:
 def wire(ctx, refresh, c):
     state, knobs, extra, chatbot = ctx.state, c["knobs"], c["extra"], c["chatbot"]
     show = [chatbot, state]
-    sending = [c["message"], *knobs, c["system"], c["user"], c["bot"], *extra, state]
+    sending = [c["message"], *knobs, c["system"], c["user"], c["bot"], *extra, c["thinking"], state]
     page = page_callbacks(ctx)
     for trigger in (c["send"].click, c["message"].submit):  # a click while a reply streams runs when it ends
         refresh.append(trigger(page["send"], sending, [c["message"], chatbot, state], api_visibility="private",
@@ -96,7 +102,7 @@ def wire_api(ctx, refresh, c, sending, show):
     api(calls["previous_branch"], [c["turn"], state], show, api_name="chat_previous_branch")
     api(calls["next_branch"], [c["turn"], state], show, api_name="chat_next_branch")
     c["stop"].click(calls["stop"], [state], None, api_name="chat_stop", concurrency_limit=None)
-    refresh.append(c["new_chat"].click(calls["new_chat"], [c["system"], c["user"], c["bot"], state], show,
-                                       api_name="chat_new"))
+    refresh.append(c["new_chat"].click(calls["new_chat"], [c["system"], c["user"], c["bot"], c["thinking"], state],
+                                       show, api_name="chat_new"))
     c["preset"].change(calls["preset_knobs"], [c["preset"]], [*knobs[1:5], *extra], api_name="chat_preset_settings")
 

@@ -6,6 +6,12 @@ with {index, step}. The script only draws; which branch is shown is decided on t
 """
 from __future__ import annotations
 
+import re
+
+from ..errors import InputError
+
+THOUGHT = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)  # as the Chatbot's reasoning_tags split a message
+
 BRANCH_JS = r"""
 const draw = () => {
   const chat = document.querySelector('#chatbot');
@@ -56,6 +62,33 @@ def branch_marks(session) -> list[dict]:
     marks = session.chat_branches()
     shown = [m["role"] != "system" for m in session.chat.messages()]  # the Chatbot draws no system message
     return [{**mark, "row": sum(shown[:mark["index"]])} for mark in marks]
+
+
+def shown_parts(text: str) -> list[bool]:
+    """How the Chatbot (reasoning_tags) shows one message: a part per thought (True) or prose piece (False),
+    empty parts left out, in order."""
+    parts, last = [], 0
+    for match in THOUGHT.finditer(text):
+        if text[last:match.start()].strip():
+            parts.append(False)
+        if match.group(1).strip():
+            parts.append(True)
+        last = match.end()
+    if text[last:].strip():
+        parts.append(False)
+    return parts
+
+
+def message_index(messages: list[dict], shown: int) -> int | None:
+    """The conversation's message behind the Chatbot's message `shown` (thoughts are messages of their own
+    there); None when it is a thought."""
+    position = 0
+    for index, message in enumerate(messages):
+        for thought in shown_parts(str(message.get("content", ""))):
+            if position == shown:
+                return None if thought else index
+            position += 1
+    raise InputError(f"there is no message {shown} in this conversation")
 
 
 def edit_text(value) -> str:

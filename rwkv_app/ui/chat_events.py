@@ -7,12 +7,14 @@ import gradio as gr
 
 from ..errors import InputError
 from ..services import views
-from .chat_branches import edit_text
+from .chat_branches import edit_text, message_index
 from .common import gpu, guarded, number, warned
 
 DEFAULT_PRESET = "chat"
 MAX_NAME_CHARS = 60
 QUEUE_WAIT_S = 600.0  # a message sent while a reply streams waits this long for that reply to end
+REASONING_TAGS = [("<think>", "</think>")]  # the G1 models' thinking: the Chatbot shows it as a folded thought
+THINKING_CHOICES = [("Model decides", "auto"), ("Think first", "think"), ("No thinking", "no_think")]
 KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty", "presence_penalty", "frequency_penalty")
 
 
@@ -32,6 +34,24 @@ def checked_conversation(session, system, user, bot) -> tuple:
     return system, user, bot
 
 
+def turn_of(session, shown) -> int | None:
+    """The conversation's message index behind a message index as the Chatbot and /chat show them (a reply's
+    thinking is a message of its own there); None for a thought."""
+    shown = number(shown, -1)
+    if session.chat is None or shown < 0:
+        return shown
+    return message_index(session.chat.messages(), shown)
+
+
+def checked_thinking(value) -> str:
+    """The Thinking choice (None: the model decides)."""
+    if value is None or value == "":
+        return "auto"
+    if value not in [v for _, v in THINKING_CHOICES]:
+        raise InputError(f"thinking must be one of {', '.join(v for _, v in THINKING_CHOICES)}, got {value!r:.40}")
+    return value
+
+
 def branch_of(session, preset, temperature, top_p, top_k, penalty, length, presence=None, frequency=None):
     """The knobs as shown are the settings used: each is an override of the preset."""
     return session.branch(preset, number(length), None, temperature=temperature, top_p=top_p,
@@ -42,10 +62,11 @@ def branch_of(session, preset, temperature, top_p, top_k, penalty, length, prese
 def replies(ctx):
     """Send, retry and edit: each streams (messages, session)."""
     def chat(text, preset, temperature, top_p, top_k, penalty, length, system, user, bot, presence=None,
-             frequency=None, session=None, request: gr.Request = None):
+             frequency=None, thinking=None, session=None, request: gr.Request = None):
         session = ctx.ensure(session, request)
         branch = branch_of(session, preset, temperature, top_p, top_k, penalty, length, presence, frequency)
-        for messages in session.chat_send(text, branch, *checked_conversation(session, system, user, bot)):
+        conversation = checked_conversation(session, system, user, bot)
+        for messages in session.chat_send(text, branch, *conversation, thinking=checked_thinking(thinking)):
             yield messages, session
 
     def retry(preset, temperature, top_p, top_k, penalty, length, presence=None, frequency=None, session=None,
@@ -59,7 +80,11 @@ def replies(ctx):
              session, request: gr.Request):
         session = ctx.ensure(session, request)
         branch = branch_of(session, preset, temperature, top_p, top_k, penalty, length, presence, frequency)
-        for messages in session.chat_edit_reply(edit.index, edit_text(edit.value), branch):
+        index = turn_of(session, edit.index)
+        if index is None:  # a thought: the Chatbot sends its reply's edit too, which is the one that counts
+            yield gr.skip(), session
+            return
+        for messages in session.chat_edit_reply(index, edit_text(edit.value), branch):
             yield messages, session
 
     return chat, retry, edit
@@ -71,9 +96,9 @@ def page_callbacks(ctx) -> dict:
     @gpu
     @warned
     def send(text, preset, temperature, top_p, top_k, penalty, length, system, user, bot, presence, frequency,
-             session, request: gr.Request):
+             thinking, session, request: gr.Request):
         """The box is emptied when its message is taken (never while a reply streams), then left alone."""
-        knobs = (preset, temperature, top_p, top_k, penalty, length, system, user, bot, presence, frequency)
+        knobs = (preset, temperature, top_p, top_k, penalty, length, system, user, bot, presence, frequency, thinking)
         session = ctx.ensure(session, request)
         session.check_text(text)
         if not session.wait_idle(QUEUE_WAIT_S):
@@ -117,21 +142,25 @@ def api_callbacks(ctx) -> dict:
         return session.chat_undo(), session
 
     @guarded
-    def new_chat(system, user, bot, session, request: gr.Request):
+    def new_chat(system, user, bot, thinking=None, session=None, request: gr.Request = None):
         session = ctx.ensure(session, request)
-        session.new_chat(*checked_conversation(session, system, user, bot))
+        session.new_chat(*checked_conversation(session, system, user, bot), thinking=checked_thinking(thinking))
         return session.chat.messages(), session
 
     @guarded
     def edit(index, text, session, request: gr.Request):
         session = ctx.ensure(session, request)
-        return session.chat_edit(number(index, -1), text), session
+        turn = turn_of(session, index)
+        if turn is None:
+            raise InputError("that message is the reply's thinking: edit the reply itself")
+        return session.chat_edit(turn, text), session
 
     def switch(step):
         @guarded
         def branch(index, session, request: gr.Request):
             session = ctx.ensure(session, request)
-            return session.chat_switch(number(index, -1), step), session
+            turn = turn_of(session, index)
+            return session.chat_switch(-1 if turn is None else turn, step), session
         return branch
 
     @guarded

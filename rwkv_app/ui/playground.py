@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InputError
+from . import personas
 from .common import QUIET, gpu, guarded, number, seed_value
 from .render import tree_html
 
@@ -99,6 +100,7 @@ def build(ctx, refresh):
             with gr.Row(visible=False, elem_id="pg-confirm") as confirm:
                 sure = gr.Button("Yes, delete it", variant="stop", elem_id="pg-delete-yes")
                 cancel = gr.Button("Keep it", elem_id="pg-delete-no")
+            personas.playground_controls(ctx, refresh)
             with gr.Accordion("Node details", open=False, elem_id="pg-details"):
                 node = gr.Textbox("", label="Node id (set by the tree; API clients pass ids from /tree)",
                                   max_lines=1, elem_id="pg-node")

@@ -1,4 +1,5 @@
-"""State tab: plots of the recurrent state at a node, the decay per layer, the last generation, a diff.
+"""State tab: plots of the recurrent state at a node, the decay per layer, the last generation, a diff; for a model
+whose state holds a matrix per head (RWKV-7), the same per layer x head (state_heads.py).
 Layers are drawn as whole numbers (a category per layer), each plot says so when it has nothing to show, and
 the plots redraw as soon as the node, the compared node or the heatmap's tensor changes."""
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from . import state_heads
 from .common import QUIET, guarded
 from .render import heatmap_html
 
@@ -13,8 +15,10 @@ NOTE = ("Values are the state as stored, cast to float32 (RWKV-4's `rescale_ever
         "RWKV-7's WKV matrices are kept in float32), so the plots mean the same in every dtype. RWKV-7's `wkv` "
         "heatmap has a column per head.")
 CAPTIONS = {"norms": "Per-layer norm of each state tensor at the node.",
-            "decay": "Effective decay exp(-exp(time_decay)) of each layer's channels, sorted.",
-            "trace": "WKV numerator norm per layer over the node's tokens (the last generation).",
+            "decay": "Each layer's per-channel decay, sorted: RWKV-4's exp(-exp(time_decay)); RWKV-7's at zero input "
+                     "(its decay moves with each token: see the per-head grids).",
+            "trace": "Norm per layer of the WKV memory (RWKV-4: numerator num; RWKV-7: wkv) over the node's tokens "
+                     "(the last generation).",
             "diff": "Norm of (compared node - node) per layer."}
 EMPTY = {"trace": "Nothing to show: this node was not made by the last generation. Generate, then look again.",
          "diff": "Nothing to show: choose a node in \"Compare with node\" to see how the state differs."}
@@ -36,9 +40,10 @@ def build(ctx, refresh):
         decay = gr.LinePlot(x="channel rank", y="decay", color="layer", title="Decay per layer",
                             caption=CAPTIONS["decay"], elem_id="st-decay")
     heat = gr.HTML(elem_id="st-heatmap")
+    heads = state_heads.build(ctx)
     with gr.Row():
         with gr.Column():
-            trace = gr.LinePlot(x="token", y="norm", color="layer", title="Numerator norm per token",
+            trace = gr.LinePlot(x="token", y="norm", color="layer", title="Memory norm per token",
                                 caption=CAPTIONS["trace"], elem_id="st-trace")
             trace_note = gr.Markdown(elem_id="st-trace-note")
         with gr.Column():
@@ -68,9 +73,14 @@ def note(rows, name: str) -> str:
 
 
 def wire(ctx, c):
+    built = list(c["names"])  # the heatmap's choices as the page was built (the served model's state tensors)
+
     @guarded
     def show(node_id, other_id, tensor, session, request: gr.Request):
         session = ctx.ensure(session, request)
+        names, _ = session.state_tensor_names()
+        if tensor in built and tensor not in names:  # the page's choice, of the served model: this visitor switched
+            tensor = None  # to a model of another family; its memory tensor, and the choices redrawn below
         report = session.state_report(node_id, other_id, tensor)  # plain data
         norms, trace_rows, other_rows = report["norms"], report["trace"], report["diff"]
         layers = 1 + max((row["layer"] for row in norms), default=0)
@@ -79,10 +89,16 @@ def wire(ctx, c):
                 heatmap_html(report["heatmap"]),
                 frame(trace_rows, "token", "layer", "norm", layers=layers),
                 frame(other_rows, "layer", "tensor", "norm", layers=layers), session,
-                note(trace_rows, "trace"), note(other_rows, "diff"))
+                note(trace_rows, "trace"), note(other_rows, "diff"),
+                gr.update(choices=names, value=report["heatmap"]["tensor"]))
 
     inputs = [c["node"], c["other"], c["tensor"], ctx.state]
-    outputs = [c["norms"], c["decay"], c["heat"], c["trace"], c["diff"], ctx.state, c["trace_note"], c["diff_note"]]
-    c["show"].click(show, inputs, outputs, api_name="state", show_progress=QUIET)
+    outputs = [c["norms"], c["decay"], c["heat"], c["trace"], c["diff"], ctx.state, c["trace_note"], c["diff_note"],
+               c["tensor"]]
+    show_heads, heads_in, heads_out = state_heads.wire(ctx, c["heads"], c["node"], c["other"])
+    c["show"].click(show, inputs, outputs, api_name="state", show_progress=QUIET).success(
+        show_heads, heads_in, heads_out, api_name="state_heads", show_progress=QUIET)
     for control in (c["tensor"], c["node"], c["other"]):  # a change redraws at once
-        control.input(show, inputs, outputs, api_visibility="private", show_progress=QUIET, trigger_mode="always_last")
+        control.input(show, inputs, outputs, api_visibility="private", show_progress=QUIET,
+                      trigger_mode="always_last").success(show_heads, heads_in, heads_out, api_visibility="private",
+                                                          show_progress=QUIET)

@@ -5,12 +5,19 @@ import torch
 
 from ..family import ModelFamily, sampled_rows
 from .config import DECAY_SCALE
+from .rates import token_rates
 from .state import STATE_NAMES, state_shapes
 
 MEANINGS = {
     "att_shift": "the time mix's token shift: the last token's attn_norm output",
     "ffn_shift": "the channel mix's token shift: the last token's ffn_norm output",
     "wkv": "each head's WKV matrix [value, key]: what the layer remembers (heatmap: its norm per head)",
+}
+RATE_MEANINGS = {
+    "decay": "mean decay w = exp(-exp(-0.5) sigmoid(w0 + lora)) of the head's key channels: the fraction of the "
+             "matrix kept at this token",
+    "iclr": "mean in-context learning rate a = sigmoid(a0 + lora): how much of what the matrix held under the "
+            "token's key is erased before the new value is written",
 }
 
 
@@ -21,6 +28,7 @@ class Rwkv7Family(ModelFamily):
     columns = {"wkv": "head"}
     memory_tensor = "wkv"
     chat_names = ("User", "Assistant")
+    rate_meanings = RATE_MEANINGS
 
     def state_spec(self, model) -> dict:
         dtypes = (model.dtype, model.dtype, torch.float32)
@@ -32,6 +40,17 @@ class Rwkv7Family(ModelFamily):
         if name == "wkv":
             return tensor.flatten(2).norm(dim=-1)  # (L, H) each head's Frobenius norm
         return tensor  # (L, C)
+
+    def heads(self, model) -> dict:
+        config = model.config
+        return {"tensor": "wkv", "layers": config.num_hidden_layers, "heads": config.num_heads,
+                "size": config.head_dim, "rows": "value", "columns": "key"}
+
+    def head_matrices(self, state) -> torch.Tensor:
+        return state[self.state_names.index("wkv")][0].detach().float().cpu()  # (L, H, N, N)
+
+    def token_rates(self, model, state, token: int) -> dict[str, torch.Tensor]:
+        return token_rates(model, state, token)
 
     def decay_rows(self, model) -> list[dict]:
         """Each layer's per-channel decay at zero input, exp(-DECAY_SCALE * sigmoid(w0)), sorted, sampled

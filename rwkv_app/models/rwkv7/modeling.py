@@ -74,9 +74,9 @@ class Rwkv7Attention(nn.Module):
         r = project(xr, self.r_proj)  # (B, T, C)
         k = project(xk, self.k_proj)  # (B, T, C)
         v = project(xv, self.v_proj)  # (B, T, C)
-        a = torch.sigmoid(self.a_lora(xa))  # (B, T, C) in-context learning rate
+        a = self.in_context_rate(xa)  # (B, T, C)
         g = self.g_lora(xg)  # (B, T, C) output gate
-        log_w = -DECAY_SCALE * torch.sigmoid(self.w_lora(xw).float())  # (B, T, C) float32, log of the decay
+        log_w = self.log_decay(xw)  # (B, T, C) float32
         kk = F.normalize((k * self.k_k).view(B, T, H, N), dim=-1, p=2.0)  # (B, T, H, N) normalised key
         k = k * (1 + (a - 1) * self.k_a)  # (B, T, C)
         if self.layer_idx == 0:
@@ -91,6 +91,17 @@ class Rwkv7Attention(nn.Module):
         bonus = (r * k * self.r_k.view(C)).view(B, T, H, N).sum(-1, keepdim=True) * v.view(B, T, H, N)  # (B, T, H, N)
         out = out + bonus.view(B, T, C)  # (B, T, C)
         return project(out * g, self.o_proj), v_first  # (B, T, C)
+
+
+    def log_decay(self, xw: torch.Tensor) -> torch.Tensor:
+        """The log of each channel's decay for the decay-mixed input xw (B, T, C): -exp(-0.5) * sigmoid(w0 + lora),
+        BlinkDL's w; the state is multiplied by exp(log_w), in (0.545, 1), each token. Float32."""
+        return -DECAY_SCALE * torch.sigmoid(self.w_lora(xw).float())  # (B, T, C)
+
+    def in_context_rate(self, xa: torch.Tensor) -> torch.Tensor:
+        """The in-context learning rate a in (0, 1) for the a-mixed input xa (B, T, C): how much of what the state
+        holds under the token's normalised key is erased before the new value is written (the delta rule)."""
+        return torch.sigmoid(self.a_lora(xa))  # (B, T, C)
 
 
 class Rwkv7FeedForward(nn.Module):
