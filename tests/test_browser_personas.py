@@ -106,7 +106,7 @@ def test_two_states_mix_into_a_new_root(app, page, persona):
 
 def test_a_chat_starts_from_a_state_file(app, page, persona):
     open_tab(page, "Chat")
-    page.get_by_text("Conversation").click()
+    page.get_by_text("Conversation", exact=True).click()
     upload(page, "chat-state-upload", persona)
     page.click("#chat-state-load")
     wait_idle(page)

@@ -110,7 +110,7 @@ def test_an_open_think_block_shows_as_a_pending_thought(app, page):
 
 def test_think_first_opens_each_reply_with_the_model_cards_prefill(app, page):
     open_tab(page, "Chat")
-    page.get_by_text("Conversation").click()
+    page.get_by_text("Conversation", exact=True).click()
     page.locator("#chat-thinking").get_by_text("Think first").click()
     assert page.get_by_label("Bot name").input_value() == "Assistant"  # G1's name for itself, from the family
     page.fill("#chat-message textarea", "Hello")

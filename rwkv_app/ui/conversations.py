@@ -88,10 +88,11 @@ def build_identity(ctx, demo):
 def build(ctx, refresh, api: bool) -> dict:
     """One Conversations panel; `api`: this one also registers the named endpoints (only one panel does)."""
     store = ctx.playground.store
+    if store is None:  # nothing is saved on this server: no list (the endpoints say so)
+        if api:
+            wire_api(ctx, refresh)
+        return {}
     with gr.Accordion("Conversations", open=True, elem_classes=["conversations"]):
-        if store is None:
-            gr.Markdown(service.NOT_SAVED)
-            return {}
         pick = gr.Radio([], label="Your saved conversations (most recent first)", elem_classes=["conv-list"],
                         info="Each chat and generation is saved as it ends; this browser finds them again.")
         with gr.Row():
