@@ -12,8 +12,8 @@ import torch
 from huggingface_hub import is_offline_mode
 from safetensors import safe_open
 
-from rwkv_app import RwkvConfig, RwkvForCausalLM, RwkvTokenizer
-from rwkv_app.services.default_model import DEFAULT_REPO, DEMO_DIR, choose_default_model, is_cached
+from rwkv_app import RwkvConfig, RwkvForCausalLM, RwkvTokenizer, Rwkv7ForCausalLM
+from rwkv_app.services.default_model import DEFAULT_REPO, DEMO7_DIR, DEMO_DIR, best_demo, choose_default_model, is_cached
 from rwkv_app.services.manager import ModelManager
 from rwkv_app.core.sampling import SamplingSettings
 from rwkv_app.train.evaluate import evaluate_text
@@ -22,8 +22,8 @@ from .conftest import randomize
 from .hub_fixtures import populate_hub_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = DEMO_DIR / "heldout-sample.txt"
-RECORDED = json.loads((DEMO_DIR / "heldout-sample.json").read_text(encoding="utf-8"))
+SAMPLE = DEMO_DIR / "heldout-sample.txt"  # both demos are scored on the same excerpt of Persuasion
+BUNDLED = [(DEMO_DIR, RwkvForCausalLM, "rwkv.embeddings.weight"), (DEMO7_DIR, Rwkv7ForCausalLM, "model.embeddings.weight")]
 WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
 
 
@@ -33,29 +33,40 @@ def english_fraction(text: str) -> float:
     return sum(bool(WORD.fullmatch(p.strip(".,;:!?\"'()_-"))) for p in pieces) / max(len(pieces), 1)
 
 
-def test_demo_folder_is_a_small_hub_checkpoint():
-    files = {p.name: p.stat().st_size for p in DEMO_DIR.iterdir() if p.is_file()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(files)
+@pytest.mark.parametrize("folder, _, embeddings", BUNDLED)
+def test_demo_folder_is_a_small_hub_checkpoint(folder, _, embeddings):
+    files = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "training.json"} <= set(files)
     assert sum(files.values()) < 10.5e6
-    with safe_open(str(DEMO_DIR / "model.safetensors"), "pt") as weights:
-        assert weights.get_slice("rwkv.embeddings.weight").get_dtype() == "F16"
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        assert weights.get_slice(embeddings).get_dtype() == "F16"
 
 
-def test_demo_loads_in_float32_and_scores_the_recorded_heldout_loss():
-    model = RwkvForCausalLM.from_pretrained(DEMO_DIR)
-    tokenizer = RwkvTokenizer.from_pretrained(DEMO_DIR)
+@pytest.mark.parametrize("folder, model_class, _", BUNDLED)
+def test_demo_loads_in_float32_and_scores_the_recorded_heldout_loss(folder, model_class, _):
+    recorded = json.loads((folder / "heldout-sample.json").read_text(encoding="utf-8"))
+    model = model_class.from_pretrained(folder)
+    tokenizer = RwkvTokenizer.from_pretrained(folder)
     assert model.dtype == torch.float32 and not model.training
     result = evaluate_text(model, tokenizer, SAMPLE.read_text(encoding="utf-8"))
-    assert (result.tokens, result.chars) == (RECORDED["tokens"], RECORDED["chars"])
-    assert result.loss == pytest.approx(RECORDED["loss"], abs=2e-3)
-    assert result.bits_per_char == pytest.approx(RECORDED["bits_per_char"], abs=1e-3)
+    assert (result.tokens, result.chars) == (recorded["tokens"], recorded["chars"])
+    assert result.loss == pytest.approx(recorded["loss"], abs=2e-3)
+    assert result.bits_per_char == pytest.approx(recorded["bits_per_char"], abs=1e-3)
     assert result.bits_per_char < 2.5  # the target: well under 3 bits per character on unseen prose
 
 
-def test_manager_loads_demo_by_name_and_it_writes_english():
+def test_the_two_demos_share_tokenizer_and_the_better_one_is_demo():
+    assert (DEMO_DIR / "tokenizer.json").read_bytes() == (DEMO7_DIR / "tokenizer.json").read_bytes()
+    scores = {folder: json.loads((folder / "training.json").read_text())["heldout"]["bits_per_char"]
+              for folder, *_ in BUNDLED}
+    assert best_demo() == min(scores, key=scores.get)
+
+
+@pytest.mark.parametrize("name, folder", [("demo", best_demo()), ("demo-rwkv4", DEMO_DIR), ("demo-rwkv7", DEMO7_DIR)])
+def test_manager_loads_demo_by_name_and_it_writes_english(name, folder):
     manager = ModelManager(presets={}, local_files_only=True)
-    with manager.use("demo", device="cpu") as loaded:
-        assert loaded.key.source == str(DEMO_DIR) and loaded.tokenizer is not None
+    with manager.use(name, device="cpu") as loaded:
+        assert loaded.key.source == str(folder) and loaded.tokenizer is not None
         settings = SamplingSettings(do_sample=True, temperature=0.8, top_p=0.9, max_new_tokens=60, seed=1)
         text = "".join(event.delta or "" for event in loaded.model.stream_generate(
             "It was a fine morning, and", sampling=settings, tokenizer=loaded.tokenizer))
@@ -64,14 +75,14 @@ def test_manager_loads_demo_by_name_and_it_writes_english():
 
 def test_default_choice_names_the_demo_or_passes_through():
     demo = choose_default_model("demo", probe=pytest.fail)
-    assert demo.is_demo and demo.source == str(DEMO_DIR) and "demo model" in demo.message
+    assert demo.is_demo and demo.source == str(best_demo()) and "demo model" in demo.message
     named = choose_default_model("org/model", probe=pytest.fail)
     assert named.source == "org/model" and not named.is_demo and named.message == ""
 
 
 def test_default_without_cache_or_hub_is_the_demo(tmp_path):
     choice = choose_default_model(None, cache_dir=tmp_path, probe=lambda timeout: False)
-    assert choice.is_demo and choice.source == str(DEMO_DIR)
+    assert choice.is_demo and choice.source == str(best_demo())
     assert DEFAULT_REPO in choice.message and "demo model" in choice.message
 
 
@@ -104,15 +115,10 @@ def test_app_starts_offline_with_an_empty_cache_on_the_demo_model(tmp_path):
 
 
 def test_demo_names_pick_the_bundled_models(tmp_path):
-    from rwkv_app.services.default_model import DEMO7_DIR, best_demo, resolve_demo
-    from rwkv_app.errors import HubError
+    from rwkv_app.services.default_model import resolve_demo
 
     assert resolve_demo("demo-rwkv4") == str(DEMO_DIR) and resolve_demo("org/model") == "org/model"
-    if (DEMO7_DIR / "config.json").is_file():
-        assert resolve_demo("demo-rwkv7") == str(DEMO7_DIR)
-    else:
-        with pytest.raises(HubError, match="demo-rwkv7"):
-            resolve_demo("demo-rwkv7")
+    assert resolve_demo("demo-rwkv7") == str(DEMO7_DIR)
     assert resolve_demo("demo") == str(best_demo())
     folders = []
     for name, bits in (("a", 1.6), ("b", 1.5), ("c", None)):

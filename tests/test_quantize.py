@@ -148,6 +148,8 @@ def test_the_manager_loads_int8_by_name():
     from rwkv_app.services.manager import ModelManager
 
     manager = ModelManager()
-    with manager.use("demo", device="cpu", dtype="int8") as loaded:
+    with manager.use("demo-rwkv4", device="cpu", dtype="int8") as loaded:
         assert loaded.model.weight_dtype == "int8" and isinstance(loaded.model.head, Int8Linear)
     assert manager.loaded()[0]["dtype"] == "int8"
+    with manager.use("demo-rwkv7", device="cpu", dtype="int8") as loaded:
+        assert loaded.model.weight_dtype == "int8" and isinstance(loaded.model.lm_head, Int8Linear)
