@@ -83,3 +83,13 @@ def test_keep_rows_until_mass_mixes_short_and_full_sorts():
     keep = keep_rows_until_mass(probs, probs, mass)
     for i in range(5):
         assert torch.equal(keep[i], keep_until_mass(probs[i], probs[i], float(mass[i, 0])))
+
+
+@pytest.mark.parametrize("scale", [0.5, 4.0])
+def test_top_k_rows_draw_among_their_candidates_as_the_reference_does(scale):
+    rows = [SamplingSettings(do_sample=True, top_k=k, seed=k, temperature=t, top_p=p, min_p=m, typical_p=y)
+            for k, t, p, m, y in ((1, 1.0, 1.0, 0.0, 1.0), (2, 0.5, 1.0, 0.0, 1.0), (17, 1.0, 0.8, 0.0, 1.0),
+                                  (64, 2.0, 0.95, 0.05, 1.0), (VOCAB - 1, 1.0, 1.0, 0.2, 1.0),
+                                  (30, 1.0, 1.0, 0.0, 0.7))]
+    got, want = run_both(rows, steps=60, scale=scale, seed=5)
+    assert got == want

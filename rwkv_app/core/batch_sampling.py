@@ -21,11 +21,39 @@ def choose_rows(samplers: list[Sampler], logits: torch.Tensor) -> torch.Tensor:
     scores = adjust_rows(samplers, logits)  # (B, V) penalties, suppression and bias applied
     tokens = scores.argmax(dim=-1)  # (B,) the greedy rows' picks
     drawn = [i for i, s in enumerate(samplers) if not s.settings.greedy]
-    if drawn:
-        index = torch.tensor(drawn, device=logits.device)  # (S,)
-        warped = warp_rows(scores.index_select(0, index), [samplers[i].settings for i in drawn])  # (S, V)
-        tokens[index] = sample_rows(warped.softmax(dim=-1), [samplers[i].generator for i in drawn])  # (S,)
+    narrow = [i for i in drawn if 0 < samplers[i].settings.top_k <= CANDIDATES]
+    for rows, draw in ((narrow, draw_among_top_k), ([i for i in drawn if i not in narrow], draw_full)):
+        if rows:
+            index = torch.tensor(rows, device=logits.device)  # (S,)
+            tokens[index] = draw(scores.index_select(0, index), [samplers[i] for i in rows])  # (S,)
     return tokens
+
+
+def draw_full(scores: torch.Tensor, samplers: list[Sampler]) -> torch.Tensor:
+    """(S, V) adjusted scores -> (S,) drawn tokens, every transform over the whole vocabulary."""
+    warped = warp_rows(scores, [s.settings for s in samplers])  # (S, V)
+    return sample_rows(warped.softmax(dim=-1), [s.generator for s in samplers])  # (S,)
+
+
+def draw_among_top_k(scores: torch.Tensor, samplers: list[Sampler]) -> torch.Tensor:
+    """draw_full for rows whose top_k <= CANDIDATES: after temperature, only each row's top k can survive, so the
+    other filters and the draw run on those k candidates (in vocabulary order, as the reference's cumulative sum
+    sees them: the cut tokens add exact zeros there) instead of on V. The same token as draw_full, up to the
+    rounding of the softmax's sum (its order of addition differs)."""
+    settings = [s.settings for s in samplers]
+    scaled = scores / row_param([max(s.temperature, 1e-6) for s in settings], scores.device)  # (S, V)
+    kmax = max(s.top_k for s in settings)
+    values, ids = scaled.topk(kmax, dim=-1)  # (S, kmax) largest first
+    kth = values.gather(-1, torch.tensor([s.top_k - 1 for s in settings], device=scores.device)[:, None])  # (S, 1)
+    values = values.masked_fill(values < kth, -math.inf)  # (S, kmax) the reference's top-k cut
+    ids, order = ids.sort(dim=-1)  # (S, kmax) vocabulary order
+    values = values.gather(-1, order)  # (S, kmax)
+    warped = warp_rows(values, [s.replace(temperature=1.0, top_k=0) for s in settings])  # (S, kmax)
+    picks = sample_rows(warped.softmax(dim=-1), [s.generator for s in samplers])  # (S,) candidate positions
+    return ids.gather(-1, picks[:, None]).squeeze(-1)  # (S,)
+
+
+CANDIDATES = 256  # rows with top_k up to this draw among their top k (draw_among_top_k)
 
 
 def adjust_rows(samplers: list[Sampler], logits: torch.Tensor) -> torch.Tensor:
@@ -73,7 +101,9 @@ def warp_rows(logits: torch.Tensor, settings: list) -> torch.Tensor:
                                 (lambda s: s.min_p > 0.0, min_p_rows, [s.min_p for s in settings]),
                                 (lambda s: s.typical_p < 1.0, typical_rows, [s.typical_p for s in settings])):
         rows = [i for i, s in enumerate(settings) if used(s)]
-        if rows:
+        if len(rows) == len(settings):  # every row: no gather and scatter
+            logits = apply(logits, row_param(values, device))
+        elif rows:
             index = torch.tensor(rows, device=device)  # (R,)
             logits[index] = apply(logits.index_select(0, index), row_param([values[i] for i in rows], device))
     return logits
@@ -85,11 +115,14 @@ def top_k_rows(logits: torch.Tensor, ks: list[int]) -> torch.Tensor:
     rows = [i for i, k in enumerate(ks) if 0 < k < vocab]
     if not rows:
         return logits
-    index = torch.tensor(rows, device=logits.device)  # (R,)
-    sub = logits.index_select(0, index)  # (R, V)
+    every = len(rows) == len(ks)
+    index = None if every else torch.tensor(rows, device=logits.device)  # (R,)
+    sub = logits if every else logits.index_select(0, index)  # (R, V)
     top = sub.topk(max(ks[i] for i in rows), dim=-1).values  # (R, kmax) largest first
     kth = top.gather(-1, torch.tensor([ks[i] - 1 for i in rows], device=logits.device)[:, None])  # (R, 1)
-    logits[index] = sub.masked_fill(sub < kth, -math.inf)
+    if every:
+        return sub.masked_fill_(sub < kth, -math.inf)
+    logits[index] = sub.masked_fill_(sub < kth, -math.inf)
     return logits
 
 
