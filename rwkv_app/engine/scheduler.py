@@ -178,7 +178,8 @@ class Scheduler:
 
     # ---- decode ----------------------------------------------------------------------------------------
     def decode(self) -> None:
-        """Each running row samples its token with its own sampler, then one forward takes all of them in."""
+        """Every running row's token is chosen (one batched call, each row with its own sampler), then one forward
+        takes all of them in."""
         tokens = self.sample()  # (B,)
         if tokens is None:
             return
