@@ -1,5 +1,7 @@
 """The batched sampler (core/batch_sampling.py) against the per-row reference (Sampler.choose), token for token,
 over many steps, with every setting mixed across the rows of one batch."""
+import math
+
 import pytest
 import torch
 
@@ -93,3 +95,18 @@ def test_top_k_rows_draw_among_their_candidates_as_the_reference_does(scale):
                                   (30, 1.0, 1.0, 0.0, 0.7))]
     got, want = run_both(rows, steps=60, scale=scale, seed=5)
     assert got == want
+
+
+def test_ties_at_the_kth_value_keep_every_tied_token_as_the_reference_does():
+    rows = [SamplingSettings(do_sample=True, top_k=3, seed=s) for s in range(4)]
+    batched, alone = samplers(rows, 0), samplers(rows, 0)
+    for step in range(30):
+        logits = torch.zeros(len(rows), VOCAB)  # (B, V) many exact ties, as half-precision logits have
+        logits[:, :2] = torch.tensor([2.0, 1.0])
+        logits[:, 2:40] = 0.5  # the 3rd value is shared by 38 tokens: the reference keeps all of them
+        if step % 2:
+            logits[:, 100:] = -math.inf  # and with most of the vocabulary banned
+        tokens = choose_rows(batched, logits).tolist()
+        assert tokens == [int(s.choose(logits[i])) for i, s in enumerate(alone)]
+        for s, t in zip(batched + alone, tokens + tokens):
+            s.observe(t)

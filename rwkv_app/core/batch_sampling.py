@@ -39,12 +39,15 @@ def draw_among_top_k(scores: torch.Tensor, samplers: list[Sampler]) -> torch.Ten
     """draw_full for rows whose top_k <= CANDIDATES: after temperature, only each row's top k can survive, so the
     other filters and the draw run on those k candidates (in vocabulary order, as the reference's cumulative sum
     sees them: the cut tokens add exact zeros there) instead of on V. The same token as draw_full, up to the
-    rounding of the softmax's sum (its order of addition differs)."""
+    rounding of the softmax's sum (its order of addition differs). Rows whose k-th value is tied beyond the
+    candidates (half-precision logits, banned tokens) take draw_full."""
     settings = [s.settings for s in samplers]
     scaled = scores / row_param([max(s.temperature, 1e-6) for s in settings], scores.device)  # (S, V)
     kmax = max(s.top_k for s in settings)
     values, ids = scaled.topk(kmax, dim=-1)  # (S, kmax) largest first
     kth = values.gather(-1, torch.tensor([s.top_k - 1 for s in settings], device=scores.device)[:, None])  # (S, 1)
+    if int((scaled >= kth).sum(dim=-1).max()) > kmax:  # ties at a row's k-th value (or -inf there) keep more
+        return draw_full(scores, samplers)  # tokens than the candidates hold: the whole-vocabulary path
     values = values.masked_fill(values < kth, -math.inf)  # (S, kmax) the reference's top-k cut
     ids, order = ids.sort(dim=-1)  # (S, kmax) vocabulary order
     values = values.gather(-1, order)  # (S, kmax)
