@@ -1,11 +1,14 @@
 """Choosing the next token for many rows at once: the engine's batched sampler.
 
 `choose_rows(samplers, logits)` gives, for a (B, V) batch of raw logits and one `Sampler` per row, the tokens
-that each `Sampler.choose(logits[i])` would give, in a handful of (B, V) tensor operations instead of B passes.
+that each `Sampler.choose(logits[i])` would give, in a handful of batched tensor operations instead of B passes.
 Rows may have different settings: penalties are gathered into one flat index over the batch, temperature and the
-truncations take one parameter per row (a filter runs only on the rows that use it), greedy rows take the argmax
-and sampling rows draw from their own generator, one draw each, in row order, exactly as alone.
-`Sampler.choose` (rwkv_app/core/sampling.py) is the per-row reference this is tested against, token for token.
+truncations take one parameter per row (a filter runs only on the rows that use it), greedy rows take the argmax,
+rows with a top_k draw among their k candidates instead of the whole vocabulary, and sampling rows draw from
+their own generator, one draw each, as alone. Nothing a row gets depends on the other rows.
+`Sampler.choose` (rwkv_app/core/sampling.py) is the per-row reference this is tested against, token for token;
+the candidates' softmax adds in another order than the reference's, so a draw could differ at an exact tie of
+the last bit, never otherwise.
 """
 from __future__ import annotations
 
