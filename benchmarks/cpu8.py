@@ -65,6 +65,32 @@ def greedy_match(reference, other, prompt: torch.Tensor, tokens: int) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), tokens)
 
 
+def perturbed(model, relative: float, seed: int = 5):
+    """A copy of a float32 model with every projection's weights times (1 + relative * N(0, 1)): the control for
+    the greedy-match figure (how far do near-flat random logits let ANY tiny weight change go?)."""
+    noisy = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in noisy.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.mul_(1 + relative * torch.randn(module.weight.shape, generator=generator))
+    return noisy
+
+
+def sampler_times(vocab: int, rows: int, repeats: int) -> dict[str, float]:
+    """Seconds per step to choose `rows` tokens with the balanced preset: the engine's batched sampler against
+    the per-row reference (Sampler.choose), on the same logits, interleaved."""
+    from rwkv_app.core.batch_sampling import choose_rows
+    from rwkv_app.core.sampling import Sampler
+
+    balanced = load_sampling_preset("balanced")
+    samplers = [Sampler(balanced.replace(seed=i), vocab, list(range(16))) for i in range(rows)]
+    logits = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(0)) * 3  # (B, V)
+    runs = {"batched": lambda: choose_rows(samplers, logits),
+            "row by row": lambda: [s.choose(logits[i]) for i, s in enumerate(samplers)]}
+    return interleaved(runs, max(repeats, 5) * 4)
+
+
 def engine_rates(model, s: Cpu8Settings, vocab: int) -> dict[str, float]:
     """{"greedy/N" | "balanced/N": total tokens/s of N concurrent generations submitted at once}."""
     presets = {"greedy": SamplingSettings(), "balanced": load_sampling_preset("balanced").replace(seed=0)}
@@ -111,7 +137,10 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
     out["prefill"] = {k: s.prefill_len / v for k, v in interleaved(runs, s.repeats).items()}
     log("RWKV-4 quality")
     out["greedy_match"] = {"int8": greedy_match(f32, int8, short[:, :10], s.greedy_tokens),
-                           "bfloat16": greedy_match(f32, bf16, short[:, :10], s.greedy_tokens)}
+                           "bfloat16": greedy_match(f32, bf16, short[:, :10], s.greedy_tokens),
+                           "float32 + 1e-4 noise": greedy_match(f32, perturbed(f32, 1e-4), short[:, :10],
+                                                                s.greedy_tokens)}
+    out["sampler"] = {n: sampler_times(base.vocab_size, n, s.repeats) for n in (8, 16)}
     out["engine"] = engine_rates(fast, s, base.vocab_size)
     out["demo_bpc"] = demo_bits_per_char()
     log(f"RWKV-4 results: {out}")

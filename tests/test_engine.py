@@ -228,6 +228,22 @@ def test_one_failing_generation_fails_alone(tiny_lm, engines, kind, message):
     assert "prefill failed" in prefill_fail.error
 
 
+def test_a_sampler_that_raises_fails_its_row_alone(tiny_lm, engines):
+    """The batched sampler raises for the whole batch; the engine then samples row by row, so only the broken
+    row fails and the others keep their tokens."""
+    model = tiny_lm()
+    clean = SamplingSettings(do_sample=True, top_k=20, seed=5, max_new_tokens=8)
+    prompts = [ids(4, 30 + i) for i in range(3)]
+    expected = [tokens_of(reference(model, p, sampling=clean)) for p in prompts]
+    engine = engines(model, start=False)
+    handles = [engine.submit(p, sampling=clean, eos_token_id=None) for p in prompts]
+    engine._waiting[1].tracker.sampler.bias = torch.zeros(3)  # a (3,) bias on (V,) logits: this row cannot sample
+    engine.start()
+    failure = handles[1].result(TIMEOUT)
+    assert isinstance(failure, ErrorFinish) and "sampling failed" in failure.error and failure.tokens == ()
+    assert [tokens_of(drain(handles[i])) for i in (0, 2)] == [expected[0], expected[2]]
+
+
 def test_bad_input_is_refused_at_submit(tiny_lm, engines):
     model = tiny_lm()
     engine = engines(model)

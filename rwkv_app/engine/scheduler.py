@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.generation import LENGTH, FinishEvent, TokenEvent
+from ..core.batch_sampling import choose_rows
 from ..core.sampling import token_probs
 from ..models.family import family_of
 from .batch import DecodeBatch, finite_rows
@@ -177,7 +178,8 @@ class Scheduler:
 
     # ---- decode ----------------------------------------------------------------------------------------
     def decode(self) -> None:
-        """Each running row samples its token with its own sampler, then one forward takes all of them in."""
+        """Every running row's token is chosen (one batched call, each row with its own sampler), then one forward
+        takes all of them in."""
         tokens = self.sample()  # (B,)
         if tokens is None:
             return
@@ -200,7 +202,12 @@ class Scheduler:
         batch.keep(keep)
 
     def sample(self) -> torch.Tensor | None:
-        """(B,) the running rows' next tokens; a row whose sampler raises fails and leaves the batch."""
+        """(B,) the running rows' next tokens, chosen for all rows at once (core/batch_sampling.py); if that
+        raises, row by row with each row's own sampler, so a row whose sampler raises fails and leaves alone."""
+        try:
+            return choose_rows([r.tracker.sampler for r in self.batch.requests], self.batch.logits)  # (B,)
+        except Exception:
+            pass
         picks, keep = [], []
         for i, request in enumerate(self.batch.requests):
             try:
