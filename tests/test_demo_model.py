@@ -130,3 +130,20 @@ def test_demo_names_pick_the_bundled_models(tmp_path):
     assert best_demo(tuple(folders)) == folders[1]  # the lower held-out bits per character
     assert best_demo((folders[2], tmp_path / "absent")) == folders[2]  # nothing scored: the first
     assert choose_default_model("demo-rwkv4").source == str(DEMO_DIR)
+
+
+def test_both_bundled_demos_are_on_offer_and_switchable(tmp_path):
+    """A visitor sees both demos by name (with their parameter counts) and switches to either with no network."""
+    from .app_helpers import tiny_playground, write_tiny_model
+
+    playground = tiny_playground(write_tiny_model(tmp_path / "model"))
+    try:
+        rows = {row["name"]: row for row in playground.model_table()}
+        assert rows["demo"]["params"] == 4525824 and rows["demo-rwkv4"]["params"] == 4468736
+        assert {"demo", "demo-rwkv4"} <= set(playground.model_choices())
+        session = playground.new_session()
+        session.switch_model("demo-rwkv4")
+        assert list(session.generate("It was", "balanced", 4, 1))[-1]
+        session.close()
+    finally:
+        playground.close()

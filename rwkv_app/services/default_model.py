@@ -120,10 +120,27 @@ def choose_default_model(requested: str | None, cache_dir: str | Path | None = N
 
 
 def public_name(source: str) -> str:
-    """What a visitor sees for a model source: "demo" for the bundled model, a folder's own name for a local path
-    (never where the server keeps it), a preset name or Hub repo id unchanged."""
+    """What a visitor sees for a model source: "demo" for the bundled demo `--model demo` means, `demo-rwkv4` /
+    `demo-rwkv7` for the other, a folder's own name for a local path (never where the server keeps it), a preset
+    name or Hub repo id unchanged."""
     import os
 
-    if Path(source).resolve() == DEMO_DIR.resolve():
+    folder = Path(source).resolve()
+    if folder == best_demo().resolve():
         return DEMO_NAME
+    for name, demo in DEMO_DIRS.items():
+        if folder == demo.resolve():
+            return name
     return Path(source).name if os.path.isabs(source) else source
+
+
+def bundled_demos() -> dict[str, dict]:
+    """The bundled demos present in this checkout, by their public name: {source (folder), params}."""
+    demos = {}
+    for folder in DEMO_DIRS.values():
+        try:
+            record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        demos[public_name(str(folder))] = {"source": str(folder), "params": record.get("parameters")}
+    return demos

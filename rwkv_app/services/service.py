@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .default_model import public_name  # noqa: F401 (the UI's name for a model source)
+from .default_model import bundled_demos, public_name  # public_name: the UI's name for a model source
 from ..engine import Engine
 from ..errors import InputError, RwkvError
 from ..models.family import family_of
@@ -78,7 +78,8 @@ class Playground:
         return StateBudget(max_bytes=max(1, int(self.options.session_state_mb * 2 ** 20)))
 
     def model_choices(self) -> list[str]:
-        return list(self.manager.presets)
+        """The presets, then the bundled demos (they need no network)."""
+        return list(self.manager.presets) + [name for name in bundled_demos() if name not in self.manager.presets]
 
     def check_source(self, source: str) -> str:
         """What a visitor may load: a preset name, the current default, or (operator flag) any id or path."""
@@ -89,6 +90,8 @@ class Playground:
             return source
         if self.default_source and source == public_name(self.default_source):
             return self.default_source  # the name the visitor was shown
+        if source in bundled_demos():
+            return source  # always on offer (they need no network); the manager resolves the name to its folder
         if not self.options.allow_any_model:
             raise InputError(f"unknown model {source[:80]!r}: choose one of the presets "
                              f"({', '.join(self.manager.presets)}); loading other repo ids or server paths is "
@@ -128,8 +131,13 @@ class Playground:
         rows = []
         if self.default_source and public_name(self.default_source) not in self.manager.presets:
             bytes_ = next((m["bytes"] for m in self.memory_report() if m["source"] == self.default_source), 0)
-            rows.append({"name": public_name(self.default_source), "params": None, "download_gb": None,
+            demo = bundled_demos().get(public_name(self.default_source), {})
+            rows.append({"name": public_name(self.default_source), "params": demo.get("params"), "download_gb": None,
                          "dtype": self.options.dtype or "", "memory_gb": bytes_ / 2 ** 30, "fits": True})
+        for name, demo in bundled_demos().items():
+            if all(row["name"] != name for row in rows):
+                rows.append({"name": name, "params": demo["params"], "download_gb": None,
+                             "dtype": self.options.dtype or "", "memory_gb": 0.0, "fits": True})
         for name, preset in self.manager.presets.items():
             dtype = self.options.dtype or preset.dtype_for(device)
             need = preset.params * DTYPE_BYTES.get(dtype, 4)
