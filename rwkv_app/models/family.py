@@ -76,6 +76,10 @@ class ModelFamily:
         """Row 0's tensor `name` as (L, columns) float32 on the CPU, for norms and heatmaps."""
         raise NotImplementedError(f"{type(self).__name__}.layer_matrix")
 
+    def layer_matrix_column(self, name: str) -> str:
+        """What one column of layer_matrix(state, name) stands for (the heatmap's caption)."""
+        return "channel"
+
     def decay_rows(self, model) -> list[dict]:
         """{layer, channel rank, decay}: how fast each layer forgets; [] for a family without a decay."""
         return []

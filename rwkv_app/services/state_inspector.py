@@ -65,6 +65,7 @@ def heatmap(family, state, name: str) -> dict:
         pad = (-tensor.size(1)) % group
         tensor = torch.nn.functional.pad(tensor, (0, pad)).view(tensor.size(0), -1, group).mean(-1)  # (L, C/g)
     return {"tensor": name, "values": tensor.tolist(), "channels_per_column": group,
+            "column": family.layer_matrix_column(name),
             "min": float(tensor.min()), "max": float(tensor.max())}
 
 

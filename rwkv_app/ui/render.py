@@ -23,14 +23,16 @@ def heatmap_html(data: dict) -> str:
         return "<p>No state.</p>"
     rows, cols = len(values), len(values[0])
     low, high = data["min"], data["max"]
-    cells = [f'<rect x="{40 + c * CELL_W}" y="{r * CELL_H}" width="{CELL_W}" height="{CELL_H}" '
-             f'fill="{colour(v, low, high)}"><title>layer {r}, channel {c * data["channels_per_column"]}: '
+    unit = data.get("column", "channel")
+    cell_w = max(CELL_W, min(48, 240 // cols))  # a few columns (RWKV-7's heads) get wide cells, not a 15-pixel strip
+    cells = [f'<rect x="{40 + c * cell_w}" y="{r * CELL_H}" width="{cell_w}" height="{CELL_H}" '
+             f'fill="{colour(v, low, high)}"><title>layer {r}, {unit.split()[0]} {c * data["channels_per_column"]}: '
              f'{v:.4g}</title></rect>'
              for r, row in enumerate(values) for c, v in enumerate(row)]
     labels = [f'<text x="0" y="{r * CELL_H + 13}" font-size="11">L{r}</text>' for r in range(rows)]
-    width, height = 40 + cols * CELL_W, rows * CELL_H
-    caption = (f"{html.escape(data['tensor'])}: layers (rows) x channels (columns"
-               f"{', ' + str(data['channels_per_column']) + ' channels averaged per column' if data['channels_per_column'] > 1 else ''})"
+    width, height = 40 + cols * cell_w, rows * CELL_H
+    caption = (f"{html.escape(data['tensor'])}: layers (rows) x a column per {html.escape(unit)}"
+               f"{' (' + str(data['channels_per_column']) + ' averaged per column)' if data['channels_per_column'] > 1 else ''}"
                f"; min {low:.4g}, max {high:.4g}; red positive, blue negative")
     return (f'<div class="state-heatmap"><svg width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(labels)}{"".join(cells)}</svg>'

@@ -41,6 +41,9 @@ class Rwkv7Family(ModelFamily):
             return tensor.flatten(2).norm(dim=-1)  # (L, H) each head's Frobenius norm
         return tensor  # (L, C)
 
+    def layer_matrix_column(self, name: str) -> str:
+        return "head (its matrix's norm)" if name == "wkv" else "channel"
+
     def heads(self, model) -> dict:
         config = model.config
         return {"tensor": "wkv", "layers": config.num_hidden_layers, "heads": config.num_heads,
