@@ -130,6 +130,7 @@ def test_an_imported_chat_shows_its_settings_and_thinking_in_the_panel(app, page
     export_session(tree, folder / "no-think.zip")
     resume(page, folder / "no-think.zip")
     page.get_by_text("Conversation", exact=True).click()
+    page.wait_for_selector("#chat-user textarea")
     page.wait_for_function("() => document.querySelector('#chat-user textarea').value === 'Darcy'")
     assert page.locator("#chat-system textarea").input_value() == "You are Elizabeth Bennet."
     assert page.locator("#chat-bot textarea").input_value() == "Elizabeth"
