@@ -71,3 +71,84 @@ def test_a_reload_brings_the_conversation_back_and_the_list_opens_it(tmp_path):
         other.screenshot(path=str(SHOTS / "mobile-conversations.png"), full_page=True)
         assert page.locator(".toast-body.error").count() == 0 and other.locator(".toast-body.error").count() == 0
         context.close(), stranger.close()
+
+
+def panel(page) -> dict:
+    """The Chat tab's Conversation panel as shown (its accordion opened first)."""
+    if not page.locator("#chat-system").is_visible():
+        page.get_by_text("Conversation", exact=True).click()
+        page.wait_for_selector("#chat-system textarea")
+    return {"system": page.locator("#chat-system textarea").input_value(),
+            "user": page.locator("#chat-user textarea").input_value(),
+            "bot": page.locator("#chat-bot textarea").input_value(),
+            "thinking": page.locator("#chat-thinking").is_visible()}
+
+
+def test_the_conversation_panel_shows_the_open_conversations_settings(tmp_path):
+    """After a reload, New, and Open: the panel shows the open chat's system prompt and names; RWKV-4 (the demo
+    model) has no thinking format, so no Thinking choice."""
+    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
+    darcy = {"system": "You are Elizabeth Bennet.", "user": "Darcy", "bot": "Elizabeth", "thinking": False}
+    fresh = {"system": "", "user": "User", "bot": "Bot", "thinking": False}
+    with served_app(store=store) as (url, _), chromium() as browser:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.wait_for_selector(BOX)
+        wait_idle(page)
+        assert panel(page) == fresh
+        for field, value in (("system", darcy["system"]), ("user", "Darcy"), ("bot", "Elizabeth")):
+            page.fill(f"#chat-{field} textarea", value)
+        page.get_by_role("button", name="New chat with these settings").click()
+        wait_idle(page)
+        send(page, "Good morning")
+        page.reload()
+        page.wait_for_selector(BOX)
+        page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"user\"]').length > 0")
+        wait_idle(page)
+        assert panel(page) == darcy
+        page.locator(".conv-new").first.click()
+        wait_idle(page)
+        assert panel(page) == fresh
+        page.locator(".conv-list").first.locator("label").first.click()
+        page.locator(".conv-open").first.click()
+        page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"user\"]').length === 1")
+        wait_idle(page)
+        assert panel(page) == darcy
+        assert page.locator(".toast-body.error").count() == 0
+
+
+def test_deleting_a_conversation_or_all_data_asks_first(tmp_path):
+    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
+    with served_app(store=store) as (url, _), chromium() as browser:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.wait_for_selector(BOX)
+        wait_idle(page)
+        for text in ("First letter", "Second letter"):
+            send(page, text)
+            page.locator(".conv-new").first.click()
+            wait_idle(page)
+        assert len(chat_list(page)) == 2
+        page.locator(".conv-list").first.locator("label").first.click()
+        page.locator(".conv-delete").first.click()  # asks; nothing is deleted yet
+        page.locator(".conv-delete-confirm").first.wait_for(state="visible")
+        wait_idle(page)
+        assert len(chat_list(page)) == 2
+        page.locator(".conv-delete-no").first.click()  # Keep it
+        page.locator(".conv-delete-confirm").first.wait_for(state="hidden")
+        assert len(chat_list(page)) == 2
+        page.locator(".conv-delete").first.click()
+        page.locator(".conv-delete-yes").first.click()
+        page.wait_for_function("() => document.querySelector('.conv-list').querySelectorAll('label').length === 1")
+        wait_idle(page)
+        assert not page.locator(".conv-delete-confirm").first.is_visible()
+        page.get_by_text("Delete all my data", exact=True).first.click()  # the accordion
+        page.locator(".conv-wipe").first.click()
+        page.locator(".conv-wipe-confirm").first.wait_for(state="visible")
+        wait_idle(page)
+        assert len(chat_list(page)) == 1
+        page.locator(".conv-wipe-yes").first.click()
+        page.wait_for_function("() => document.querySelector('.conv-list').querySelectorAll('label').length === 0")
+        wait_idle(page)
+        assert "Deleted 1 conversation." in page.locator(".conv-status").first.inner_text()
+        assert page.locator(".toast-body.error").count() == 0

@@ -120,3 +120,18 @@ def test_think_first_opens_each_reply_with_the_model_cards_prefill(app, page):
     session = browser_session(app[1])
     assert session.tree.path_text(session.chat.current).count("Assistant: <think") == 1
     assert session.chat.messages()[-1]["content"].startswith("<think")
+
+
+def test_an_imported_chat_shows_its_settings_and_thinking_in_the_panel(app, page):
+    _, playground, model, tokenizer, folder = app
+    tree = SessionTree(model, tokenizer, model_id="rwkv7-tiny.pth")
+    chat = ChatSession(tree, user="Darcy", bot="Elizabeth", system="You are Elizabeth Bennet.", thinking="no_think")
+    chat.current = chat.add_user(chat.current, "Good morning").node
+    export_session(tree, folder / "no-think.zip")
+    resume(page, folder / "no-think.zip")
+    page.get_by_text("Conversation", exact=True).click()
+    page.wait_for_selector("#chat-user textarea")
+    page.wait_for_function("() => document.querySelector('#chat-user textarea').value === 'Darcy'")
+    assert page.locator("#chat-system textarea").input_value() == "You are Elizabeth Bennet."
+    assert page.locator("#chat-bot textarea").input_value() == "Elizabeth"
+    assert page.locator("#chat-thinking").get_by_label("No thinking").is_checked()  # RWKV-7: shown, as saved

@@ -252,3 +252,27 @@ def test_a_state_root_is_saved_at_once_and_comes_back(model_dirs, data_dir, tmp_
     for mine, theirs in zip(back.tree.state_at(node)[0], state):
         torch.testing.assert_close(mine, theirs, atol=0, rtol=0)
     playground.close()
+
+
+def test_a_reopened_chat_gives_its_settings_and_rwkv4_ignores_thinking(model_dirs, data_dir, tmp_path):
+    """The Chat tab's panel data: the open chat's system prompt, names and thinking; RWKV-4 has no thinking format
+    (a "think" request is ignored), RWKV-7 has one."""
+    from .rwkv7_helpers import save_pth, tiny_model7
+
+    playground = server(model_dirs, data_dir, quota=16 * MIB)
+    owner = owner_of(new_visitor_key())
+    session = visitor(playground, owner)
+    assert session.chat_settings() == {"system": "", "user": "User", "bot": "Bot", "thinking": "auto",
+                                       "thinking_format": False} == playground.chat_settings()
+    session.new_chat("You are Elizabeth Bennet.", "Darcy", "Elizabeth", thinking="think")
+    chat(session, "Good morning")
+    assert "<think" not in session.tree.path_text(session.chat.current)
+    reloaded = visitor(playground, owner)
+    assert reloaded.chat_settings() == {"system": "You are Elizabeth Bennet.", "user": "Darcy", "bot": "Elizabeth",
+                                        "thinking": "auto", "thinking_format": False}
+    session.switch_model(str(save_pth(tiny_model7(seed=5, vocab_size=65536, hidden_size=64, num_hidden_layers=2),
+                                      tmp_path / "rwkv7-tiny.pth")))
+    session.new_chat(None, None, None, thinking="no_think")
+    assert session.chat_settings() == {"system": "", "user": "User", "bot": "Assistant", "thinking": "no_think",
+                                       "thinking_format": True}
+    playground.close()

@@ -51,6 +51,7 @@ class ModelFamily:
     state_names: tuple[str, ...] = ()
     memory_tensor = ""  # the state tensor the inspector's per-token trace follows
     chat_names = ("User", "Bot")  # the chat roles the family's models were tuned on
+    thinking_format = False  # its chat models think in <think>...</think> (state_tree.chat.THINKING's prefills)
 
     initial_values: dict[str, float] = {}  # a state tensor's value before any token, when not 0
     meanings: dict[str, str] = {}  # state tensor -> what it holds, for people

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from . import views
 from .default_model import bundled_demos, public_name  # public_name: the UI's name for a model source
 from ..engine import Engine
 from ..errors import InputError, RwkvError
@@ -190,11 +191,12 @@ class Playground:
         session.close()
         return True
 
-    def chat_names(self) -> tuple[str, str]:
-        """The user and bot names the server's model was tuned on (RWKV-4: User / Bot; RWKV-7 G1: User / Assistant)."""
+    def chat_settings(self) -> dict:
+        """A new chat's settings on the server's model (views.chat_settings): the names it was tuned on (RWKV-4:
+        User / Bot; RWKV-7 G1: User / Assistant) and whether it has a thinking format (RWKV-7)."""
         loaded = self.acquire_default()
         try:
-            return tuple(family_of(loaded.model).chat_names)
+            return views.chat_settings(family_of(loaded.model), None)
         finally:
             self.manager.release(loaded)
 

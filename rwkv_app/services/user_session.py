@@ -330,10 +330,18 @@ class UserSession:
     # ---- chat ----------------------------------------------------------------------------------------
     def ensure_chat(self, system: str | None, user: str | None, bot: str | None, start: str | None = None,
                     thinking: str | None = None) -> ChatSession:
+        """The open chat, else a new one with these settings (`thinking` ignored where the family has no thinking
+        format: RWKV-4)."""
         if self.chat is None:
+            thinking = (thinking or "auto") if self.tree.family.thinking_format else "auto"
             self.chat = ChatSession(self.tree, user=user or None, bot=bot or None, system=system or None,
-                                    start=start if start in self.tree.nodes else None, thinking=thinking or "auto")
+                                    start=start if start in self.tree.nodes else None, thinking=thinking)
         return self.chat
+
+    def chat_settings(self) -> dict:
+        """The open chat's system prompt, names and thinking, and whether the model has a thinking format (plain
+        data, views.chat_settings; no chat yet: the model's defaults)."""
+        return views.chat_settings(self.tree.family, self.tree.meta.get("chat") if self.chat is not None else None)
 
     def new_chat(self, system: str | None, user: str | None, bot: str | None, start: str | None = None,
                  thinking: str | None = None) -> None:

@@ -1,5 +1,5 @@
 """What the UI draws, as plain data: the tree as rows, a node's tokens with their probabilities, a token's
-alternatives, the chat's branch points, the models panel."""
+alternatives, the chat's branch points, the chat's settings, the models panel."""
 from __future__ import annotations
 
 from ..core.presets import load_sampling_preset
@@ -8,6 +8,17 @@ from ..core.presets import load_sampling_preset
 BUCKETS = ((0.5, "p ≥ 0.5"), (0.2, "p ≥ 0.2"), (0.05, "p ≥ 0.05"), (0.0, "p < 0.05"))
 PREVIEW = 48
 TAIL = 160
+
+
+def chat_settings(family, saved: dict | None) -> dict:
+    """The Chat tab's Conversation panel: the open chat's system prompt, names and thinking (`saved`: its
+    tree.meta["chat"]; None: no chat yet, the family's defaults), and whether the family has a thinking format
+    (without one the chat never thinks: "auto", no prefill)."""
+    saved = saved or {}
+    thinking = (saved.get("thinking") or "auto") if family.thinking_format else "auto"
+    return {"system": saved.get("system") or "", "user": saved.get("user") or family.chat_names[0],
+            "bot": saved.get("bot") or family.chat_names[1], "thinking": thinking,
+            "thinking_format": bool(family.thinking_format)}
 
 
 def bucket(prob: float) -> str:

@@ -79,6 +79,9 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
             if lists:
                 event.then(lambda s: [conversations.list_update(s)] * len(lists), [ctx.state], lists,
                            api_visibility="private", show_progress="hidden")
+        for event in ctx.reopened + [loaded]:  # the Chat tab's panel: the settings of the conversation now open
+            event.then(lambda s: chat.settings_values(ctx, s), [ctx.state], parts["chat.settings"],
+                       api_visibility="private", show_progress="hidden")
         demo.unload(ctx.unload)
     return demo
 

@@ -33,12 +33,14 @@ def build(ctx, refresh):
             branches = gr.HTML([], html_template="", js_on_load=BRANCH_JS, elem_id="chat-branches")
         with gr.Column(scale=2):
             with gr.Accordion("Conversation", open=False):
-                system = gr.Textbox("", label="System prompt", lines=3)
-                user_name, bot_name = playground.chat_names()  # the model's own (G1: User / Assistant)
-                user = gr.Textbox(label="User name", value=user_name, placeholder="empty: the model's own")
-                bot = gr.Textbox(label="Bot name", value=bot_name, placeholder="empty: the model's own")
+                fresh = playground.chat_settings()  # the model's own names (G1: User / Assistant)
+                system = gr.Textbox("", label="System prompt", lines=3, elem_id="chat-system")
+                user = gr.Textbox(label="User name", value=fresh["user"], placeholder="empty: the model's own",
+                                  elem_id="chat-user")
+                bot = gr.Textbox(label="Bot name", value=fresh["bot"], placeholder="empty: the model's own",
+                                 elem_id="chat-bot")
                 thinking = gr.Radio(THINKING_CHOICES, value="auto", label="Thinking (RWKV-7 G1 models)",
-                                    elem_id="chat-thinking")
+                                    elem_id="chat-thinking", visible=fresh["thinking_format"])
                 new_chat = gr.Button("New chat with these settings")
                 chat_controls(ctx, refresh, chatbot, system, user, bot)
             with gr.Accordion("Sampling", open=False, elem_id="chat-sampling"):
@@ -54,7 +56,15 @@ def build(ctx, refresh):
     knobs = [preset, temperature, top_p, top_k, penalty, length]
     extra = [presence, frequency]
     wire(ctx, refresh, locals())
-    return {"chatbot": chatbot, "branches": branches}
+    return {"chatbot": chatbot, "branches": branches, "settings": [system, user, bot, thinking]}
+
+
+def settings_values(ctx, session) -> tuple:
+    """The Conversation panel showing the open conversation's settings (before the first action: the server
+    model's); the Thinking choice only where the model's family has a thinking format."""
+    shown = session.chat_settings() if session is not None else ctx.playground.chat_settings()
+    return (shown["system"], shown["user"], shown["bot"],
+            gr.update(value=shown["thinking"], visible=shown["thinking_format"]))
 
 
 def knob_sliders(values: dict) -> tuple:

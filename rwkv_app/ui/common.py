@@ -34,6 +34,7 @@ class Context:
         self.playground = playground
         self.state = gr.State(None, time_to_live=playground.options.session_ttl_s, delete_callback=close_session)
         self.presets = playground.sampling_presets()
+        self.reopened: list = []  # events after which another conversation may be open (the Chat tab's panel shows its settings)
 
     def ensure(self, session, request: gr.Request | None = None):
         """This browser session's UserSession, created on its first action (API clients included) and

@@ -1,6 +1,6 @@
 """The Conversations list (in the Chat and Playground tabs): each of the visitor's saved conversations with its
-name, model and when it was last used; open, rename, delete, new, and "delete all my data". Opening one made with
-another model offers to switch model (or says why this server cannot).
+name, model and when it was last used; open, rename, delete, new, and "delete all my data" (both deletes ask
+"Yes / Keep it" first). Opening one made with another model offers to switch model (or says why this server cannot).
 
 Who the visitor is comes from a random key kept in the browser (gr.BrowserState; its storage key and secret live
 in the session store, so a restart or another replica reads it), or the signed-in Hugging Face user on a Space
@@ -99,6 +99,7 @@ def build(ctx, refresh, api: bool) -> dict:
             open_ = gr.Button("Open", size="sm", elem_classes=["conv-open"])
             new = gr.Button("New", size="sm", elem_classes=["conv-new"])
             delete = gr.Button("Delete", size="sm", variant="stop", elem_classes=["conv-delete"])
+        delete_sure, delete_keep, delete_confirm = confirm_row("Yes, delete it", "conv-delete")
         with gr.Row():
             name = gr.Textbox(show_label=False, placeholder="New name", max_lines=1, scale=3,
                               elem_classes=["conv-name"])
@@ -110,8 +111,21 @@ def build(ctx, refresh, api: bool) -> dict:
                         f"after {store.ttl_s / 86400:g} days; each visitor may keep "
                         f"{store.quota_bytes / 2 ** 20:g} MB.")
             wipe = gr.Button("Delete all my data", variant="stop", size="sm", elem_classes=["conv-wipe"])
+            wipe_sure, wipe_keep, wipe_confirm = confirm_row("Yes, delete all my data", "conv-wipe")
     wire(ctx, refresh, locals(), api)
     return {"list": pick}
+
+
+def confirm_row(sure_text: str, name: str) -> tuple:
+    """A hidden "Yes / Keep it" row, shown by a deleting button before it acts (as the Playground's node delete)."""
+    with gr.Row(visible=False, elem_classes=[f"{name}-confirm"]) as row:
+        sure = gr.Button(sure_text, variant="stop", size="sm", elem_classes=[f"{name}-yes"])
+        keep = gr.Button("Keep it", size="sm", elem_classes=[f"{name}-no"])
+    return sure, keep, row
+
+
+def deleted_text(count: int) -> str:
+    return f"Deleted {count} conversation{'' if count == 1 else 's'}."
 
 
 def picked(conversation) -> str:
@@ -140,17 +154,26 @@ def wire(ctx, refresh, c, api):
             return text, list_update(session), gr.update(visible=False), session
         return warned(with_inputs(run, arity))
 
-    def wired(button, action, inputs):
-        refresh.append(button.click(page(action, len(inputs)), [*inputs, state], view, api_visibility="private",
-                                    show_progress=QUIET))
+    def wired(button, action, inputs, reopens=True):
+        event = button.click(page(action, len(inputs)), [*inputs, state], view, api_visibility="private",
+                             show_progress=QUIET)
+        refresh.append(event)
+        if reopens:  # another conversation may be open now: the Chat tab's panel shows its settings
+            ctx.reopened.append(event)
 
     wired(c["open_"], lambda s, i: opened(s, picked(i), False), [pick])
     wired(switch, lambda s, i: opened(s, picked(i), True), [pick])
     wired(c["new"], lambda s: (service.new_conversation(s), "Started a new conversation.")[1], [])
     wired(c["rename"], lambda s, i, n: (service.rename(s, picked(i), n), f"Renamed to \"{' '.join(n.split())}\".")[1],
-          [pick, c["name"]])
-    wired(c["delete"], lambda s, i: (service.delete(s, picked(i)), "Deleted.")[1], [pick])
-    wired(c["wipe"], lambda s: f"Deleted {service.delete_all(s)} conversations.", [])
+          [pick, c["name"]], reopens=False)
+    wired(c["delete_sure"], lambda s, i: (service.delete(s, picked(i)), "Deleted.")[1], [pick])
+    wired(c["wipe_sure"], lambda s: deleted_text(service.delete_all(s)), [])
+    for ask, sure, keep, row in ((c["delete"], c["delete_sure"], c["delete_keep"], c["delete_confirm"]),
+                                 (c["wipe"], c["wipe_sure"], c["wipe_keep"], c["wipe_confirm"])):
+        ask.click(lambda: gr.update(visible=True), None, row, api_visibility="private", show_progress="hidden")
+        for answer in (sure, keep):
+            answer.click(lambda: gr.update(visible=False), None, row, api_visibility="private",
+                         show_progress="hidden")
     pick.select(lambda: gr.update(visible=False), None, switch, api_visibility="private", show_progress="hidden")
     if api:
         wire_api(ctx, refresh)

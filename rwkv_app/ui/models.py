@@ -73,6 +73,8 @@ def wire(ctx, refresh, c):
                 "a new one); those of other models stay in the Conversations list.",
                 info_markdown(ctx, session), session)
     # the progress bar shows over the status line only; a failure leaves the table as it was (a toast says why)
-    refresh.append(c["load"].click(load, [c["model"], ctx.state], [c["status"], c["info"], ctx.state],
-                                   api_name="load_model", concurrency_limit=2, show_progress_on=[c["status"]]))
+    switched = c["load"].click(load, [c["model"], ctx.state], [c["status"], c["info"], ctx.state],
+                               api_name="load_model", concurrency_limit=2, show_progress_on=[c["status"]])
+    refresh.append(switched)
+    ctx.reopened.append(switched)  # another model: its latest conversation, its family's chat settings
     c["refresh_info"].click(lambda s: info_markdown(ctx, s), [ctx.state], [c["info"]], api_name="models_info")

@@ -64,5 +64,7 @@ def wire(ctx, refresh, c):
     c["export_state"].click(export_state, [c["state_node"], ctx.state], [c["state_download"], ctx.state],
                             api_name="export_state", show_progress=QUIET)
     cleared = c["load"].click(lambda: "", None, c["status"], api_visibility="private", show_progress="hidden")
-    refresh.append(cleared.then(load, [c["upload"], ctx.state], [c["status"], ctx.state], api_name="import_session",
-                                show_progress=QUIET))  # a refused file leaves no earlier message beside its toast
+    loaded = cleared.then(load, [c["upload"], ctx.state], [c["status"], ctx.state], api_name="import_session",
+                          show_progress=QUIET)  # a refused file leaves no earlier message beside its toast
+    refresh.append(loaded)
+    ctx.reopened.append(loaded)

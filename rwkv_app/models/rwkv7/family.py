@@ -28,6 +28,7 @@ class Rwkv7Family(ModelFamily):
     columns = {"wkv": "head"}
     memory_tensor = "wkv"
     chat_names = ("User", "Assistant")
+    thinking_format = True  # the G1 models (their model card)
     rate_meanings = RATE_MEANINGS
 
     def state_spec(self, model) -> dict:
