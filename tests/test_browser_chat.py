@@ -11,6 +11,7 @@ from .test_browser import ARGS, CHROMIUM, DEMO_MODEL, SHOTS, TIMEOUT_MS, wait_id
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 playwright_api = pytest.importorskip("playwright.sync_api")
 
+from rwkv_app.services.service import PlaygroundOptions  # noqa: E402
 from rwkv_app.ui import build_app  # noqa: E402
 from rwkv_app.ui.builder import CSS, THEME  # noqa: E402
 
@@ -163,6 +164,16 @@ def test_an_empty_message_is_a_warning_and_changes_nothing(page):
     page.press(BOX, "Enter")
     page.wait_for_selector(".toast-body.warning")
     assert users(page) == before and page.locator("#chatbot .error").count() == 0
+
+
+def test_a_paste_over_the_limit_is_refused_whole_and_kept(page):
+    """The box had max_length: a longer paste was cut to the limit by the browser and sent."""
+    limit = PlaygroundOptions().max_prompt_chars  # tiny_playground keeps the default
+    page.fill(BOX, "b" * (limit + 5))
+    page.press(BOX, "Enter")
+    page.wait_for_function("t => [...document.querySelectorAll('.toast-body')].some(e => e.innerText.includes(t))",
+                           arg=f"at most {limit:,}")
+    assert len(page.input_value(BOX)) == limit + 5 and users(page) == []
 
 
 def test_phone_layout_puts_the_input_on_the_first_screen(served):

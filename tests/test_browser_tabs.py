@@ -11,7 +11,7 @@ pytest.importorskip("playwright.sync_api")
 
 from rwkv_app.ui.common import SEED_ERROR  # noqa: E402
 
-from .browser_helpers import (act, browser_session, chromium, error_badges, generate, open_page, open_tab,  # noqa: E402
+from .browser_helpers import (SHOTS, act, browser_session, chromium, error_badges, generate, open_page, open_tab,  # noqa: E402
                               served_app, wait_idle, wait_toast)
 
 
@@ -184,6 +184,19 @@ def test_a_paste_over_the_prompt_limit_says_so(app, page):
     wait_toast(page, f"at most {limit:,}")
 
 
+def test_compare_columns_are_choices_not_a_number_box(page):
+    """Columns was a slider whose number box took 7: a red Error, Error badges, 4 columns under a box saying 2."""
+    generate(page, "It was")
+    open_tab(page, "Compare")
+    assert page.locator("#cmp-count input[type=number]").count() == 0  # nothing to type an out-of-range count in
+    for count in (4, 2, 3):
+        page.locator("#cmp-count").get_by_label(str(count)).check()
+        page.wait_for_function("n => [0, 1, 2, 3].filter(i => document.querySelector(`#cmp-text-${i}`)"
+                               "?.offsetParent).length === n", arg=count)
+    assert error_badges(page) == 0 and page.locator(".toast-body.error").count() == 0
+    page.screenshot(path=str(SHOTS / "compare-columns.png"))
+
+
 # ---- 10: streams are throttled, Stop is quick, the page stays responsive -----------------------------------
 WATCH_JS = """() => {
   window.changes = []; window.lags = []; window.watching = true;
@@ -211,7 +224,7 @@ def set_slider(page, elem_id, value):
 def test_four_long_columns_stream_throttled_and_stop_at_once(app, page):
     generate(page, "It was")
     open_tab(page, "Compare")
-    set_slider(page, "cmp-count", 4)
+    page.locator("#cmp-count").get_by_label("4").check()
     set_slider(page, "cmp-length", 512)
     page.wait_for_selector("#cmp-text-3", state="visible")
     page.evaluate(WATCH_JS)

@@ -25,8 +25,8 @@ def build(ctx, refresh):
                                  reasoning_tags=REASONING_TAGS)  # a reply's <think>...</think> folds
             with gr.Group(elem_id="chat-input"):
                 message = gr.Textbox(show_label=False, placeholder="Message (Enter sends, Shift+Enter adds a line)",
-                                     lines=1, max_lines=8, max_length=playground.options.max_prompt_chars,
-                                     elem_id="chat-message", submit_btn=False)
+                                     lines=1, max_lines=8, elem_id="chat-message",
+                                     submit_btn=False)  # no max_length: the browser would cut a paste; Send refuses it
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="chat-send", min_width=80)
                     stop = gr.Button("Stop", variant="stop", elem_id="chat-stop", min_width=80)

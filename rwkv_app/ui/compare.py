@@ -9,6 +9,7 @@ from .common import QUIET, gpu, guarded, number, seed_value
 from .playground import stop
 
 MAX_COLUMNS = 4
+COLUMN_CHOICES = list(range(2, MAX_COLUMNS + 1))
 
 
 def build(ctx, refresh):
@@ -17,7 +18,8 @@ def build(ctx, refresh):
     source = gr.Markdown("Select a node in the Playground tab (or chat first); the comparison starts there.",
                          elem_id="cmp-source")
     with gr.Row():
-        count = gr.Slider(2, MAX_COLUMNS, value=3, step=1, label="Columns", elem_id="cmp-count")
+        # a Radio, not a Slider: a slider's number box lets a visitor type 7, which Gradio refuses with an Error
+        count = gr.Radio(COLUMN_CHOICES, value=3, label="Columns", elem_id="cmp-count")
         length = gr.Slider(0, ctx.playground.options.max_new_tokens, value=40, step=1, label="Max new tokens",
                            elem_id="cmp-length")
     with gr.Row():  # above the columns: reachable without scrolling past four of them (on a phone too)
