@@ -53,6 +53,13 @@ def test_chat_turns_retry_undo_edit_and_branches(session):
     assert len(session.chat.siblings(session.turn_node(0))) == 2
 
 
+def test_a_chat_reply_becomes_the_selected_node_for_state_and_compare(session):
+    """The State tab and Compare pointed at "(start)" after chatting: the reply is now the session's node."""
+    list(session.chat_send("hi bot", session.branch("chat", 6, 1)))
+    assert session.current == session.chat.current and session.tree.node(session.current).role == "bot"
+    assert session.current in session.last_run
+
+
 def test_a_message_sent_while_another_generation_runs_adds_no_turn(session):
     branch = session.branch("chat", 4)
     list(session.chat_send("first", branch))

@@ -386,8 +386,8 @@ class UserSession:
                         yield before + [{"role": "assistant", "content": (prefill + value).strip()}]
             finally:
                 self.last_run = [n for n in job.nodes if n]
-                if self.last_run:
-                    chat.current = self.last_run[0]
+                if self.last_run:  # the reply is the chat's place and the session's selected node (State, Compare)
+                    chat.current = self.current = self.last_run[0]
         yield chat.messages()
 
     def require_chat(self) -> ChatSession:
