@@ -17,6 +17,15 @@ class HubError(RwkvError):
     """A Hub repository or revision that cannot be resolved (unknown, offline, not cached)."""
 
 
+class NotCachedError(HubError):
+    """A checkpoint that is not in the Hub cache while the Hub is out of reach (offline mode or no network).
+    The message is for the operator (cache path, switches); `repo_label` names what was asked for."""
+
+    def __init__(self, message: str, repo_label: str):
+        super().__init__(message)
+        self.repo_label = repo_label
+
+
 class InputError(RwkvError, ValueError):
     """Bad arguments to forward or generate: token ids, state shapes, empty inputs."""
 

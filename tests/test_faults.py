@@ -114,8 +114,10 @@ def test_a_preset_that_cannot_be_downloaded_is_a_clear_error(model_dir):
     service.start(str(model_dir))
     try:
         session = service.new_session()
-        with pytest.raises(RwkvError, match="rwkv-tests/never-downloaded"):
+        with pytest.raises(RwkvError, match="rwkv-tests/never-downloaded") as refused:
             session.switch_model("offline")
+        assert "not downloaded on this server" in str(refused.value)  # a visitor's words: no cache path, no switches
+        assert "HF_HUB_OFFLINE" not in str(refused.value) and "cache at" not in str(refused.value)
         assert list(session.generate("Still here", "balanced", 4, 1))[-1]
         assert [m["in_use"] for m in service.manager.loaded()] == [1]
         session.close()

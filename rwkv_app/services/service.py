@@ -10,6 +10,7 @@ its per-session state expires.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch
 from . import views
 from .default_model import bundled_demos, public_name  # public_name: the UI's name for a model source
 from ..engine import Engine
-from ..errors import InputError, RwkvError
+from ..errors import InputError, NotCachedError, RwkvError
 from ..models.family import family_of
 from .manager import LoadedModel, ModelManager, ModelKey, gib
 from ..core.presets import list_sampling_presets
@@ -103,8 +104,13 @@ class Playground:
 
     def acquire(self, source: str, progress=None) -> LoadedModel:
         source = self.check_source(source)
-        return self.manager.acquire(source, device=self.options.device, dtype=self.options.dtype,
-                                    progress=progress)
+        try:
+            return self.manager.acquire(source, device=self.options.device, dtype=self.options.dtype,
+                                        progress=progress)
+        except NotCachedError as err:  # the operator's advice (cache path, switches) goes to the log, not the page
+            logging.getLogger("rwkv_app.services").warning("cannot load %s: %s", source, err)
+            raise InputError(f"{err.repo_label} is not downloaded on this server, and the server cannot reach the "
+                             f"Hugging Face Hub now: choose another model (the bundled demos always work)") from err
 
     def engine_for(self, loaded: LoadedModel) -> Engine:
         with self._lock:

@@ -28,7 +28,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from ..errors import HubError
+from ..errors import HubError, NotCachedError
 
 COMMON_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "rwkv_vocab_v20230424.txt",  # the World tokenizer of RWKV-7 checkpoints (fla-hub folders)
@@ -250,11 +250,12 @@ def _not_cached_error(err: LocalEntryNotFoundError, repo: RepoRef, network_error
     cause = network_error or err.__cause__
     where = f"{repo.label} is not in the cache at {repo.cache_root} ({_cache_contents(repo)})"
     if cause is not None and not isinstance(cause, OfflineModeIsEnabled):
-        return HubError(f"could not reach the Hugging Face Hub ({type(cause).__name__}: {_first_line(cause)}) "
-                        f"and {where}")
+        return NotCachedError(f"could not reach the Hugging Face Hub ({type(cause).__name__}: {_first_line(cause)}) "
+                              f"and {where}", repo.label)
     switches = (["set HF_HUB_OFFLINE=0"] if is_offline_mode() else []) + (
         ["pass local_files_only=False"] if repo.local_files_only else [])
-    return HubError(f"offline and {where}; run once with network or {' and '.join(switches) or 'set HF_HUB_OFFLINE=0'}")
+    return NotCachedError(f"offline and {where}; run once with network or "
+                          f"{' and '.join(switches) or 'set HF_HUB_OFFLINE=0'}", repo.label)
 
 
 def _cache_contents(repo: RepoRef) -> str:
