@@ -117,8 +117,10 @@ def test_a_branch_folds_and_delete_asks_first(page):
     assert len(tree_rows(page)) == before
     page.click("#pg-delete")
     page.wait_for_selector("#pg-delete-yes", state="visible")
+    assert page.input_value("#pg-output textarea")  # the selected node's continuation, about to be deleted
     act(page, "#pg-delete-yes")
     assert len(tree_rows(page)) == before - 1 and len(rows) == before
+    page.wait_for_function("() => document.querySelector('#pg-output textarea').value === ''")  # its text went too
 
 
 # ---- 8: controls that depend on the selected node ---------------------------------------------------------

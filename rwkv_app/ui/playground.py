@@ -236,8 +236,10 @@ def wire(ctx, refresh, c):
                       show_progress="hidden")
     c["cancel"].click(lambda: gr.update(visible=False), None, c["confirm"], api_visibility="private",
                       show_progress="hidden")
-    refresh.append(c["sure"].click(delete, [c["node"], state], [state, c["confirm"]], api_name="delete_node",
-                                   show_progress=QUIET))
+    deleted = c["sure"].click(delete, [c["node"], state], [state, c["confirm"]], api_name="delete_node",
+                              show_progress=QUIET)
+    refresh.append(deleted)
+    deleted.success(lambda: "", None, c["output"], api_visibility="private", show_progress="hidden")  # its text went too
 
 
 def alternatives_update(session, node_id, position):
