@@ -98,6 +98,8 @@ def test_tree_tokens_rewind_and_force(session):
     other = next(a["token"] for a in alternatives if not a["chosen"])
     forced = session.force(node, 2, other)
     assert session.tree.node(forced).tokens[2] == other
+    label = next(row["label"] for row in views.tree_rows(session.tree, forced) if row["id"] == forced)
+    assert f"forced {session.tree.decode([other])!r}" in label  # twin branches differ by the token forced
     list(session.continue_from(forced, " more", "balanced", 3, 2))
     assert session.tree.node(session.current).parent != forced  # the text became its own node first
 

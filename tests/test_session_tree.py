@@ -100,7 +100,8 @@ def test_force_token_then_continue():
     forced = tree.node(tree.force_token(node.id, 3, other).node)
     assert forced.parent == base and forced.tokens == node.tokens[:3] + (other,)
     assert forced.probs[:3] == node.probs[:3] and forced.probs[3] == pytest.approx(dict(node.top[3])[other], abs=1e-6)
-    assert forced.meta["forced"] == {"position": 3, "token": other, "replaced": node.tokens[3], "node": node.id}
+    assert forced.meta["forced"] == {"position": 3, "token": other, "text": tree.decode([other]), "replaced": node.tokens[3],
+                                     "node": node.id}
     assert_resumes_exactly(tree, forced.id)
     continued = run(tree.generate(forced.id, sampled(4, max_new_tokens=4)))[-1].node
     assert tree.node(continued).parent == forced.id

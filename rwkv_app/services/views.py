@@ -39,6 +39,9 @@ def node_extra(node) -> list[str]:
         extra.append(f"seed {node.meta['seed']}")
     if node.meta.get("reason") == "cancelled":
         extra.append("stopped")
+    forced = node.meta.get("forced")
+    if isinstance(forced, dict):  # which token was forced: the text alone may not show it (cut, or past the preview)
+        extra.append(f"forced {forced['text']!r}" if "text" in forced else f"forced token {forced.get('token')}")
     return extra
 
 

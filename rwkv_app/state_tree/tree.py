@@ -210,7 +210,7 @@ class SessionTree:
                                               self.top_alternatives)
             probs = node.probs[:position] + (float(chosen[0]),)
             top = node.top[:position] + (tuple(zip(ids[0].tolist(), values[0].tolist())),)
-        meta = {**carried_meta(node), "forced": {"position": position, "token": token,
+        meta = {**carried_meta(node), "forced": {"position": position, "token": token, "text": self.decode([token]),
                                                   "replaced": node.tokens[position], "node": node.id}}
         forced = self.add(node.parent, node.role, tokens, self.decode(tokens), probs, top, meta)
         self.store.put(forced.id, state, logits[-1])
