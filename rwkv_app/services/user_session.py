@@ -260,12 +260,11 @@ class UserSession:
 
     @saves
     def keep(self, column: int) -> str:
-        """Make a compared column the session's current branch (the playground's and the chat's)."""
+        """Make a compared column the session's current node (Playground, State); compared columns are plain
+        generations, so the chat stays where it was."""
         if not 0 <= int(column) < len(self.compared) or self.compared[int(column)] is None:
             raise InputError("run a comparison first, then keep one of its columns")
         self.current = self.compared[int(column)]
-        if self.chat is not None and self.tree.node(self.current).role == BOT:
-            self.chat.current = self.current
         return self.current
 
     # ---- files and models ----------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def wire(ctx, refresh, c):
     def keep(index, session, request: gr.Request):
         session = ctx.ensure(session, request)
         session.keep(index)
-        return f"Kept column {index + 1}: it is now the current node (Playground, State) and the chat's branch.", session
+        return f"Kept column {index + 1}: it is now the current node (Playground, State).", session
 
     c["count"].change(lambda n: [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)], [c["count"]],
                       c["columns"], api_visibility="private")
