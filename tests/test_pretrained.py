@@ -141,4 +141,4 @@ def test_hub_repo_loads_offline_through_huggingface_hub(saved, tmp_path):
         result = load_in_offline_subprocess(cache, tmp_path / "home", repo="tiny-org/rwkv-4-tiny", revision=revision)
         assert torch.equal(torch.tensor(result["logits"]), logits_of(model))
     missing = load_in_offline_subprocess(cache, tmp_path / "home", repo="tiny-org/not-cached")
-    assert missing["error"] == "HubError" and "offline" in missing["message"]
+    assert missing["error"] == "NotCachedError" and "offline" in missing["message"]  # a HubError subclass
