@@ -41,7 +41,7 @@ def test_a_reload_brings_the_conversation_back_and_the_list_opens_it(tmp_path):
         send(page, "Good morning, Miss Bennet")
         page.wait_for_function("() => [...document.querySelectorAll('.conv-list label')].some(l => "
                                "l.innerText.includes('Good morning, Miss Bennet'))")
-        assert chat_list(page)[0].startswith("▶ Good morning, Miss Bennet · demo ·")
+        assert chat_list(page)[0].startswith("▶ Good morning, Miss Bennet · demo-rwkv4 ·")  # RWKV-4: not `demo`
         bot_before = page.locator("#chatbot [data-testid='bot']").all_inner_texts()
 
         page.reload()  # the same browser: the key in localStorage finds the conversation again
