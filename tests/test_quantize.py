@@ -1,13 +1,15 @@
 """Weight-only int8 (dtype "int8"): the fast path against the float32 reference, both families, loading, quality."""
 import copy
 import math
+import pickle
 
 import pytest
 import torch
 
 from rwkv_app import InputError, RwkvForCausalLM
-from rwkv_app.models.quantize import (PACK_MAX_ROWS, Int8Linear, dequantize, int8_linear, int8_linear_reference,
-                                      quantize_model, quantize_per_channel, set_reference)
+from rwkv_app.models import quantize
+from rwkv_app.models.quantize import (PACK_MAX_ROWS, Int8Linear, ManyRowsWeight, dequantize, int8_linear,
+                                      int8_linear_reference, quantize_model, quantize_per_channel, set_reference)
 from rwkv_app.weights.pretrained import load_dtype
 from rwkv_app.tokenizers.tokenizer import RwkvTokenizer
 from rwkv_app.train.evaluate import evaluate
@@ -38,14 +40,33 @@ def test_per_channel_rounding_error_is_at_most_half_a_step():
     assert int(quantized.abs().amax(dim=1).min()) == 127  # each row uses its full range
 
 
+@pytest.mark.parametrize("packed", [True, False])  # oneDNN's prepacked weight, and the plain one where it has none
 @pytest.mark.parametrize("rows", [1, 3, PACK_MAX_ROWS, PACK_MAX_ROWS + 1, 16, 100])  # both kernels, both sides of the switch
-def test_fast_path_matches_the_float32_reference(rows):
+def test_fast_path_matches_the_float32_reference(rows, packed, monkeypatch):
+    if packed and not quantize.packed_bf16_supported():
+        pytest.skip("oneDNN has no bfloat16 on this CPU")
+    monkeypatch.setattr(quantize, "packed_bf16_supported", lambda: packed)
     torch.manual_seed(rows)
     quantized, scales = quantize_per_channel(torch.randn(96, 80))
     x = torch.randn(rows, 80)  # (M, K)
-    fast = int8_linear(x, quantized, scales, scales.to(torch.bfloat16))  # (M, N)
-    assert fast.dtype == torch.float32 and fast.shape == (rows, 96)
-    assert_close_relative(fast, int8_linear_reference(x, quantized, scales), FAST_RTOL)
+    many_rows = ManyRowsWeight()
+    for _ in range(2):  # building the many-rows weight, then reusing it
+        fast = int8_linear(x, quantized, scales, scales.to(torch.bfloat16), many_rows)  # (M, N)
+        assert fast.dtype == torch.float32 and fast.shape == (rows, 96)
+        assert_close_relative(fast, int8_linear_reference(x, quantized, scales), FAST_RTOL)
+    assert (many_rows.built is not None) == (rows > PACK_MAX_ROWS)
+    if rows > PACK_MAX_ROWS:
+        assert many_rows.built[1] == packed
+
+
+@torch.no_grad()
+def test_a_used_int8_model_copies_and_pickles_without_its_many_rows_cache(tiny_lm):
+    model = quantize_model(tiny_lm())
+    ids = torch.randint(0, 97, (2, 9))  # 18 rows: the many-rows weight is built
+    expected = model(ids).logits  # (B, T, V)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert all(m.many_rows.built is None for m in twin.modules() if isinstance(m, Int8Linear))
+        torch.testing.assert_close(twin(ids).logits, expected)
 
 
 def test_int8_linear_keeps_leading_dims_and_refuses_a_bias():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..core.openmp import release_thread_pool
 from ..core.generation import FROM_CONFIG
 from .requests import EngineBusy, EngineClosed, Generation, Request, make_request
 from .scheduler import Scheduler, describe
@@ -57,6 +58,7 @@ class Engine:
         self._closing = self._drain = False
         self._loops = 0
         self._thread = threading.Thread(target=self._run, name="rwkv-engine", daemon=True)
+        release_thread_pool()  # the creating thread's OpenMP workers go: the engine's thread keeps the only pool
         if start:
             self.start()
 

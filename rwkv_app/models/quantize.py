@@ -6,11 +6,13 @@ WKV state) stays float32; only the matrix product runs in bfloat16 activations:
 
 - few rows (batch-1 decode, B*T <= PACK_MAX_ROWS): `torch.ops.aten._weight_int8pack_mm`, which reads the int8
   weight directly (a quarter of float32's bytes; what gpt-fast and torchao use on CPU);
-- more rows (batched decode in the engine, prefill): one bfloat16 GEMM on a bfloat16 copy of the dequantized
-  copy of the int8 values (exact), made on first use and kept (then 3 bytes per weight, under float32's 4), the
-  per-channel scales applied to the GEMM's output.
-  The int8 kernel's cost grows with every row (it is compute bound past one row: 16 rows cost ~3x 1 row on the
-  head here), a bfloat16 GEMM's barely grows, and dequantizing per call would cost more than the GEMM.
+- more rows (batched decode in the engine, prefill): one bfloat16 GEMM through oneDNN on a bfloat16 copy of the
+  int8 values (exact) in oneDNN's blocked layout, packed once on first use and kept (then 3 bytes per weight,
+  under float32's 4), the per-channel scales applied to the GEMM's output. The int8 kernel's cost grows with
+  every row (16 rows cost ~3x 1 row), a bfloat16 GEMM's barely grows; the prepacked weight halves the GEMM's
+  time against F.linear on the same bfloat16 weight, which repacks it on every call (measured, 169M shape, 2
+  threads: a batch-8 decode forward 23 ms against 32, batch 16 30 ms against 41). Where oneDNN has no bfloat16
+  (`packed_bf16_supported()`), the plain bfloat16 weight and F.linear.
 
 Measured on this machine (docs/BENCHMARKS.md): int8pack with float32 activations is 10-100x slower than with
 bfloat16 ones, and F.linear on a dequantized float32 weight is slower than float32 F.linear, so bfloat16
@@ -19,8 +21,6 @@ against. Low-rank branches (RWKV-7's LoRAs, a few percent of the bytes) stay flo
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import InputError
 
 INT8 = "int8"  # the dtype name, in app.py --dtype, the CLI, from_pretrained(dtype=...) and presets/models.yaml
-PACK_MAX_ROWS = 4  # up to this many rows the int8 kernel wins; above it, the bfloat16 GEMM (measured; see above)
+PACK_MAX_ROWS = 3  # up to this many rows the int8 kernel wins; above it, the bfloat16 GEMM (measured; see above)
 KEEP_FLOAT = ("lora",)  # module-name fragments whose linears stay float32
 
 
@@ -53,37 +53,53 @@ def int8_linear_reference(x: torch.Tensor, quantized: torch.Tensor, scales: torc
     return F.linear(x.float(), dequantize(quantized, scales)).to(x.dtype)  # (..., N)
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Run the int8 GEMV on one intra-op thread. Measured here (2 cores shared with other work): with two OpenMP
-    threads each call waits ~3 ms at the barrier for the descheduled second thread (0.05 ms on one); the product is
-    memory bound, so one core streaming a quarter of float32's bytes is the fast choice."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def packed_bf16_supported() -> bool:
+    """Whether oneDNN here runs bfloat16 matmuls on a prepacked weight (x86 with AVX512 or AMX)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def dense_bf16(quantized: torch.Tensor) -> torch.Tensor:
-    """The int8 values as bfloat16 (N, K): exact (bfloat16 holds every integer up to 256); scales apply after."""
-    return quantized.to(torch.bfloat16)  # (N, K)
+class ManyRowsWeight:
+    """The bfloat16 copy of an int8 weight (N, K) for calls of more than PACK_MAX_ROWS rows, made on first need:
+    the int8 values exactly (bfloat16 holds every integer up to 256), prepacked for oneDNN where it can be.
+    A cache: a deep copy or a pickle of its module starts without it (oneDNN's tensors have no storage to copy)."""
+
+    def __init__(self):
+        self.built = None  # (weight, packed): one attribute, so a racing thread sees both or neither
+
+    def __deepcopy__(self, memo) -> "ManyRowsWeight":
+        return ManyRowsWeight()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def linear(self, rows: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+        """(M, K) bfloat16 -> (M, N) bfloat16: rows @ quantized.T, exactly in the int8 values."""
+        if self.built is None:
+            self.built = bfloat16_weight(quantized, packed_bf16_supported())  # racing threads build the same
+        weight, packed = self.built
+        if packed:
+            return torch.ops.mkldnn._linear_pointwise(rows, weight, None, "none", [], "")  # (M, N)
+        return F.linear(rows, weight)  # (M, N)
+
+
+def bfloat16_weight(quantized: torch.Tensor, pack: bool) -> tuple[torch.Tensor, bool]:
+    dense = quantized.to(torch.bfloat16)  # (N, K)
+    return (torch.ops.mkldnn._reorder_linear_weight(dense, None), True) if pack else (dense, False)
 
 
 def int8_linear(x: torch.Tensor, quantized: torch.Tensor, scales: torch.Tensor, scales_bf16: torch.Tensor,
-                dense: torch.Tensor | None = None) -> torch.Tensor:
+                many_rows: ManyRowsWeight | None = None) -> torch.Tensor:
     """The fast path: bfloat16 activations, float32 accumulation inside the kernels; (..., K) -> (..., N).
-    `dense`: what dense_bf16() returns, if the caller keeps it (else made for the call)."""
+    `many_rows`: the caller's kept ManyRowsWeight (else one is made for the call)."""
     rows = x.reshape(-1, x.size(-1)).to(torch.bfloat16)  # (M, K)
     if rows.size(0) <= PACK_MAX_ROWS:
         out = torch.ops.aten._weight_int8pack_mm(rows, quantized, scales_bf16)  # (M, N)
     else:
-        dense = dense if dense is not None else dense_bf16(quantized)  # (N, K)
-        out = F.linear(rows, dense).float() * scales  # (M, N): the int8 weights exactly, scaled per channel
+        many_rows = many_rows or ManyRowsWeight()
+        out = many_rows.linear(rows, quantized).float() * scales  # (M, N): the int8 weights, scaled per channel
     return out.view(*x.shape[:-1], quantized.size(0)).to(x.dtype)  # (..., N)
 
 
@@ -97,7 +113,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", scales.float().contiguous())  # (N,) float32
         self.register_buffer("scales_bf16", scales.to(torch.bfloat16).contiguous())  # (N,) what the kernel takes
         self.reference = False  # True: the float32 oracle instead of the fast path (tests)
-        self.dense = None  # the bfloat16 weight for calls of more than PACK_MAX_ROWS rows, made on first need
+        self.many_rows = ManyRowsWeight()  # the bfloat16 weight for calls of more than PACK_MAX_ROWS rows
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
@@ -113,9 +129,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reference:
             return int8_linear_reference(x, self.weight_int8, self.scales)
-        if self.dense is None and x.numel() > PACK_MAX_ROWS * self.in_features:
-            self.dense = dense_bf16(self.weight_int8)  # (N, K); a racing thread builds the same
-        return int8_linear(x, self.weight_int8, self.scales, self.scales_bf16, self.dense)
+        return int8_linear(x, self.weight_int8, self.scales, self.scales_bf16, self.many_rows)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"

@@ -5,8 +5,9 @@
     session = playground.new_session()                        # per browser session; session.close() frees it
     for text in session.generate("The quick brown fox", "balanced", 40, seed=1): ...
 """
+from ..core.openmp import release_thread_pool
 from .runner import QueueFull
 from .service import Playground, PlaygroundOptions
 from .user_session import UserSession
 
-__all__ = ["Playground", "PlaygroundOptions", "UserSession", "QueueFull"]
+__all__ = ["Playground", "PlaygroundOptions", "UserSession", "QueueFull", "release_thread_pool"]

@@ -30,6 +30,7 @@ from ..errors import RwkvError
 from ..weights.hub import resolve_model_dir, resolve_model_file
 from .model_presets import ModelPreset, load_model_presets
 from ..models.cpu_dtype import AUTO, cpu_default_dtype
+from ..core.openmp import release_thread_pool
 from ..models.variants import RWKV4
 from ..weights.pretrained import load_dtype, resolve_device
 from ..weights.progress import Progress, progress_tqdm_class
@@ -191,6 +192,7 @@ class ModelManager:
         model = CAUSAL_LM[family].from_pretrained(path, dtype=key.dtype, device=key.device)
         tokenizer = load_tokenizer(path)
         align_eos(model, tokenizer)
+        release_thread_pool()  # the engine's thread keeps the only OpenMP pool (core/openmp.py)
         progress("ready", 1.0, f"{key.describe()} ready")
         return LoadedModel(key, model, tokenizer, model_bytes(model), preset, last_used=self._clock())
 

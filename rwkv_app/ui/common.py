@@ -9,6 +9,7 @@ import gradio as gr
 from gradio.context import LocalContext
 
 from ..errors import InputError, RwkvError
+from ..services import release_thread_pool
 from .errors import public_message
 
 try:  # Hugging Face ZeroGPU Spaces: GPU work runs inside @spaces.GPU; elsewhere this is a no-op
@@ -73,7 +74,8 @@ def refuse(err: BaseException, where: str) -> gr.Error:
 
 def _on_user_error(fn, handle):
     """`fn` (a function or a generator function) with USER_ERRORS passed to `handle(err, name)`, whose return
-    value (raised if it is an exception, else returned or yielded) ends the call."""
+    value (raised if it is an exception, else returned or yielded) ends the call. Afterwards the worker thread
+    lets its OpenMP threads go, so the engine's thread keeps the only pool (rwkv_app/core/openmp.py)."""
     def outcome(err):
         result = handle(err, fn.__name__)
         if isinstance(result, BaseException):
@@ -87,6 +89,8 @@ def _on_user_error(fn, handle):
                 yield from fn(*args, **kwargs)
             except USER_ERRORS as err:
                 yield outcome(err)
+            finally:
+                release_thread_pool()
         return stream
 
     @functools.wraps(fn)
@@ -95,6 +99,8 @@ def _on_user_error(fn, handle):
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
             return outcome(err)
+        finally:
+            release_thread_pool()
     return call
 
 
