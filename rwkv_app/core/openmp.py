@@ -19,7 +19,7 @@ import ctypes
 import functools
 from pathlib import Path
 
-import torch  # noqa: F401  (loads torch's OpenMP runtime before _pause_function looks for it)
+import torch
 
 OMP_PAUSE_SOFT = 1  # omp.h's omp_pause_soft
 LIBGOMP = "libgomp"
@@ -29,6 +29,8 @@ LIBGOMP = "libgomp"
 def _pause_function():
     """libgomp's omp_pause_resource_all, found among the libraries this process has loaded (torch's own copy,
     loaded with torch, which this module imports); None where there is none (not Linux, or another runtime)."""
+    if not torch.backends.openmp.is_available():
+        return None
     try:
         maps = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
     except OSError:
