@@ -99,7 +99,7 @@ def int8_linear(x: torch.Tensor, quantized: torch.Tensor, scales: torch.Tensor, 
         out = torch.ops.aten._weight_int8pack_mm(rows, quantized, scales_bf16)  # (M, N)
     else:
         many_rows = many_rows or ManyRowsWeight()
-        out = many_rows.linear(rows, quantized).float() * scales  # (M, N): the int8 weights, scaled per channel
+        out = many_rows.linear(rows, quantized) * scales  # (M, N) float32 (promoted): the int8 weights, scaled
     return out.view(*x.shape[:-1], quantized.size(0)).to(x.dtype)  # (..., N)
 
 
