@@ -24,7 +24,8 @@ from pathlib import Path
 from rwkv_app import RwkvError
 from rwkv_app.services.default_model import OFFLINE_HINT, choose_default_model
 from rwkv_app.errors import HubError
-from rwkv_app.services.malloc import DEFAULT_ARENAS, ENV, default_arenas, limit_arenas
+from rwkv_app.services.malloc import (DEFAULT_ARENAS, DEFAULT_HEAP_BLOCK_MB, ENV, default_arenas, keep_large_blocks,
+                                      limit_arenas)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -65,6 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--malloc-arenas", type=int, default=default_arenas(),
                         help="cap glibc's malloc arenas so the server's memory stays flat under many threads "
                              f"(default {DEFAULT_ARENAS}, or ${ENV}; 0 leaves glibc's default of 8 per core)")
+    parser.add_argument("--malloc-heap-mb", type=int, default=DEFAULT_HEAP_BLOCK_MB,
+                        help="serve memory blocks up to this size from the heap, so a batch's tensors reuse memory "
+                             f"instead of faulting in fresh pages every step (default {DEFAULT_HEAP_BLOCK_MB}; 0 "
+                             "leaves glibc's adaptive threshold of at most 32)")
     parser.add_argument("--api-key", default=None,
                         help="require 'Authorization: Bearer KEY' on the OpenAI-compatible /v1 API (several keys "
                              "comma-separated; default $RWKV_API_KEY); each key sees only its own states")
@@ -150,7 +155,7 @@ def mounted_app(args, playground, demo, options):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    arenas = limit_arenas(args.malloc_arenas)  # before the server starts its threads
+    arenas = limit_arenas(args.malloc_arenas) + "; " + keep_large_blocks(args.malloc_heap_mb)  # before any thread
     try:
         choice = choose_default_model(args.model)
         if choice.message:

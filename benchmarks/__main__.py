@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .cpu import CpuBenchSettings, render_markdown, run_cpu_bench
+from .memory import use_app_malloc
 from .report import write_section
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
@@ -242,6 +243,7 @@ def main_soak(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    print(use_app_malloc(), file=sys.stderr)
     if getattr(args, "threads", None):
         import torch
 

@@ -19,6 +19,7 @@ from rwkv_app.models.cpu_dtype import cpu_default_dtype
 from rwkv_app.models.quantize import quantize_model
 from .cpu8 import Cpu8Settings, engine_rates, greedy_match, log
 from .rwkv7 import Rwkv7BenchSettings, build, decode_ours, decode_theirs
+from .memory import use_app_malloc
 from .timing import interleaved
 
 
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
+    log(use_app_malloc())
     torch.set_num_threads(args.threads)
     print(json.dumps(measure_rwkv7(Cpu8Settings(repeats=args.repeats))))
     return 0

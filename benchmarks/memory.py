@@ -112,3 +112,11 @@ def measure_in_subprocess(impl: str, dtype: str, directory: Path, timeout: float
 
 if __name__ == "__main__":
     print(json.dumps(probe(sys.argv[1], sys.argv[2], Path(sys.argv[3]))))
+
+
+def use_app_malloc() -> str:
+    """glibc's malloc set up as app.py sets it (arenas, large blocks on the heap), so the engine's figures are the
+    server's; says what was done."""
+    from rwkv_app.services.malloc import DEFAULT_ARENAS, DEFAULT_HEAP_BLOCK_MB, keep_large_blocks, limit_arenas
+
+    return f"{limit_arenas(DEFAULT_ARENAS)}; {keep_large_blocks(DEFAULT_HEAP_BLOCK_MB)} (as app.py)"

@@ -28,3 +28,13 @@ def test_rss_of_this_process_and_of_one_that_is_gone():
     assert malloc.rss_bytes(2 ** 31 - 1) == 0  # no such process
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert malloc.malloc_trim() in ((True, False) if glibc else (False,))
+
+
+def test_keep_large_blocks_says_what_it_did():
+    assert malloc.keep_large_blocks(0) == "malloc large blocks: glibc's default"
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c")
+    done = malloc.keep_large_blocks(malloc.DEFAULT_HEAP_BLOCK_MB)
+    assert done == (f"malloc large blocks: up to {malloc.DEFAULT_HEAP_BLOCK_MB} MiB from the heap" if glibc
+                    else "malloc large blocks: not glibc, left alone")
+    assert app.parse_args([]).malloc_heap_mb == malloc.DEFAULT_HEAP_BLOCK_MB
+    assert app.parse_args(["--malloc-heap-mb", "0"]).malloc_heap_mb == 0
