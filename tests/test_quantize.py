@@ -174,3 +174,15 @@ def test_the_manager_loads_int8_by_name():
     assert manager.loaded()[0]["dtype"] == "int8"
     with manager.use("demo-rwkv7", device="cpu", dtype="int8") as loaded:
         assert loaded.model.weight_dtype == "int8" and isinstance(loaded.model.lm_head, Int8Linear)
+
+
+def test_the_memory_budget_counts_an_int8_models_many_rows_copies(tiny_lm):
+    from rwkv_app.services.manager import model_bytes
+
+    model = tiny_lm()
+    float_bytes = model_bytes(model)
+    quantized = quantize_model(copy.deepcopy(model))
+    int8_weights = sum(m.weight_int8.numel() for m in quantized.modules() if isinstance(m, Int8Linear))
+    assert quantize.many_rows_bytes(model) == 0 and quantize.many_rows_bytes(quantized) == 2 * int8_weights
+    assert model_bytes(quantized) < float_bytes  # 1 + 2 bytes per weight against 4
+    assert model_bytes(quantized) >= 3 * int8_weights

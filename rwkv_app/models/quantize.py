@@ -169,7 +169,7 @@ def set_reference(model: nn.Module, reference: bool) -> None:
             module.reference = reference
 
 
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes of parameters and buffers (int8 weights count one byte each)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())
+def many_rows_bytes(model: nn.Module) -> int:
+    """Bytes the Int8Linears' bfloat16 many-rows copies take once built (2 per int8 weight; the first prefill or
+    batched decode builds them), for a memory budget that counts what the model will hold (0 for other models)."""
+    return sum(2 * m.weight_int8.numel() for m in model.modules() if isinstance(m, Int8Linear))

@@ -31,6 +31,7 @@ from ..weights.hub import resolve_model_dir, resolve_model_file
 from .model_presets import ModelPreset, load_model_presets
 from ..models.cpu_dtype import AUTO, cpu_default_dtype
 from ..core.openmp import release_thread_pool
+from ..models.quantize import many_rows_bytes
 from ..models.variants import RWKV4
 from ..weights.pretrained import load_dtype, resolve_device
 from ..weights.progress import Progress, progress_tqdm_class
@@ -239,12 +240,13 @@ def estimate_bytes(path: Path, dtype: torch.dtype, family: str = RWKV4) -> int:
 
 
 def model_bytes(model: torch.nn.Module) -> int:
+    """Parameters and buffers, plus an int8 model's bfloat16 copies for many-row calls (built on first use)."""
     seen, total = set(), 0
     for tensor in list(model.parameters()) + list(model.buffers()):
         if tensor.data_ptr() not in seen:
             seen.add(tensor.data_ptr())
             total += tensor.numel() * tensor.element_size()
-    return total
+    return total + many_rows_bytes(model)
 
 
 def load_tokenizer(path: Path):
