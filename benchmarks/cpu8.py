@@ -30,6 +30,8 @@ from .engine_runs import throughput
 from .timing import interleaved, interleaved_values
 
 ROOT = Path(__file__).resolve().parents[1]
+GREEDY_SEED = 7
+NOISE_CONTROLS = (1e-4, 1e-3)  # relative weight noise of the float32 controls (bfloat16 rounds at ~2e-3)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Cpu8Settings:
     engine_tokens: int = 48
     engine_clients: tuple[int, ...] = (1, 8, 16)
     greedy_tokens: int = 40
+    greedy_prompts: int = 6  # fixed random 10-token prompts (seed GREEDY_SEED)
     rwkv7: bool = True
 
 
@@ -58,11 +61,20 @@ def decode_rates(contenders, prompt: torch.Tensor, tokens: int, repeats: int) ->
     return {c.name: tokens / max(seconds[c.name + "/long"] - seconds[c.name + "/short"], 1e-9) for c in contenders}
 
 
-def greedy_match(reference, other, prompt: torch.Tensor, tokens: int) -> int:
-    """How many greedy tokens `other` produces before it first differs from `reference`."""
-    a = reference.generate(prompt, max_new_tokens=tokens, do_sample=False)[0, prompt.size(1):].tolist()
-    b = other.generate(prompt, max_new_tokens=tokens, do_sample=False)[0, prompt.size(1):].tolist()
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), tokens)
+def greedy_prompts(s: Cpu8Settings, vocab: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(GREEDY_SEED)
+    return [torch.randint(0, vocab, (1, 10), generator=generator) for _ in range(s.greedy_prompts)]
+
+
+def greedy_matches(reference, others: dict, prompts: list[torch.Tensor], tokens: int) -> dict[str, list[int]]:
+    """{name: per prompt, how many greedy tokens that model produces before it first differs from `reference`}."""
+    out = {name: [] for name in others}
+    for prompt in prompts:
+        expected = reference.generate(prompt, max_new_tokens=tokens, do_sample=False)[0, prompt.size(1):].tolist()
+        for name, model in others.items():
+            got = model.generate(prompt, max_new_tokens=tokens, do_sample=False)[0, prompt.size(1):].tolist()
+            out[name].append(next((i for i, (x, y) in enumerate(zip(expected, got)) if x != y), tokens))
+    return out
 
 
 def perturbed(model, relative: float, seed: int = 5):
@@ -136,10 +148,9 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
         runs["transformers"] = lambda: hf(prompt, logits_to_keep=1)
     out["prefill"] = {k: s.prefill_len / v for k, v in interleaved(runs, s.repeats).items()}
     log("RWKV-4 quality")
-    out["greedy_match"] = {"int8": greedy_match(f32, int8, short[:, :10], s.greedy_tokens),
-                           "bfloat16": greedy_match(f32, bf16, short[:, :10], s.greedy_tokens),
-                           "float32 + 1e-4 noise": greedy_match(f32, perturbed(f32, 1e-4), short[:, :10],
-                                                                s.greedy_tokens)}
+    controls = {f"float32 + {e:g} noise": perturbed(f32, e) for e in NOISE_CONTROLS}
+    out["greedy_match"] = greedy_matches(f32, {"int8": int8, "bfloat16": bf16, **controls},
+                                         greedy_prompts(s, base.vocab_size), s.greedy_tokens)
     out["sampler"] = {n: sampler_times(base.vocab_size, n, s.repeats) for n in (8, 16)}
     out["engine"] = engine_rates(fast, s, base.vocab_size)
     out["demo_bpc"] = demo_bits_per_char()

@@ -17,7 +17,7 @@ import torch
 
 from rwkv_app.models.cpu_dtype import cpu_default_dtype
 from rwkv_app.models.quantize import quantize_model
-from .cpu8 import Cpu8Settings, engine_rates, greedy_match, log
+from .cpu8 import Cpu8Settings, engine_rates, greedy_matches, greedy_prompts, log
 from .rwkv7 import Rwkv7BenchSettings, build, decode_ours, decode_theirs
 from .memory import use_app_malloc
 from .timing import interleaved
@@ -47,7 +47,8 @@ def measure_rwkv7(s: Cpu8Settings) -> dict:
     out = {"default_dtype": default,
            "prefill": {k: s.prefill_len / v for k, v in prefill.items()},
            "decode": {k: n / v for k, v in decode.items()},
-           "greedy_match": {"int8": greedy_match(f32, int8, prompt[:, :10], s.greedy_tokens)}}
+           "greedy_match": greedy_matches(f32, {"int8": int8}, greedy_prompts(s, shape.vocab_size),
+                                          s.greedy_tokens)}
     try:
         out["engine"] = engine_rates(fast, s, shape.vocab_size)
     except RuntimeError as err:  # the engine's family interface may not cover RWKV-7 yet
