@@ -243,7 +243,7 @@ def main_soak(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    print(use_app_malloc(), file=sys.stderr)
+    use_app_malloc()  # the engine's figures are the server's (the cpu8 header says so)
     if getattr(args, "threads", None):
         import torch
 

@@ -8,6 +8,7 @@ import statistics
 import torch
 
 from rwkv_app.models.cpu_dtype import cpu_bf16_flags, cpu_default_dtype
+from rwkv_app.services.malloc import DEFAULT_ARENAS, DEFAULT_HEAP_BLOCK_MB
 
 GOALS = {"decode": 2.5, "prefill": 2.5, "engine/8": 5.0, "engine/16": 8.0}  # issue 18's targets
 GREEDY_GOAL = 32  # issue 18: int8's greedy continuation on random 169M weights equals float32's this long
@@ -28,7 +29,8 @@ def header(loadavg: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
     return (f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs ({flags}); torch {torch.__version__}, "
             f"**{torch.get_num_threads()} threads** in every row. Load average (1, 5, 15 min) "
             f"before: {', '.join(f'{x:.2f}' for x in before)}; after: {', '.join(f'{x:.2f}' for x in after)} "
-            f"(other jobs share this machine while it runs). CPU default dtype: "
+            f"(other jobs share this machine while it runs). glibc malloc as app.py sets it ({DEFAULT_ARENAS} "
+            f"arenas, blocks up to {DEFAULT_HEAP_BLOCK_MB} MiB from the heap). CPU default dtype: "
             f"**{cpu_default_dtype()['dtype']}** ({cpu_default_dtype()['reason']}).")
 
 
