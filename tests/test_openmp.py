@@ -1,6 +1,7 @@
 """OpenMP pools: release_thread_pool frees the calling thread's worker threads (rwkv_app/core/openmp.py)."""
-import threading
-import time
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,42 +9,44 @@ import torch
 
 from rwkv_app.core.openmp import _pause_function, release_thread_pool
 
+ROOT = Path(__file__).resolve().parents[1]
+# In a fresh interpreter (no other test's threads starting or ending meanwhile): a thread runs a parallel op (its
+# pool appears), releases it, and the process's OS thread count comes back to what it was.
+PROBE = """
+import json, threading, time
+from pathlib import Path
+import torch
+from rwkv_app.core.openmp import release_thread_pool
 
-def os_threads() -> int:
+def os_threads():
     return len(list(Path("/proc/self/task").iterdir()))
 
-
-def settle(expected: int, timeout: float = 5.0) -> int:
-    """The process's OS thread count once it reaches `expected` (workers exit asynchronously), or at the timeout."""
-    deadline = time.monotonic() + timeout
-    while os_threads() != expected and time.monotonic() < deadline:
+counts = {}
+def work():
+    counts["before"] = os_threads()
+    torch.exp(torch.randn(4_000_000))  # far past the grain size: a parallel region, so a pool
+    counts["with pool"] = os_threads()
+    counts["released"] = release_thread_pool()
+    deadline = time.monotonic() + 5
+    while os_threads() != counts["before"] and time.monotonic() < deadline:  # workers exit asynchronously
         time.sleep(0.01)
-    return os_threads()
+    counts["after"] = os_threads()
+
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+print(json.dumps({**counts, "threads": torch.get_num_threads()}))
+"""
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists() or _pause_function() is None,
                     reason="needs Linux and torch built with libgomp")
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="one intra-op thread makes no pool")
 def test_a_thread_that_releases_its_pool_leaves_no_worker_threads_behind():
-    counts = {}
-
-    def work():
-        counts["before"] = os_threads()
-        torch.exp(torch.randn(4_000_000))  # far past the grain size: a parallel region, so a pool
-        counts["with pool"] = os_threads()
-        counts["released"] = release_thread_pool()
-        counts["after"] = settle(counts["before"])
-        done.wait()
-
-    done = threading.Event()
-    thread = threading.Thread(target=work)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while "after" not in counts and time.monotonic() < deadline:
-        time.sleep(0.01)
-    done.set()
-    thread.join()
-    assert counts["with pool"] == counts["before"] + torch.get_num_threads() - 1
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts["with pool"] == counts["before"] + counts["threads"] - 1
     assert counts["released"] is True
     assert counts["after"] == counts["before"]
 
