@@ -1,7 +1,8 @@
 """State files in the Playground and the Chat: start from a state file (a persona), mix two states into a new root.
 
-A refused file (another model's shapes, not a tensor file, too large) is a warning toast naming the problem;
-every action is a named API endpoint too (/load_state, /start_empty, /mix_states, /chat_load_state).
+A refused file (another model's shapes, not a tensor file, too large, not a state file at all) is a warning toast
+naming the problem: the upload boxes take any file (no `file_types`, whose refusal is Gradio's red "Invalid file
+type" error) and the service layer checks it. Every action is a named API endpoint too (/load_state, /start_empty, /mix_states, /chat_load_state).
 """
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import gradio as gr
 from ..services import personas
 from .chat_events import checked_conversation
 from .common import QUIET, guarded
-
-FILE_TYPES = [".safetensors", ".state", ".pth", ".pt"]
 
 
 def status_text(session) -> str:
@@ -25,7 +24,7 @@ def status_text(session) -> str:
 def playground_controls(ctx, refresh) -> None:
     """The Playground's accordion: load a state file as the start, go back to the empty state, mix two states."""
     with gr.Accordion("Start from a state file · mix two states", open=False, elem_id="pg-states"):
-        upload = gr.File(label="State file (.safetensors, .state, .pth)", file_types=FILE_TYPES, type="filepath",
+        upload = gr.File(label="State file (.safetensors, .state, .pth)", type="filepath",
                          elem_id="pg-state-upload")
         with gr.Row():
             load = gr.Button("Start from this state file", variant="primary", elem_id="pg-state-load")
@@ -35,9 +34,9 @@ def playground_controls(ctx, refresh) -> None:
             first_node = gr.Textbox(label="First: node id", max_lines=1, elem_id="pg-mix-first")
             second_node = gr.Textbox(label="Second: node id", max_lines=1, elem_id="pg-mix-second")
         with gr.Row():
-            first_file = gr.File(label="or first: state file", file_types=FILE_TYPES, type="filepath",
+            first_file = gr.File(label="or first: state file", type="filepath",
                                  elem_id="pg-mix-first-file")
-            second_file = gr.File(label="or second: state file", file_types=FILE_TYPES, type="filepath",
+            second_file = gr.File(label="or second: state file", type="filepath",
                                   elem_id="pg-mix-second-file")
         weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Weight of the first state", elem_id="pg-mix-weight")
         mix = gr.Button("Mix into a new root", elem_id="pg-mix")
@@ -76,8 +75,7 @@ def wire_playground(ctx, refresh, c) -> None:
 def chat_controls(ctx, refresh, chatbot, system, user, bot) -> None:
     """The Chat's "start from a state file": a new conversation from the file's state (names and system prompt
     as set above)."""
-    upload = gr.File(label="Start from a state file (.safetensors, .state, .pth)", file_types=FILE_TYPES,
-                     type="filepath", elem_id="chat-state-upload")
+    upload = gr.File(label="Start from a state file (.safetensors, .state, .pth)", type="filepath", elem_id="chat-state-upload")
     start = gr.Button("New chat from this state file", elem_id="chat-state-load")
 
     @guarded
