@@ -10,7 +10,7 @@ import gradio as gr
 
 from ..services import personas
 from .chat_events import checked_conversation
-from .common import QUIET, guarded
+from .common import QUIET, guarded, warned
 
 
 def status_text(session) -> str:
@@ -78,12 +78,18 @@ def chat_controls(ctx, refresh, chatbot, system, user, bot) -> None:
     upload = gr.File(label="Start from a state file (.safetensors, .state, .pth)", type="filepath", elem_id="chat-state-upload")
     start = gr.Button("New chat from this state file", elem_id="chat-state-load")
 
-    @guarded
+    api = gr.Button(visible=False)  # the named endpoint's trigger
+
     def chat_load_state(path, system_text, user_name, bot_name, session, request: gr.Request):
         session = ctx.ensure(session, request)
         system_text, user_name, bot_name = checked_conversation(session, system_text, user_name, bot_name)
         personas.start_chat_from_file(session, path, system_text or None, user_name or None, bot_name or None)
         return session.chat.messages(), session
 
-    refresh.append(start.click(chat_load_state, [upload, system, user, bot, ctx.state], [chatbot, ctx.state],
-                               api_name="chat_load_state", show_progress=QUIET))
+    inputs, outputs = [upload, system, user, bot, ctx.state], [chatbot, ctx.state]
+    # as the Chat's other events: the page's click ends quietly on a refused file (a failed event draws Gradio's
+    # Error badge over the Chatbot, whatever show_progress says), the endpoint raises the message to its caller
+    refresh.append(start.click(warned(chat_load_state), inputs, outputs, api_visibility="private",
+                               show_progress=QUIET))
+    refresh.append(api.click(guarded(chat_load_state), inputs, outputs, api_name="chat_load_state",
+                             show_progress=QUIET))
