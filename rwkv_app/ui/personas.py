@@ -89,7 +89,7 @@ def chat_controls(ctx, refresh, chatbot, system, user, bot) -> None:
     inputs, outputs = [upload, system, user, bot, ctx.state], [chatbot, ctx.state]
     # as the Chat's other events: the page's click ends quietly on a refused file (a failed event draws Gradio's
     # Error badge over the Chatbot, whatever show_progress says), the endpoint raises the message to its caller
+    refresh.append(api.click(guarded(chat_load_state), inputs, outputs, api_name="chat_load_state",
+                             show_progress=QUIET))  # first: the private page event below would take the name
     refresh.append(start.click(warned(chat_load_state), inputs, outputs, api_visibility="private",
                                show_progress=QUIET))
-    refresh.append(api.click(guarded(chat_load_state), inputs, outputs, api_name="chat_load_state",
-                             show_progress=QUIET))
