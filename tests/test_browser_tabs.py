@@ -389,6 +389,7 @@ def test_each_tab_works_on_a_phone(app, browser):
         assert cut == []
         open_tab(page, "Models")
         page.wait_for_selector("#models-info table")
+        wait_idle(page)  # the tab's select event redraws the table: read the one it leaves, not one it replaces
         assert page.eval_on_selector("#models-info td", "e => getComputedStyle(e).whiteSpace") == "nowrap"
         assert box(page, "#models-info table")["width"] <= 390
     finally:
