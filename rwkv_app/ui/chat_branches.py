@@ -30,7 +30,8 @@ const draw = () => {
       nav = document.createElement('div');
       nav.className = 'branch-nav';
       const side = row.classList.contains('user-row') ? 'flex-end' : 'flex-start';
-      nav.style.cssText = `display:flex;flex-wrap:nowrap;white-space:nowrap;gap:2px;align-items:center;justify-content:${side};font-size:13px;margin:0 12px;`;
+      nav.style.cssText = `display:flex;flex-wrap:nowrap;white-space:nowrap;gap:2px;align-items:center;`
+        + `justify-content:${side};font-size:13px;margin:0 12px;`;
       after.insertAdjacentElement('afterend', nav);
     }
     nav.dataset.label = label; nav.dataset.index = String(mark.index);

@@ -2,7 +2,8 @@
 
 A refused file (another model's shapes, not a tensor file, too large, not a state file at all) is a warning toast
 naming the problem: the upload boxes take any file (no `file_types`, whose refusal is Gradio's red "Invalid file
-type" error) and the service layer checks it. Every action is a named API endpoint too (/load_state, /start_empty, /mix_states, /chat_load_state).
+type" error) and the service layer checks it. Every action is a named API endpoint too (/load_state, /start_empty,
+/mix_states, /chat_load_state).
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def wire_playground(ctx, refresh, c) -> None:
 def chat_controls(ctx, refresh, chatbot, system, user, bot) -> None:
     """The Chat's "start from a state file": a new conversation from the file's state (names and system prompt
     as set above)."""
-    upload = gr.File(label="Start from a state file (.safetensors, .state, .pth)", type="filepath", elem_id="chat-state-upload")
+    upload = gr.File(label="Start from a state file (.safetensors, .state, .pth)", type="filepath",
+                     elem_id="chat-state-upload")
     start = gr.Button("New chat from this state file", elem_id="chat-state-load")
 
     api = gr.Button(visible=False)  # the named endpoint's trigger
