@@ -70,6 +70,18 @@ def test_fork_and_compare(client):
     assert client.predict(None, 2, "balanced", 5, 9, api_name="/rewind")
 
 
+def test_a_fractional_compare_seed_is_refused_by_name_and_a_big_one_is_exact(client):
+    """The Compare seeds are text boxes, as the Playground's: gr.Number(precision=0) rounded 3.7 to 4 silently."""
+    client.predict("Once upon a time", "balanced", 4, 1, api_name="/generate")
+    with pytest.raises(Exception, match=r"Seed must be a whole number .*, got 3\.7"):
+        client.predict(2, 4, "balanced", 3.7, "balanced", 2, "balanced", 3, "balanced", 4, api_name="/compare")
+    with pytest.raises(Exception, match=r"got 3\.7"):
+        client.predict(2, 4, "balanced", "3.7", "balanced", 2, "balanced", 3, "balanced", 4, api_name="/compare")
+    big = 2 ** 64 - 1  # as a float it would be 2**64, out of range and refused
+    texts = client.predict(2, 8, "balanced", str(big), "balanced", 7, "balanced", 3, "balanced", 4, api_name="/compare")
+    assert all(texts[:2]) and list(texts[2:]) == ["", ""]
+
+
 def test_export_and_import(client, served, tmp_path):
     client.predict("keep this conversation", api_name="/chat")
     path = client.predict(api_name="/export_session")

@@ -100,3 +100,19 @@ def test_a_file_of_another_shape_or_with_objects_is_refused(client, served):
     with pytest.raises(Exception, match="only tensors|not a tensor"):
         client.predict(handle_file(str(hostile)), api_name="/load_state")
     assert not [n for n in client.predict(api_name="/tree") if n["role"] == "state"]
+
+
+def test_a_file_that_is_not_a_state_or_session_file_is_refused_by_name(client, served):
+    """The upload boxes take any file (Gradio's `file_types` refusal was a red error): the service names it."""
+    folder = served[3]
+    notes = folder / "notes.txt"
+    notes.write_text("my shopping list\n")
+    expected = r"(?i)expected a state file \(\.safetensors, \.state, \.pth, \.pt\), got notes\.txt"
+    for args, api_name in [((handle_file(str(notes)),), "/load_state"),
+                           ((None, handle_file(str(notes)), "", None, 0.5), "/mix_states"),
+                           ((handle_file(str(notes)), "", "User", "Assistant"), "/chat_load_state")]:
+        with pytest.raises(Exception, match=expected):
+            client.predict(*args, api_name=api_name)
+    with pytest.raises(Exception, match=r"(?i)expected a session file \(\.zip\), got notes\.txt"):
+        client.predict(handle_file(str(notes)), api_name="/import_session")
+    assert not [n for n in client.predict(api_name="/tree") if n["role"] == "state"]

@@ -167,14 +167,10 @@ def test_refused_input_is_a_toast_that_keeps_the_outputs(page, caplog):
     page.fill("#pg-prompt textarea", "")
     page.click("#pg-generate")
     wait_toast(page, "empty")
-    page.fill("#pg-prompt textarea", "Jane wrote")
-    page.fill("#pg-length input[type=number]", "0")
-    page.press("#pg-length input[type=number]", "Enter")
-    page.click("#pg-generate")
-    wait_toast(page, "from 1 to")
+    page.fill("#pg-prompt textarea", "Jane wrote")  # (a typed 0 tokens: test_browser_newcomer.py, item 4)
     assert error_badges(page) == 0 and page.input_value("#pg-output textarea") == before
     refused = [r for r in caplog.records if r.name == "rwkv_app.ui"]
-    assert len(refused) == 3 and all(r.exc_info is None and "\n" not in r.getMessage() for r in refused)
+    assert len(refused) == 2 and all(r.exc_info is None and "\n" not in r.getMessage() for r in refused)
 
 
 def test_a_paste_over_the_prompt_limit_says_so(app, page):
@@ -271,7 +267,7 @@ def test_stop_and_refused_input_leave_a_quiet_server_log(page, recwarn, capfd, c
     assert not [w for w in recwarn if "too many output values" in str(w.message)]
     err = capfd.readouterr().err
     assert "Traceback" not in err
-    assert [r.getMessage() for r in caplog.records if r.name == "rwkv_app.ui"] == [f"refused generate: {SEED_ERROR}"]
+    assert [r.getMessage() for r in caplog.records if r.name == "rwkv_app.ui"] == [f"refused generate: {SEED_ERROR}, got 1.5"]
 
 
 # ---- 11: the State tab ------------------------------------------------------------------------------------
@@ -393,6 +389,7 @@ def test_each_tab_works_on_a_phone(app, browser):
         assert cut == []
         open_tab(page, "Models")
         page.wait_for_selector("#models-info table")
+        wait_idle(page)  # the tab's select event redraws the table: read the one it leaves, not one it replaces
         assert page.eval_on_selector("#models-info td", "e => getComputedStyle(e).whiteSpace") == "nowrap"
         assert box(page, "#models-info table")["width"] <= 390
     finally:

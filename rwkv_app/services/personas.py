@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from ..models.state_files import SUFFIXES, load_state_file, mix_states
+from ..models.state_files import SAFETENSORS_SUFFIXES, SUFFIXES, TORCH_SUFFIXES, load_state_file, mix_states
 from . import views
 from .conversations import commit_unless_generating
 
@@ -22,12 +22,14 @@ MIB = 2 ** 20
 
 
 def checked_upload(session, path) -> Path:
-    """An uploaded state file's path, within the server's upload limit."""
+    """An uploaded state file's path: a state file's name (the page takes any file), within the upload limit."""
     if not path:
         raise InputError(f"choose a state file ({SUFFIXES}) to upload first")
     if not isinstance(path, (str, os.PathLike)):
         raise InputError(f"expected the uploaded file's path, got {type(path).__name__}")
     path = Path(path)
+    if path.suffix not in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
+        raise InputError(f"expected a state file ({SUFFIXES}), got {views.file_name(path)}")
     size = path.stat().st_size
     if size > session.options.max_upload_mb * MIB:
         raise InputError(f"the state file is {size / MIB:.1f} MiB; this server takes at most "

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..models.state_files import save_state_file
 from ..state_tree import ArchiveLimits, export_session, import_session
+from .views import file_name
 
 MIB = 2 ** 20
 
@@ -41,6 +42,8 @@ def import_from(session, path):
     if not isinstance(path, (str, os.PathLike)):
         raise InputError(f"expected the uploaded file's path, got {type(path).__name__}")
     path = Path(path)
+    if path.suffix.lower() != ".zip":  # the page takes any file: a wrong one is named here, in a warning
+        raise InputError(f"expected a session file (.zip), got {file_name(path)}")
     limit = int(session.options.max_upload_mb * MIB)
     size = path.stat().st_size
     if size > limit:

@@ -30,6 +30,12 @@ def preview(text: str) -> str:
     return text if len(text) <= PREVIEW else text[:PREVIEW - 1] + "…"
 
 
+def file_name(path) -> str:
+    """An uploaded file's name as a message shows it (a long name cut in the middle)."""
+    name = path.name
+    return name if len(name) <= 60 else f"{name[:40]}…{name[-19:]}"
+
+
 def node_extra(node) -> list[str]:
     """What a node's label says beside its text: preset, seed, whether it was stopped."""
     extra = []

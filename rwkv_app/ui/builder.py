@@ -67,6 +67,8 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
                     parts.update({f"{name.lower()}.{k}": v for k, v in module.build(ctx, refresh).items()})
                     if module in (chat, playground):  # the visitor's saved conversations, in both
                         lists.append(conversations.build(ctx, refresh, api=module is chat).get("list"))
+                if module is state:  # the selected node's state, drawn as the tab opens
+                    parts.pop("state.opened")(tab)
                 if module is models:  # what is loaded and who uses it, as of when the tab is opened
                     tab.select(lambda s: models.info_markdown(ctx, s), [ctx.state], [parts["models.info"]],
                                api_visibility="private", show_progress="hidden")

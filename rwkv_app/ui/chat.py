@@ -10,6 +10,7 @@ import gradio as gr
 
 from .chat_branches import BRANCH_JS, branch_marks  # noqa: F401 (the builder redraws the marks)
 from .chat_events import DEFAULT_PRESET, REASONING_TAGS, THINKING_CHOICES, api_callbacks, page_callbacks, preset_values
+from .common import length_slider
 from .personas import chat_controls
 
 # Phones: the message box and Send above the conversation, so they sit near the top of the first screen.
@@ -47,8 +48,7 @@ def build(ctx, refresh):
                 preset = gr.Dropdown(ctx.presets, value=DEFAULT_PRESET if shown else None, label="Preset",
                                      elem_id="chat-preset")
                 temperature, top_p, top_k, penalty, presence, frequency = knob_sliders(shown or {})
-                length = gr.Slider(1, playground.options.max_new_tokens, value=min(150, playground.options.max_new_tokens),
-                                   step=1, label="Max new tokens")
+                length = length_slider(playground.options.max_new_tokens, 150, elem_id="chat-length")
         # API-only inputs (a message index and its new text) and the hidden trigger of the named endpoints
         turn = gr.Textbox(visible=False, label="Message index")
         edited = gr.Textbox(visible=False, label="New text for this message")

@@ -2,7 +2,8 @@
 
 Gradio's Chatbot has no per-message control for this, so a hidden gr.HTML holds the marks (plain data from the
 session) and its script draws them under the matching messages and sends a click as the HTML's own event,
-with {index, step}. The script only draws; which branch is shown is decided on the server.
+with {index, step}. The script only draws; which branch is shown is decided on the server. The arrows are 32 px
+squares and the row never wraps, so on a phone "‹ 2/3 ›" is one line of buttons a finger can hit.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ const draw = () => {
       nav = document.createElement('div');
       nav.className = 'branch-nav';
       const side = row.classList.contains('user-row') ? 'flex-end' : 'flex-start';
-      nav.style.cssText = `display:flex;gap:2px;align-items:center;justify-content:${side};font-size:13px;margin:0 12px;`;
+      nav.style.cssText = `display:flex;flex-wrap:nowrap;white-space:nowrap;gap:2px;align-items:center;`
+        + `justify-content:${side};font-size:13px;margin:0 12px;`;
       after.insertAdjacentElement('afterend', nav);
     }
     nav.dataset.label = label; nav.dataset.index = String(mark.index);
@@ -40,9 +42,10 @@ const draw = () => {
       if (step) {
         part.className = `branch-${name}`;
         part.title = `${name} version of this message`;
-        part.style.cssText = 'border:none;background:none;cursor:pointer;font-size:16px;padding:0 6px;';
+        part.style.cssText = 'border:none;background:none;cursor:pointer;font-size:18px;line-height:1;padding:0;'
+          + 'min-width:32px;min-height:32px;flex:none;border-radius:6px;';  // a finger's size on a phone
         part.addEventListener('click', e => { e.stopPropagation(); trigger('click', {index: mark.index, step}); });
-      } else part.className = 'branch-count';
+      } else { part.className = 'branch-count'; part.style.cssText = 'flex:none;white-space:nowrap;'; }
       nav.appendChild(part);
     }
   });

@@ -122,18 +122,28 @@ def warned(fn):
     return _on_user_error(fn, skip_output)
 
 
+def length_slider(limit: int, value: int, **kwargs) -> gr.Slider:
+    """"Max new tokens": the range the server accepts (1 to `limit`), written under the label. Gradio's slider puts
+    a typed number outside its range back at the nearest end when the box loses focus; with the range in sight,
+    a typed 0 becoming 1 or 9999 becoming the limit is what the visitor was told (an API call outside it is
+    refused, naming the range)."""
+    return gr.Slider(1, limit, value=max(1, min(value, limit)), step=1, label="Max new tokens",
+                     info=f"1 to {limit:,} (this server's limit)", **kwargs)
+
+
 def seed_value(value):
     """A seed box's value as an int in [0, 2**64); empty means None (a fresh random seed, recorded on the node)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    refused = InputError(f"{SEED_ERROR}, got {str(value).strip():.40}")  # named: 3.7 is never rounded silently
     try:
         seed = int(str(value).strip()) if isinstance(value, str) else value
         if isinstance(seed, float) and seed.is_integer():
             seed = int(seed)
     except ValueError:
-        raise InputError(SEED_ERROR) from None
+        raise refused from None
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise InputError(SEED_ERROR)
+        raise refused
     return seed
 
 

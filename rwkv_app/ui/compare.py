@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InputError
-from .common import QUIET, gpu, guarded, number, seed_value
+from .common import QUIET, gpu, guarded, length_slider, number, seed_value
 from .playground import stop
 
 MAX_COLUMNS = 4
@@ -20,8 +20,7 @@ def build(ctx, refresh):
     with gr.Row():
         # a Radio, not a Slider: a slider's number box lets a visitor type 7, which Gradio refuses with an Error
         count = gr.Radio(COLUMN_CHOICES, value=3, label="Columns", elem_id="cmp-count")
-        length = gr.Slider(0, ctx.playground.options.max_new_tokens, value=40, step=1, label="Max new tokens",
-                           elem_id="cmp-length")
+        length = length_slider(ctx.playground.options.max_new_tokens, 40, elem_id="cmp-length")
     with gr.Row():  # above the columns: reachable without scrolling past four of them (on a phone too)
         run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
         stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
@@ -30,7 +29,10 @@ def build(ctx, refresh):
         for i in range(MAX_COLUMNS):
             with gr.Column(visible=i < 3, min_width=200) as column:
                 preset = gr.Dropdown(presets, value=defaults[i], label=f"Preset {i + 1}")
-                seed = gr.Number(i + 1, label=f"Seed {i + 1}", precision=0)
+                # a Textbox, as the Playground's: gr.Number(precision=0) rounded a typed 3.7 to 4 without a word,
+                # and a float box cannot hold every 64-bit seed; seed_value refuses what is not a whole number
+                seed = gr.Textbox(str(i + 1), label=f"Seed {i + 1} (empty: random)", max_lines=1, placeholder="random",
+                                  elem_id=f"cmp-seed-{i}")
                 text = gr.Textbox(label=f"Column {i + 1}", lines=8, max_lines=8, interactive=False,
                                   autoscroll=True, elem_id=f"cmp-text-{i}")
                 keep = gr.Button("Keep this one", elem_id=f"cmp-keep-{i}")

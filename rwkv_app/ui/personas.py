@@ -1,7 +1,9 @@
 """State files in the Playground and the Chat: start from a state file (a persona), mix two states into a new root.
 
-A refused file (another model's shapes, not a tensor file, too large) is a warning toast naming the problem;
-every action is a named API endpoint too (/load_state, /start_empty, /mix_states, /chat_load_state).
+A refused file (another model's shapes, not a tensor file, too large, not a state file at all) is a warning toast
+naming the problem: the upload boxes take any file (no `file_types`, whose refusal is Gradio's red "Invalid file
+type" error) and the service layer checks it. Every action is a named API endpoint too (/load_state, /start_empty,
+/mix_states, /chat_load_state).
 """
 from __future__ import annotations
 
@@ -9,9 +11,7 @@ import gradio as gr
 
 from ..services import personas
 from .chat_events import checked_conversation
-from .common import QUIET, guarded
-
-FILE_TYPES = [".safetensors", ".state", ".pth", ".pt"]
+from .common import QUIET, guarded, warned
 
 
 def status_text(session) -> str:
@@ -25,7 +25,7 @@ def status_text(session) -> str:
 def playground_controls(ctx, refresh) -> None:
     """The Playground's accordion: load a state file as the start, go back to the empty state, mix two states."""
     with gr.Accordion("Start from a state file · mix two states", open=False, elem_id="pg-states"):
-        upload = gr.File(label="State file (.safetensors, .state, .pth)", file_types=FILE_TYPES, type="filepath",
+        upload = gr.File(label="State file (.safetensors, .state, .pth)", type="filepath",
                          elem_id="pg-state-upload")
         with gr.Row():
             load = gr.Button("Start from this state file", variant="primary", elem_id="pg-state-load")
@@ -35,9 +35,9 @@ def playground_controls(ctx, refresh) -> None:
             first_node = gr.Textbox(label="First: node id", max_lines=1, elem_id="pg-mix-first")
             second_node = gr.Textbox(label="Second: node id", max_lines=1, elem_id="pg-mix-second")
         with gr.Row():
-            first_file = gr.File(label="or first: state file", file_types=FILE_TYPES, type="filepath",
+            first_file = gr.File(label="or first: state file", type="filepath",
                                  elem_id="pg-mix-first-file")
-            second_file = gr.File(label="or second: state file", file_types=FILE_TYPES, type="filepath",
+            second_file = gr.File(label="or second: state file", type="filepath",
                                   elem_id="pg-mix-second-file")
         weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Weight of the first state", elem_id="pg-mix-weight")
         mix = gr.Button("Mix into a new root", elem_id="pg-mix")
@@ -76,16 +76,22 @@ def wire_playground(ctx, refresh, c) -> None:
 def chat_controls(ctx, refresh, chatbot, system, user, bot) -> None:
     """The Chat's "start from a state file": a new conversation from the file's state (names and system prompt
     as set above)."""
-    upload = gr.File(label="Start from a state file (.safetensors, .state, .pth)", file_types=FILE_TYPES,
-                     type="filepath", elem_id="chat-state-upload")
+    upload = gr.File(label="Start from a state file (.safetensors, .state, .pth)", type="filepath",
+                     elem_id="chat-state-upload")
     start = gr.Button("New chat from this state file", elem_id="chat-state-load")
 
-    @guarded
+    api = gr.Button(visible=False)  # the named endpoint's trigger
+
     def chat_load_state(path, system_text, user_name, bot_name, session, request: gr.Request):
         session = ctx.ensure(session, request)
         system_text, user_name, bot_name = checked_conversation(session, system_text, user_name, bot_name)
         personas.start_chat_from_file(session, path, system_text or None, user_name or None, bot_name or None)
         return session.chat.messages(), session
 
-    refresh.append(start.click(chat_load_state, [upload, system, user, bot, ctx.state], [chatbot, ctx.state],
-                               api_name="chat_load_state", show_progress=QUIET))
+    inputs, outputs = [upload, system, user, bot, ctx.state], [chatbot, ctx.state]
+    # as the Chat's other events: the page's click ends quietly on a refused file (a failed event draws Gradio's
+    # Error badge over the Chatbot, whatever show_progress says), the endpoint raises the message to its caller
+    refresh.append(api.click(guarded(chat_load_state), inputs, outputs, api_name="chat_load_state",
+                             show_progress=QUIET))  # first: the private page event below would take the name
+    refresh.append(start.click(warned(chat_load_state), inputs, outputs, api_visibility="private",
+                               show_progress=QUIET))

@@ -6,7 +6,7 @@ import gradio as gr
 
 from ..errors import InputError
 from . import personas
-from .common import QUIET, gpu, guarded, number, seed_value
+from .common import QUIET, gpu, guarded, length_slider, number, seed_value
 from .render import tree_html
 
 SELECTED = "clicked token"
@@ -74,8 +74,7 @@ def build(ctx, refresh):
                                 info=f"Up to {limit:,} characters.")  # no max_length: the browser would cut a paste
             with gr.Row(elem_id="pg-settings"):
                 preset = gr.Dropdown(presets, value=default, label="Preset", min_width=120)
-                length = gr.Slider(0, ctx.playground.options.max_new_tokens, value=40, step=1, min_width=160,
-                                   label="Max new tokens", elem_id="pg-length")
+                length = length_slider(ctx.playground.options.max_new_tokens, 40, min_width=160, elem_id="pg-length")
                 seed = gr.Textbox("", label="Seed (empty: random)", max_lines=1, min_width=120, elem_id="pg-seed",
                                   placeholder="random")
             with gr.Row(elem_id="pg-actions"):

@@ -20,8 +20,8 @@ def build(ctx, refresh):
     with gr.Row():
         export = gr.Button("Download this session", variant="primary", elem_id="session-export")
         download = gr.File(label="Session file", interactive=False, elem_id="session-download")
-    upload = gr.File(label="Upload a session file (.zip)", file_types=[".zip"], type="filepath",
-                     elem_id="session-upload")
+    upload = gr.File(label="Upload a session file (.zip)", type="filepath", elem_id="session-upload")
+    # any file type: the service names a wrong one in a warning (Gradio's own check is a red error)
     load = gr.Button("Resume the uploaded session", variant="primary", elem_id="session-load")
     status = gr.Markdown(elem_id="session-status")
     gr.Markdown("A state file holds one node's RNN state (safetensors; RWKV-7 in RWKV-Runner's `time_state` layout), "

@@ -1,7 +1,8 @@
 """State tab: plots of the recurrent state at a node, the decay per layer, the last generation, a diff; for a model
 whose state holds a matrix per head (RWKV-7), the same per layer x head (state_heads.py).
 Layers are drawn as whole numbers (a category per layer), each plot says so when it has nothing to show, and
-the plots redraw as soon as the node, the compared node or the heatmap's tensor changes."""
+the plots are drawn when the tab is opened and redraw as soon as the node, the compared node or the heatmap's tensor
+changes ("Show state" draws them too, and is the /state endpoint)."""
 from __future__ import annotations
 
 import gradio as gr
@@ -50,8 +51,8 @@ def build(ctx, refresh):
             diff = gr.LinePlot(x="layer", y="norm", color="tensor", title="Difference per layer", sort="x",
                                caption=CAPTIONS["diff"], elem_id="st-diff")
             diff_note = gr.Markdown(elem_id="st-diff-note")
-    wire(ctx, locals())
-    return {"node": node, "other": other}
+    opened = wire(ctx, locals())
+    return {"node": node, "other": other, "opened": opened}
 
 
 def layer_name(layer: int, layers: int) -> str:
@@ -102,3 +103,10 @@ def wire(ctx, c):
         control.input(show, inputs, outputs, api_visibility="private", show_progress=QUIET,
                       trigger_mode="always_last").success(show_heads, heads_in, heads_out, api_visibility="private",
                                                           show_progress=QUIET)
+
+    def opened(tab: gr.Tab) -> None:
+        """Opening the tab draws the selected node's state at once, as "Show state" does (the button stays)."""
+        tab.select(show, inputs, outputs, api_visibility="private", show_progress=QUIET,
+                   trigger_mode="always_last").success(show_heads, heads_in, heads_out, api_visibility="private",
+                                                       show_progress=QUIET)
+    return opened
