@@ -10,7 +10,7 @@ import gradio as gr
 
 from .chat_branches import BRANCH_JS, branch_marks  # noqa: F401 (the builder redraws the marks)
 from .chat_events import DEFAULT_PRESET, REASONING_TAGS, THINKING_CHOICES, api_callbacks, page_callbacks, preset_values
-from .common import length_slider
+from .common import QUIET, length_slider
 from .personas import chat_controls
 
 # Phones: the message box and Send above the conversation, so they sit near the top of the first screen.
@@ -42,7 +42,7 @@ def build(ctx, refresh):
                                  elem_id="chat-bot")
                 thinking = gr.Radio(THINKING_CHOICES, value="auto", label="Thinking (RWKV-7 G1 models)",
                                     elem_id="chat-thinking", visible=fresh["thinking_format"])
-                new_chat = gr.Button("New chat with these settings")
+                new_chat = gr.Button("New chat with these settings", elem_id="chat-new")
                 chat_controls(ctx, refresh, chatbot, system, user, bot)
             with gr.Accordion("Sampling", open=False, elem_id="chat-sampling"):
                 preset = gr.Dropdown(ctx.presets, value=DEFAULT_PRESET if shown else None, label="Preset",
@@ -96,10 +96,10 @@ def wire(ctx, refresh, c):
                                 concurrency_limit=None))
     refresh.append(chatbot.clear(page["clear"], [state], show, api_visibility="private"))
     refresh.append(c["branches"].click(page["switch"], [state], show, api_visibility="private"))
-    wire_api(ctx, refresh, c, sending, show)
+    wire_api(ctx, refresh, c, sending, show, page)
 
 
-def wire_api(ctx, refresh, c, sending, show):
+def wire_api(ctx, refresh, c, sending, show, page):
     """The named endpoints: the same services, errors raised to the caller; Stop, New chat and the preset
     knobs are the page's controls too."""
     state, knobs, extra, api = ctx.state, c["knobs"], c["extra"], c["api"].click
@@ -112,7 +112,11 @@ def wire_api(ctx, refresh, c, sending, show):
     api(calls["previous_branch"], [c["turn"], state], show, api_name="chat_previous_branch")
     api(calls["next_branch"], [c["turn"], state], show, api_name="chat_next_branch")
     c["stop"].click(calls["stop"], [state], None, api_name="chat_stop", concurrency_limit=None)
-    refresh.append(c["new_chat"].click(calls["new_chat"], [c["system"], c["user"], c["bot"], c["thinking"], state],
-                                       show, api_name="chat_new"))
+    # as Chat's other events: the page's click ends quietly on refused settings (a failed event draws Gradio's
+    # Error badge over the Chatbot), /chat_new on a hidden trigger raises the message to its caller
+    starting = [c["system"], c["user"], c["bot"], c["thinking"], state]
+    refresh.append(api(calls["new_chat"], starting, show, api_name="chat_new", show_progress=QUIET))
+    refresh.append(c["new_chat"].click(page["new_chat"], starting, show, api_visibility="private",
+                                       show_progress=QUIET))
     c["preset"].change(calls["preset_knobs"], [c["preset"]], [*knobs[1:5], *extra], api_name="chat_preset_settings")
 

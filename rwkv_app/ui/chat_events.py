@@ -90,6 +90,16 @@ def replies(ctx):
     return chat, retry, edit
 
 
+def new_chat_starter(ctx):
+    """A new conversation with the panel's system prompt, names and Thinking choice (the page's button and
+    /chat_new: wrapped by each for its way of refusing)."""
+    def new_chat(system, user, bot, thinking=None, session=None, request: gr.Request = None):
+        session = ctx.ensure(session, request)
+        session.new_chat(*checked_conversation(session, system, user, bot), thinking=checked_thinking(thinking))
+        return session.chat.messages(), session
+    return new_chat
+
+
 def page_callbacks(ctx) -> dict:
     chat, retry, edit = replies(ctx)
 
@@ -125,7 +135,7 @@ def page_callbacks(ctx) -> dict:
         return session.chat_switch(number(event.index, -1), -1 if number(event.step, 1) < 0 else 1), session
 
     return {"send": send, "retry": gpu(warned(retry)), "edit": gpu(warned(edit)), "undo": undo, "clear": clear,
-            "switch": switch}
+            "switch": switch, "new_chat": warned(new_chat_starter(ctx))}
 
 
 def api_callbacks(ctx) -> dict:
@@ -140,12 +150,6 @@ def api_callbacks(ctx) -> dict:
     def undo(session, request: gr.Request):
         session = ctx.ensure(session, request)
         return session.chat_undo(), session
-
-    @guarded
-    def new_chat(system, user, bot, thinking=None, session=None, request: gr.Request = None):
-        session = ctx.ensure(session, request)
-        session.new_chat(*checked_conversation(session, system, user, bot), thinking=checked_thinking(thinking))
-        return session.chat.messages(), session
 
     @guarded
     def edit(index, text, session, request: gr.Request):
@@ -171,5 +175,5 @@ def api_callbacks(ctx) -> dict:
         return tuple(values[k] for k in KNOBS)
 
     return {"chat": gpu(guarded(chat)), "retry": gpu(guarded(retry)), "stop": stop, "undo": undo,
-            "new_chat": new_chat, "edit": edit, "previous_branch": switch(-1), "next_branch": switch(1),
+            "new_chat": guarded(new_chat_starter(ctx)), "edit": edit, "previous_branch": switch(-1), "next_branch": switch(1),
             "preset_knobs": preset_knobs}
