@@ -115,3 +115,4 @@ def browser_session(playground):
     sessions = [s for s in playground._clients.values() if not s.closed]
     assert len(sessions) == 1
     return sessions[0]
+

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random configs and models, and the kernel-impl override."""
+"""Shared fixtures: tiny random configs and models, the kernel-impl override, and the browser tests' app, Chromium
+and page (those import gradio and playwright only when a browser test asks: the GPU check runs without them)."""
 import pytest
 import torch
 
@@ -39,3 +40,32 @@ def tiny_lm():
         torch.manual_seed(seed)
         return randomize(RwkvForCausalLM(tiny_config(**overrides)), seed).eval()
     return build
+
+
+@pytest.fixture(scope="module")
+def app():
+    """The bundled demo model served for one browser test module: (url, playground). A module serving another
+    model defines its own `app`."""
+    from .browser_helpers import served_app
+
+    with served_app() as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from .browser_helpers import chromium
+
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(app, browser):
+    """A fresh visitor at 1366x900; no error toast may have shown by the end of the test."""
+    from .browser_helpers import open_page
+
+    tab = open_page(browser, app[0])
+    yield tab
+    assert tab.locator(".toast-body.error").count() == 0, "an error toast was shown"
+    tab.close()

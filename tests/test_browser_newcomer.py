@@ -8,31 +8,11 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 pytest.importorskip("playwright.sync_api")
 
-from .browser_helpers import (SHOTS, act, browser_session, chromium, error_badges, generate, open_page,  # noqa: E402
-                              open_tab, served_app, toasts, wait_idle, wait_toast)
+from .browser_helpers import (SHOTS, act, browser_session, error_badges, generate, open_page, open_tab,  # noqa: E402
+                              toasts, wait_idle, wait_toast)
 
 PHONE = {"width": 390, "height": 844}
 TAP = 32  # px: the smallest comfortable touch target we allow (Material asks 48, Apple 44; 32 fits "‹ 2/3 ›")
-
-
-@pytest.fixture(scope="module")
-def app():
-    with served_app() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(app, browser):
-    tab = open_page(browser, app[0])
-    yield tab
-    assert tab.locator(".toast-body.error").count() == 0, "an error toast was shown"
-    tab.close()
 
 
 def upload(page, element, path):

@@ -10,28 +10,7 @@ pytest.importorskip("playwright.sync_api")
 
 from rwkv_app.models.state_files import save_state_file  # noqa: E402
 
-from .browser_helpers import (SHOTS, act, browser_session, chromium, error_badges, open_page, open_tab,  # noqa: E402
-                              served_app, wait_idle, wait_toast)
-
-
-@pytest.fixture(scope="module")
-def app():
-    with served_app() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(app, browser):
-    tab = open_page(browser, app[0])
-    yield tab
-    assert tab.locator(".toast-body.error").count() == 0, "an error toast was shown"
-    tab.close()
+from .browser_helpers import (SHOTS, act, browser_session, error_badges, open_tab, wait_idle, wait_toast)  # noqa: E402
 
 
 @pytest.fixture(scope="module")

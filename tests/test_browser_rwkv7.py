@@ -7,7 +7,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 pytest.importorskip("playwright.sync_api")
 
-from .browser_helpers import (SHOTS, browser_session, chromium, error_badges, generate, open_page, open_tab,  # noqa: E402
+from .browser_helpers import (SHOTS, browser_session, error_badges, generate, open_page, open_tab,  # noqa: E402
                               served_app, toasts, wait_idle)
 from .rwkv7_helpers import save_pth, tiny_model7  # noqa: E402
 
@@ -20,19 +20,6 @@ def app(tmp_path_factory):
     pth = save_pth(tiny_model7(seed=6, **HEADS7), tmp_path_factory.mktemp("browser7") / "rwkv7-heads.pth")
     with served_app(pth, BANNER) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(app, browser):
-    tab = open_page(browser, app[0])
-    yield tab
-    tab.close()
 
 
 def pick(page, picker: str, value: str) -> None:

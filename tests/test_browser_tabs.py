@@ -11,27 +11,8 @@ pytest.importorskip("playwright.sync_api")
 
 from rwkv_app.ui.common import SEED_ERROR  # noqa: E402
 
-from .browser_helpers import (SHOTS, act, browser_session, chromium, error_badges, generate, open_page, open_tab,  # noqa: E402
-                              served_app, wait_idle, wait_toast)
-
-
-@pytest.fixture(scope="module")
-def app():
-    with served_app() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(app, browser):
-    tab = open_page(browser, app[0])
-    yield tab
-    tab.close()
+from .browser_helpers import (SHOTS, act, browser_session, error_badges, generate, open_page, open_tab,  # noqa: E402
+                              wait_idle, wait_toast)
 
 
 def tree_rows(page) -> list[dict]:

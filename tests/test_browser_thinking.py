@@ -14,7 +14,7 @@ from rwkv_app.ui import build_app  # noqa: E402
 from rwkv_app.ui.builder import CSS, THEME  # noqa: E402
 
 from .app_helpers import free_port, tiny_playground  # noqa: E402
-from .browser_helpers import SHOTS, browser_session, chromium, open_page, open_tab, wait_idle  # noqa: E402
+from .browser_helpers import (SHOTS, browser_session, open_tab, wait_idle)  # noqa: E402
 from .rwkv7_helpers import save_pth, tiny_model7  # noqa: E402
 from .test_app_rwkv7 import WORLD  # noqa: E402
 from .test_browser_personas import upload  # noqa: E402
@@ -37,19 +37,6 @@ def app(tmp_path_factory):
     finally:
         demo.close()
         playground.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(app, browser):
-    tab = open_page(browser, app[0])
-    yield tab
-    tab.close()
 
 
 def session_file(app, reply=REPLY):
