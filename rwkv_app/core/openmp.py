@@ -9,8 +9,8 @@ ms with the main thread's pool released; torch.exp on 16 x 3072 floats 70 us aga
 
 `release_thread_pool()` frees the calling thread's pool (OpenMP 5's omp_pause_resource_all, a soft pause of the
 calling thread's own pool in libgomp); its next parallel region makes a new one. Threads other than the engine's
-call it when their torch work is done: the model manager after a load, the UI's callbacks, the benchmarks' main
-thread before timing the engine. Other OpenMP runtimes (LLVM's libomp on macOS, Intel's) pause the whole runtime
+call it when their torch work is done: the thread that creates an Engine (in its constructor), the model
+manager after a load, the UI's callbacks. Other OpenMP runtimes (LLVM's libomp on macOS, Intel's) pause the whole runtime
 instead, so there it does nothing.
 """
 from __future__ import annotations

@@ -37,11 +37,7 @@ def limit_arenas(arenas: int) -> str:
         return "malloc arenas: glibc's default"
     if os.environ.get("MALLOC_ARENA_MAX"):
         return f"malloc arenas: MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']} from the environment"
-    c = libc()
-    try:
-        done = bool(c is not None and c.gnu_get_libc_version and c.mallopt(M_ARENA_MAX, arenas))
-    except AttributeError:  # not glibc (musl, macOS, Windows): nothing to cap
-        done = False
+    done = glibc_mallopt((M_ARENA_MAX, arenas))
     return f"malloc arenas: at most {arenas}" if done else "malloc arenas: not glibc, left alone"
 
 
@@ -57,15 +53,20 @@ def keep_large_blocks(block_mb: int) -> str:
     """
     if block_mb <= 0:
         return "malloc large blocks: glibc's default"
-    c = libc()
     size = block_mb * 2 ** 20
-    try:
-        done = bool(c is not None and c.gnu_get_libc_version and c.mallopt(M_MMAP_THRESHOLD, size)
-                    and c.mallopt(M_TRIM_THRESHOLD, 2 * size))
-    except AttributeError:  # not glibc
-        done = False
+    done = glibc_mallopt((M_MMAP_THRESHOLD, size), (M_TRIM_THRESHOLD, 2 * size))
     return f"malloc large blocks: up to {block_mb} MiB from the heap" if done else \
         "malloc large blocks: not glibc, left alone"
+
+
+def glibc_mallopt(*settings: tuple[int, int]) -> bool:
+    """glibc's mallopt(param, value) for each pair in turn; False where the C library is not glibc (musl, macOS,
+    Windows: nothing to set) or glibc refused one."""
+    c = libc()
+    try:
+        return bool(c is not None and c.gnu_get_libc_version and all(c.mallopt(p, v) for p, v in settings))
+    except AttributeError:  # not glibc
+        return False
 
 
 def libc():
