@@ -96,16 +96,38 @@ def _pick(impl: str, r: torch.Tensor):
     return wkv7_reference if impl == "reference" else wkv7_cpu
 
 
-def wkv7(r, log_w, k, v, a, b, state: torch.Tensor | None = None, *, impl: str = "auto"):
+def wkv7(r, log_w, k, v, a, b, state: torch.Tensor | None = None, *, impl: str = "auto",
+         out_state: torch.Tensor | None = None):
     """RWKV-7 WKV: output (B, T, H, N) in r's dtype and the final state (B, H, N, N) float32.
 
     r, log_w, k, v, a, b: (B, T, H, N), float32/float16/bfloat16 (float64 for gradient checks on the CPU paths),
     same shape and dtype; log_w is the log of the decay (<= 0), a = -kk, b = kk * iclr.
     state: optional incoming (B, H, N, N) float32, indexed [batch, head, value, key]; read, never modified.
+    out_state: optional (B, H, N, N) float32 tensor, not overlapping `state`, that the final state is written
+    into and returned as (the model hands each layer a slice of one layer-major buffer: no stacking copy).
     """
     check_wkv7_args((r, log_w, k, v, a, b), state, dtypes=(*DTYPES7, torch.float64))
+    check_out_state(out_state, r)
     impl_fn = _pick(impl, r)
     if r.dtype == torch.float64 and impl_fn not in (wkv7_reference, wkv7_cpu):
         raise ValueError("float64 inputs are for the reference and cpu paths (gradient checks); triton takes "
                          "float32, float16 or bfloat16")
-    return impl_fn(r, log_w, k, v, a, b, state)
+    if impl_fn is wkv7_cpu:
+        return wkv7_cpu(r, log_w, k, v, a, b, state, out_state=out_state)
+    output, final = impl_fn(r, log_w, k, v, a, b, state)
+    return output, final if out_state is None else out_state.copy_(final)
+
+
+def check_out_state(out_state, r: torch.Tensor) -> None:
+    """Raise TypeError/ValueError unless `out_state` is None or a contiguous float32 (B, H, N, N) tensor on r's
+    device."""
+    if out_state is None:
+        return
+    batch, _, heads, size = r.shape
+    if not isinstance(out_state, torch.Tensor):
+        raise TypeError(f"out_state must be a torch.Tensor, got {type(out_state).__name__}")
+    if tuple(out_state.shape) != (batch, heads, size, size) or out_state.dtype != torch.float32 \
+            or out_state.device != r.device or not out_state.is_contiguous():
+        raise ValueError(f"out_state must be contiguous float32 of shape {(batch, heads, size, size)} on "
+                         f"{r.device}, got {out_state.dtype} {tuple(out_state.shape)} on {out_state.device}"
+                         f"{'' if out_state.is_contiguous() else ', not contiguous'}")

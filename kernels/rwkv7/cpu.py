@@ -132,16 +132,17 @@ def _run_segment(packed: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tenso
     return _walk_chunks(*_intra_chunk(packed), state)
 
 
-def wkv7_cpu(r, log_w, k, v, a, b, state: torch.Tensor | None = None, *,
-             chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def wkv7_cpu(r, log_w, k, v, a, b, state: torch.Tensor | None = None, *, chunk: int | None = None,
+             out_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """RWKV-7 WKV over (B, T, H, N) inputs -> (output (B, T, H, N) in r's dtype, final state (B, H, N, N) float32).
 
     Same contract as `wkv7_reference` (state read, never written); T == 1 goes to `wkv7_cpu_step`.
     chunk: tokens per chunk (default CHUNK; shortened where log_w is strong, see chunk_size).
+    out_state: optional (B, H, N, N) float32 tensor the final state is written into and returned as.
     """
     batch, seq_len, heads, size = r.shape
     if seq_len == 1:
-        out, final = wkv7_cpu_step(*(x[:, 0] for x in (r, log_w, k, v, a, b)), state)
+        out, final = wkv7_cpu_step(*(x[:, 0] for x in (r, log_w, k, v, a, b)), state, out_state)
         return out.unsqueeze(1), final  # (B, 1, H, N)
     acc = accumulate_dtype(r.dtype)
     chunk = min(chunk_size(log_w, chunk), seq_len)
@@ -154,17 +155,35 @@ def wkv7_cpu(r, log_w, k, v, a, b, state: torch.Tensor | None = None, *,
         out, final = _run_segment(packed[start:start + SEGMENT_CHUNKS], final)  # (C', B, H, L, N)
         outputs.append(out)
     out = torch.cat(outputs).permute(1, 0, 3, 2, 4).reshape(batch, -1, heads, size)[:, :seq_len]  # (B, T, H, N)
-    return out.to(r.dtype), final
+    return out.to(r.dtype), final if out_state is None else out_state.copy_(final)
 
 
-def wkv7_cpu_step(r, log_w, k, v, a, b, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One decode step: (B, H, N) inputs -> (output (B, H, N) in r's dtype, new state (B, H, N, N) float32)."""
+def wkv7_cpu_step(r, log_w, k, v, a, b, state: torch.Tensor | None = None,
+                  out_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step: (B, H, N) inputs -> (output (B, H, N) in r's dtype, new state (B, H, N, N) float32).
+
+    Two passes over S: one product reads it for both S a and S (w * r), one op writes S * w (into `out_state`
+    when given, which must not overlap `state`), and the rank-2 update lands in place on the written copy. The
+    output needs no third pass: S' r = S (w * r) + (S a)(b . r) + v (k . r). Measured at B=16, H=12, N=64 on 2
+    cores: 10.5 ms for 12 layers against 18.6 for the five-pass form (S a, S * w, two addcmuls, S' r, a stack),
+    the (2, N) x (N, N)^T product being ~4x faster than (N, N) x (N, 1) (python -m kernels.rwkv7.bench)."""
     acc, out_dtype = accumulate_dtype(r.dtype), r.dtype
     batch, heads, size = r.shape
     s = initial_state7(batch, heads, size, r.device, acc) if state is None else state.to(acc)  # (B, H, N, N)
     r, log_w, k, v, a, b = (x.to(acc) for x in (r, log_w, k, v, a, b))  # (B, H, N) each
-    sa = s @ a.unsqueeze(-1)  # (B, H, N, 1): S a
-    s = torch.addcmul(s * torch.exp(log_w).unsqueeze(-2), sa, b.unsqueeze(-2))  # (B, H, N, N)
-    s = torch.addcmul(s, v.unsqueeze(-1), k.unsqueeze(-2))  # (B, H, N, N): + v k^T
-    out = (s @ r.unsqueeze(-1)).squeeze(-1)  # (B, H, N): S r
-    return out.to(out_dtype), s
+    w = torch.exp(log_w)  # (B, H, N) decay per key channel
+    flat = (batch * heads, -1, size)  # (B, H, ., N) -> (B * H, ., N) for the batched products
+    probes = torch.stack([a, w * r], dim=-2).reshape(flat)  # (B * H, 2, N)
+    sa, swr = (probes @ s.reshape(flat).mT).view(batch, heads, 2, size).unbind(-2)  # (B, H, N) each: S a, S (w r)
+    out = swr + sa * (b * r).sum(-1, keepdim=True) + v * (k * r).sum(-1, keepdim=True)  # (B, H, N): S' r
+    left = torch.stack([sa, v], dim=-1).reshape(batch * heads, size, 2)  # (B * H, N, 2)
+    right = torch.stack([b, k], dim=-2).reshape(flat)  # (B * H, 2, N)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (s, w, left, right))
+    if out_state is None or grad:  # out= ops do not record gradients
+        new = torch.baddbmm((s * w.unsqueeze(-2)).reshape(flat), left, right)  # (B * H, N, N)
+        if out_state is None:
+            return out.to(out_dtype), new.view(batch, heads, size, size)
+        out_state.view(flat).copy_(new)
+    else:
+        torch.mul(s, w.unsqueeze(-2), out=out_state).view(flat).baddbmm_(left, right)  # (B * H, N, N)
+    return out.to(out_dtype), out_state

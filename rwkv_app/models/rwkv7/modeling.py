@@ -25,7 +25,7 @@ from .config import DECAY_SCALE, Rwkv7Config
 from .family import RWKV7_FAMILY
 from .init import init_model_weights
 from .pretrained import Rwkv7PretrainedMixin
-from .state import LayerState7, check_state7, split_layers7, stack_layers7
+from .state import LayerState7, check_state7, new_wkv_buffer, split_layers7, stack_layers7
 
 
 
@@ -85,7 +85,8 @@ class Rwkv7Attention(nn.Module):
             v = v + (v_first - v) * torch.sigmoid(self.v_lora(xv))  # (B, T, C) value residual
         heads = [t.view(B, T, H, N) for t in (r, log_w, k, v)]
         a_h = a.view(B, T, H, N)  # (B, T, H, N)
-        out, layer.wkv = wkv7(*heads, -kk, kk * a_h, layer.wkv, impl=impl)  # (B, T, H, N), (B, H, N, N)
+        out, layer.wkv = wkv7(*heads, -kk, kk * a_h, layer.wkv, impl=impl,
+                              out_state=layer.wkv_out)  # (B, T, H, N), (B, H, N, N)
         layer.att_shift = x[:, -1]  # (B, C)
         out = self.g_norm(out.reshape(B * T, C)).view(B, T, C)  # (B, T, C) per-head GroupNorm (ln_x)
         bonus = (r * k * self.r_k.view(C)).view(B, T, H, N).sum(-1, keepdim=True) * v.view(B, T, H, N)  # (B, T, H, N)
@@ -167,7 +168,8 @@ class Rwkv7Model(Rwkv7PretrainedMixin, nn.Module):
         use_cache = self._resolve_use_cache(use_cache, state)
         if state is not None:
             check_state7(state, self.config, hidden.size(0), hidden.device)
-        layers = split_layers7(state, self.config.num_hidden_layers, hidden.dtype)
+        buffer = new_wkv_buffer(self.config, hidden.size(0), hidden.device) if use_cache else None  # (L, B, H, N, N)
+        layers = split_layers7(state, self.config.num_hidden_layers, hidden.dtype, buffer)
         keep_hidden = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         all_hidden, v_first = [], None
         for block, layer in zip(self.layers, layers):
@@ -177,7 +179,7 @@ class Rwkv7Model(Rwkv7PretrainedMixin, nn.Module):
         hidden = self.norm(hidden)  # (B, T, C)
         if keep_hidden:
             all_hidden.append(hidden)
-        output = RwkvOutput(last_hidden_state=hidden, state=stack_layers7(layers) if use_cache else None,
+        output = RwkvOutput(last_hidden_state=hidden, state=stack_layers7(layers, buffer) if use_cache else None,
                             hidden_states=tuple(all_hidden) if keep_hidden else None)
         as_dict = self.config.return_dict if return_dict is None else return_dict
         return output if as_dict else output.to_tuple()

@@ -26,6 +26,7 @@ class LayerState7:
     att_shift: torch.Tensor | None  # (B, C)
     ffn_shift: torch.Tensor | None  # (B, C)
     wkv: torch.Tensor | None  # (B, H, N, N) float32
+    wkv_out: torch.Tensor | None = None  # (B, H, N, N) float32: where the layer writes its new WKV state, if given
 
 
 def state_shapes(config: Rwkv7Config, batch: int) -> tuple[tuple[int, ...], ...]:
@@ -55,19 +56,40 @@ def check_state7(state, config: Rwkv7Config, batch: int, device: torch.device) -
             raise InputError(f"{name} is on {tensor.device} but the model runs on {device}")
 
 
-def split_layers7(state: list[torch.Tensor] | None, num_layers: int, dtype: torch.dtype) -> list[LayerState7]:
-    """Per-layer views in the dtypes the blocks compute in; the caller's tensors are never written."""
+def split_layers7(state: list[torch.Tensor] | None, num_layers: int, dtype: torch.dtype,
+                  wkv_buffer: torch.Tensor | None = None) -> list[LayerState7]:
+    """Per-layer views in the dtypes the blocks compute in; the caller's tensors are never written.
+    `wkv_buffer` (L, B, H, N, N): each layer's new WKV state goes to its slice (see stack_layers7)."""
+    outs = [None if wkv_buffer is None else wkv_buffer[i] for i in range(num_layers)]  # L x (B, H, N, N)
     if state is None:
-        return [LayerState7(None, None, None) for _ in range(num_layers)]
+        return [LayerState7(None, None, None, outs[i]) for i in range(num_layers)]
     att = state[0].to(dtype).unbind(1)  # L x (B, C)
     ffn = state[1].to(dtype).unbind(1)  # L x (B, C)
     wkv = state[2].float().unbind(1)  # L x (B, H, N, N)
-    return [LayerState7(att[i], ffn[i], wkv[i]) for i in range(num_layers)]
+    return [LayerState7(att[i], ffn[i], wkv[i], outs[i]) for i in range(num_layers)]
 
 
-def stack_layers7(layers: list[LayerState7]) -> list[torch.Tensor]:
-    """The three batch-first tensors from per-layer states: a fresh state, never the caller's."""
+def new_wkv_buffer(config: Rwkv7Config, batch: int, device: torch.device | str) -> torch.Tensor | None:
+    """Uninitialised layer-major (L, B, H, N, N) float32 memory for a forward's new WKV states; None in grad mode
+    (autograd does not follow writes into slices of one buffer: the layers' states are stacked instead)."""
+    if torch.is_grad_enabled():
+        return None
+    L, H, N = config.num_hidden_layers, config.num_heads, config.head_dim
+    return torch.empty((L, batch, H, N, N), dtype=torch.float32, device=device)
+
+
+def stack_layers7(layers: list[LayerState7], wkv_buffer: torch.Tensor | None) -> list[torch.Tensor]:
+    """The three batch-first tensors from per-layer states: a fresh state, never the caller's.
+
+    The WKV tensor is a (B, L, H, N, N) view of `wkv_buffer`'s layer-major memory (outside grad mode), which every layer wrote its new
+    state into: no copy of the largest tensor (37.7 MB at batch 16 of the 0.1B shape), and the next token's
+    split_layers7 hands each layer a contiguous (B, H, N, N) slice. Callers that need contiguous memory ask for
+    it (session files; the family's row() copies)."""
     att = torch.stack([layer.att_shift for layer in layers], dim=1)  # (B, L, C)
     ffn = torch.stack([layer.ffn_shift for layer in layers], dim=1)  # (B, L, C)
-    wkv = torch.stack([layer.wkv for layer in layers], dim=1)  # (B, L, H, N, N)
-    return [att, ffn, wkv]
+    if wkv_buffer is None:  # grad mode
+        return [att, ffn, torch.stack([layer.wkv for layer in layers], dim=1)]  # (B, L, H, N, N)
+    for index, layer in enumerate(layers):
+        if layer.wkv is not layer.wkv_out:
+            raise RuntimeError(f"layer {index} did not write its WKV state into the forward's buffer")
+    return [att, ffn, wkv_buffer.transpose(0, 1)]  # (B, L, H, N, N) view of (L, B, H, N, N)
