@@ -22,11 +22,16 @@ from .sampling import Sampler
 def choose_rows(samplers: list[Sampler], logits: torch.Tensor) -> torch.Tensor:
     """(B, V) raw logits, one sampler per row -> (B,) token ids (long), as each sampler would choose alone."""
     scores = adjust_rows(samplers, logits)  # (B, V) penalties, suppression and bias applied
-    tokens = scores.argmax(dim=-1)  # (B,) the greedy rows' picks
     drawn = [i for i, s in enumerate(samplers) if not s.settings.greedy]
+    if len(drawn) < len(samplers):
+        tokens = scores.argmax(dim=-1)  # (B,) the greedy rows' picks
+    else:
+        tokens = torch.empty(len(samplers), dtype=torch.long, device=logits.device)  # (B,) every row draws
     narrow = [i for i in drawn if 0 < samplers[i].settings.top_k <= CANDIDATES]
     for rows, draw in ((narrow, draw_among_top_k), ([i for i in drawn if i not in narrow], draw_full)):
-        if rows:
+        if len(rows) == len(samplers):  # every row: no gather (the draws do not write into scores)
+            tokens = draw(scores, samplers)  # (B,)
+        elif rows:
             index = torch.tensor(rows, device=logits.device)  # (S,)
             tokens[index] = draw(scores.index_select(0, index), [samplers[i] for i in rows])  # (S,)
     return tokens
@@ -43,14 +48,20 @@ def draw_among_top_k(scores: torch.Tensor, samplers: list[Sampler]) -> torch.Ten
     other filters and the draw run on those k candidates (in vocabulary order, as the reference's cumulative sum
     sees them: the cut tokens add exact zeros there) instead of on V. The same token as draw_full, up to the
     rounding of the softmax's sum (its order of addition differs). Rows whose k-th value is tied beyond the
-    candidates (half-precision logits, banned tokens) take draw_full."""
+    candidates (half-precision logits, banned tokens) take draw_full.
+
+    Only the candidates are divided by the temperature: dividing by a positive number keeps the order, and a
+    tie its rounding makes at a row's cut shows at the (kmax + 1)-th value, which is checked; so the top kmax
+    raw scores are the reference's candidates, found without a (S, V) division and comparison."""
     settings = [s.settings for s in samplers]
-    scaled = scores / row_param([max(s.temperature, 1e-6) for s in settings], scores.device)  # (S, V)
     kmax = max(s.top_k for s in settings)
-    values, ids = scaled.topk(kmax, dim=-1)  # (S, kmax) largest first
+    take = min(kmax + 1, scores.size(-1))  # one beyond the candidates, to see ties at the cut
+    values, ids = scores.topk(take, dim=-1)  # (S, take) largest first
+    values = values / row_param([max(s.temperature, 1e-6) for s in settings], scores.device)  # (S, take)
     kth = values.gather(-1, torch.tensor([s.top_k - 1 for s in settings], device=scores.device)[:, None])  # (S, 1)
-    if int((scaled >= kth).sum(dim=-1).max()) > kmax:  # ties at a row's k-th value (or -inf there) keep more
-        return draw_full(scores, samplers)  # tokens than the candidates hold: the whole-vocabulary path
+    if take > kmax and bool((values[:, kmax:] >= kth).any()):  # ties at a row's k-th value (or -inf there)
+        return draw_full(scores, samplers)  # keep more tokens than the candidates hold: the whole vocabulary
+    values, ids = values[:, :kmax], ids[:, :kmax]  # (S, kmax)
     values = values.masked_fill(values < kth, -math.inf)  # (S, kmax) the reference's top-k cut
     ids, order = ids.sort(dim=-1)  # (S, kmax) vocabulary order
     values = values.gather(-1, order)  # (S, kmax)
