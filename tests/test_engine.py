@@ -290,6 +290,36 @@ def test_many_threads_submit_at_once(tiny_lm, engines):
     assert not errors and results == expected
 
 
+@pytest.mark.parametrize("threads", [False, True])
+def test_requests_submitted_together_share_one_prefill(tiny_lm, engines, threads):
+    """An idle engine gathers a burst (a Compare run's seeds from one thread, or visitors' threads) into one
+    prefill forward and one decode batch, instead of prefilling the first alone."""
+    engine = engines(tiny_lm(), gather_ms=300)  # generous: a loaded CI machine may pause a submitting thread
+    prompts = [ids(5, 40 + i) for i in range(6)]
+    handles = [None] * len(prompts)
+
+    def submit(i: int) -> None:
+        handles[i] = engine.submit(prompts[i], max_new_tokens=3, eos_token_id=None)
+    if threads:
+        workers = [threading.Thread(target=submit, args=(i,)) for i in range(len(prompts))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(TIMEOUT)
+    else:
+        for i in range(len(prompts)):
+            submit(i)
+    assert [len(h.result(TIMEOUT).tokens) for h in handles] == [3] * len(prompts)
+    stats = engine.stats()
+    assert (stats.prefill_forwards, stats.decode_forwards, stats.decode_rows) == (1, 3, 18)  # 6 rows every step
+
+
+def test_gather_ms_is_checked():
+    for bad in (-1, 1001, "5", True, None):
+        with pytest.raises(InputError, match="gather_ms must be a number of milliseconds from 0 to 1000"):
+            Engine(torch.nn.Linear(1, 1), gather_ms=bad, start=False)
+
+
 def test_a_long_prompt_does_not_stall_running_generations(tiny_lm, engines):
     engine = engines(tiny_lm(), prefill_budget=8)
     running = engine.submit(ids(3, 5), max_new_tokens=100_000, eos_token_id=None)

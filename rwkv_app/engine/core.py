@@ -188,7 +188,7 @@ class Engine:
 
     def _gather(self) -> None:
         """Woken from idle (holding the lock): let a burst of requests arrive (see gather_ms)."""
-        cap = time.monotonic() + GATHER_MAX_MS / 1000
+        cap = time.monotonic() + max(GATHER_MAX_MS / 1000, self.gather_s)
         while not self._closing and len(self._waiting) < self.max_batch:
             now = time.monotonic()
             quiet = self._last_arrival + self.gather_s
