@@ -11,6 +11,7 @@ import torch
 
 from rwkv_app import InputError, RwkvForCausalLM, SamplingSettings
 from rwkv_app.engine import CANCELLED, ERROR, Engine, EngineBusy, EngineClosed, ErrorFinish
+from rwkv_app.engine.batch import finite_rows
 from rwkv_app.core.generation import TokenEvent
 from rwkv_app.core.sampling import SettingsError
 
@@ -312,6 +313,17 @@ def test_requests_submitted_together_share_one_prefill(tiny_lm, engines, threads
     assert [len(h.result(TIMEOUT).tokens) for h in handles] == [3] * len(prompts)
     stats = engine.stats()
     assert (stats.prefill_forwards, stats.decode_forwards, stats.decode_rows) == (1, 3, 18)  # 6 rows every step
+
+
+def test_finite_rows_flags_exactly_the_rows_with_nan_or_inf():
+    logits = torch.zeros(6, 50277)
+    logits[1, 7], logits[2, 9], logits[3, 0] = float("nan"), float("inf"), -float("inf")
+    logits[4, 3], logits[4, 5] = float("inf"), -float("inf")  # their sum is NaN
+    logits[5] = 1e30  # large but finite everywhere: its float32 sum still is
+    assert finite_rows(logits) == [True, False, False, False, False, True]
+    half = torch.full((2, 50277), 60000.0, dtype=torch.float16)  # a float16 sum would overflow to inf
+    half[1, 2] = float("nan")
+    assert finite_rows(half) == [True, False]
 
 
 def test_gather_ms_is_checked():
