@@ -67,6 +67,15 @@ def test_a_reload_and_a_restart_resume_the_conversation_token_for_token(model_di
     restarted.close()
 
 
+def test_an_imported_session_file_is_named_apart_from_its_original(model_dirs, data_dir, tmp_path):
+    playground = server(model_dirs, data_dir)
+    tab = visitor(playground, owner_of(new_visitor_key()))
+    chat(tab, "hello there")
+    tab.load_file(tab.export(tmp_path))
+    assert sorted(c["name"] for c in conversations.listing(tab)) == ["hello there", "hello there (imported)"]
+    tab.close(), playground.close()
+
+
 def test_a_visitor_cannot_list_or_open_another_visitors_conversations(model_dirs, data_dir):
     playground = server(model_dirs, data_dir)
     alice, bob = visitor(playground, owner_of(new_visitor_key())), visitor(playground, owner_of(new_visitor_key()))

@@ -139,6 +139,14 @@ def default_name(session) -> str:
     return "Untitled"
 
 
+def imported_name(session) -> str:
+    """An imported session file's conversation: its default name, marked, so the list tells it from the
+    conversation it was exported from."""
+    suffix = " (imported)"
+    name = default_name(session)
+    return (name if len(name) + len(suffix) <= NAME_CHARS else name[:NAME_CHARS - len(suffix) - 1] + "…") + suffix
+
+
 # ---- the visitor's list ------------------------------------------------------------------------------
 def store_of(session):
     if session.playground.store is None:
