@@ -1,6 +1,7 @@
 """The playground as a visitor meets it (issue 13, items 6-17), each checked in real headless Chromium on the
-bundled demo model: seeds, the session tree, stale controls, compare, throttled streams and Stop, the State,
-Models and Session tabs, validation toasts, the server log, the phone layout and the first run."""
+bundled demo model: seeds, the session tree, stale controls, compare, throttled streams and Stop, the State
+and Models tabs, validation toasts, the server log, the phone layout and the first run (session files:
+test_browser_files.py)."""
 import logging
 import time
 
@@ -291,54 +292,6 @@ def test_models_tab_shows_sizes_fit_and_live_use_without_server_paths(app, page)
     page.click("#models-load")
     wait_toast(page, "nknown model")
     assert error_badges(page) == 0 and page.locator("#models-info table").is_visible()
-
-
-# ---- 13: the Session tab ----------------------------------------------------------------------------------
-def upload(page, path):
-    clear = page.locator("#session-upload button[aria-label='Clear']")
-    if clear.count():
-        clear.first.click()
-    with page.expect_file_chooser() as chooser:
-        page.click("#session-upload button[aria-label='Click to upload or drop files']")
-    chooser.value.set_files(str(path))
-    page.wait_for_function("n => document.querySelector('#session-upload').innerText.includes(n)", arg=path.name)
-
-
-def test_session_export_is_one_click_and_a_refused_import_leaves_no_stale_message(page, tmp_path):
-    generate(page, "Catherine")
-    open_tab(page, "Session")
-    with page.expect_download() as download:
-        page.click("#session-export")
-    saved = tmp_path / "session.zip"
-    download.value.save_as(saved)
-    assert saved.stat().st_size > 0
-    upload(page, saved)
-    page.click("#session-load")
-    page.wait_for_function("() => document.querySelector('#session-status').innerText.includes('Resumed')")
-    bad = tmp_path / "corrupt.zip"
-    bad.write_bytes(b"PK\x03\x04 not really a zip")
-    upload(page, bad)
-    page.click("#session-load")
-    page.wait_for_selector(".toast-body")
-    page.wait_for_timeout(500)
-    assert "Resumed" not in page.inner_text("#session-status")
-
-
-def test_the_current_node_state_downloads_as_a_state_file(page, tmp_path):
-    """Issue 17: a persona built by prompting is shared as a state file (the Session tab, the current node)."""
-    from safetensors.torch import load_file
-
-    generate(page, "You are Mr. Darcy.")
-    open_tab(page, "Session")
-    page.fill("#state-file-node textarea", "")
-    page.click("#state-file-export")
-    link = page.wait_for_selector("#state-file-download a")
-    with page.expect_download() as download:
-        link.click()
-    saved = tmp_path / "state.safetensors"
-    download.value.save_as(saved)
-    tensors = load_file(str(saved))
-    assert any(name.startswith("blocks.0.") for name in tensors) and error_badges(page) == 0
 
 
 # ---- 16: a phone ------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import math
 import torch
 
 from .sampling import Sampler
+from .wide_topk import row_argmax, row_topk
 
 
 def choose_rows(samplers: list[Sampler], logits: torch.Tensor) -> torch.Tensor:
@@ -24,7 +25,7 @@ def choose_rows(samplers: list[Sampler], logits: torch.Tensor) -> torch.Tensor:
     scores = adjust_rows(samplers, logits)  # (B, V) penalties, suppression and bias applied
     drawn = [i for i, s in enumerate(samplers) if not s.settings.greedy]
     if len(drawn) < len(samplers):
-        tokens = scores.argmax(dim=-1)  # (B,) the greedy rows' picks
+        tokens = row_argmax(scores)  # (B,) the greedy rows' picks
     else:
         tokens = torch.empty(len(samplers), dtype=torch.long, device=logits.device)  # (B,) every row draws
     narrow = [i for i in drawn if 0 < samplers[i].settings.top_k <= CANDIDATES]
@@ -56,7 +57,7 @@ def draw_among_top_k(scores: torch.Tensor, samplers: list[Sampler]) -> torch.Ten
     settings = [s.settings for s in samplers]
     kmax = max(s.top_k for s in settings)
     take = min(kmax + 1, scores.size(-1))  # one beyond the candidates, to see ties at the cut
-    values, ids = scores.topk(take, dim=-1)  # (S, take) largest first
+    values, ids = row_topk(scores, take)  # (S, take) largest first
     values = values / row_param([max(s.temperature, 1e-6) for s in settings], scores.device)  # (S, take)
     kth = values.gather(-1, torch.tensor([s.top_k - 1 for s in settings], device=scores.device)[:, None])  # (S, 1)
     if take > kmax and bool((values[:, kmax:] >= kth).any()):  # ties at a row's k-th value (or -inf there)

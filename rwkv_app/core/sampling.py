@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..errors import InputError, out_of_vocabulary
+from .wide_topk import row_topk
 
 
 class SettingsError(InputError):
@@ -275,8 +276,8 @@ def token_probs(logits: torch.Tensor, tokens: torch.Tensor, k: int) -> tuple[tor
     """The model's own probabilities (softmax of raw logits): of `tokens` (B,), and the top k (B, k) ids/probs."""
     probs = logits.float().softmax(dim=-1)  # (B, V)
     chosen = probs.gather(-1, tokens[:, None]).squeeze(-1)  # (B,)
-    top = probs.topk(min(k, probs.size(-1)), dim=-1)  # (B, k)
-    return chosen, top.indices, top.values
+    values, indices = row_topk(probs, min(k, probs.size(-1)))  # (B, k)
+    return chosen, indices, values
 
 
 def fresh_seed() -> int:
