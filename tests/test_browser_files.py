@@ -1,7 +1,7 @@
 """Session files in headless Chromium on the bundled demo model, conversations saved in a temporary SQLite store
 (issue 13's Session tab, issue 17's state files): a one-click export, an import that becomes a conversation of its
 own, named apart from the one it came from, a refused import that leaves no stale message, and the current node's
-state as a state file."""
+state as a state file. Writes docs/screenshots/imported-conversation.png."""
 import pytest
 
 from rwkv_app.services.stores import open_store
@@ -9,7 +9,7 @@ from rwkv_app.services.stores import open_store
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 pytest.importorskip("playwright.sync_api")
 
-from .browser_helpers import error_badges, generate, open_tab, served_app  # noqa: E402
+from .browser_helpers import SHOTS, error_badges, generate, open_tab, served_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def test_session_export_import_and_a_refused_import(page, tmp_path):
                            "l.innerText.includes('Catherine (imported)'))")
     names = conversation_names(page)
     assert [n.split(" · ")[0] for n in names] == ["▶ Catherine (imported)", "Catherine"], names
+    page.locator(".conv-list").first.screenshot(path=str(SHOTS / "imported-conversation.png"))
     open_tab(page, "Session")
     bad = tmp_path / "corrupt.zip"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
