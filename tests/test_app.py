@@ -82,6 +82,14 @@ def test_a_fractional_compare_seed_is_refused_by_name_and_a_big_one_is_exact(cli
     assert all(texts[:2]) and list(texts[2:]) == ["", ""]
 
 
+def test_a_fractional_length_is_refused_by_name_and_continue_at_the_root_says_what_is_missing(client):
+    with pytest.raises(Exception, match=r"Max new tokens must be a whole number, got 2\.5"):
+        client.predict("Once upon a time", "balanced", 2.5, 1, api_name="/generate")
+    with pytest.raises(Exception, match="Nothing to continue at the start of the tree: type the text to add"):
+        client.predict(client.predict(api_name="/tree")[0]["id"], "", "balanced", 4, 1, api_name="/continue")
+    assert client.predict("Once upon a time", "balanced", 3.0, 1, api_name="/generate")  # a whole float is fine
+
+
 def test_export_and_import(client, served, tmp_path):
     client.predict("keep this conversation", api_name="/chat")
     path = client.predict(api_name="/export_session")

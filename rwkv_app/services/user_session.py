@@ -117,14 +117,18 @@ class UserSession(ChatActions):
     def generate(self, prompt: str, preset: str | None, max_new_tokens=None, seed=None) -> Iterator[str]:
         """Complete `prompt` from the start (the empty state, or a loaded one); yields the continuation so far.
         The new node becomes current."""
+        self.check_text(prompt, "prompt")
         return self.continue_from(self.start, prompt, preset, max_new_tokens, seed)
 
     def continue_from(self, node_id: str, text: str | None, preset: str | None, max_new_tokens=None,
                       seed=None) -> Iterator[str]:
         """Append `text` (optional) under the node, then generate; yields the continuation so far."""
         node_id = node_id or self.current
-        if self.tree.node(node_id).role in STARTS or text:
-            self.check_text(text, "prompt")
+        if text:
+            self.check_text(text, "text to add")
+        elif self.tree.node(node_id).role in STARTS:
+            raise InputError("nothing to continue at the start of the tree: type the text to add first "
+                             "(or Generate from the prompt)")
         branch = self.branch(preset, max_new_tokens, seed)
         return self._continue(node_id, text, branch)
 

@@ -8,7 +8,7 @@ import gradio as gr
 from ..errors import InputError
 from ..services import views
 from .chat_branches import edit_text, message_index
-from .common import gpu, guarded, number, warned
+from .common import gpu, guarded, length_value, number, warned
 
 DEFAULT_PRESET = "chat"
 MAX_NAME_CHARS = 60
@@ -54,8 +54,8 @@ def checked_thinking(value) -> str:
 
 def branch_of(session, preset, temperature, top_p, top_k, penalty, length, presence=None, frequency=None):
     """The knobs as shown are the settings used: each is an override of the preset."""
-    return session.branch(preset, number(length), None, temperature=temperature, top_p=top_p,
-                          top_k=number(top_k), repetition_penalty=penalty, presence_penalty=presence,
+    return session.branch(preset, length_value(length), None, temperature=temperature, top_p=top_p,
+                          top_k=number(top_k, what="Top-k"), repetition_penalty=penalty, presence_penalty=presence,
                           frequency_penalty=frequency)
 
 

@@ -147,11 +147,20 @@ def seed_value(value):
     return seed
 
 
-def number(value, default=None):
-    """A gr.Number's value as an int (None stays None)."""
+def number(value, default=None, what: str = "the value"):
+    """A gr.Number's or a slider's value as an int (None stays None); a fraction, NaN, an infinity, a list or a
+    word is refused, naming `what`."""
     if value is None or value == "":
         return default
     try:
-        return int(value)  # a float is truncated; NaN, infinities, lists and words are refused
+        whole = int(value)
     except (TypeError, ValueError, OverflowError):
-        raise InputError(f"expected a whole number, got {value!r:.40}") from None
+        raise InputError(f"{what} must be a whole number, got {value!r:.40}") from None
+    if isinstance(value, float) and value != whole:
+        raise InputError(f"{what} must be a whole number, got {value:g}")
+    return whole
+
+
+def length_value(value):
+    """The "Max new tokens" slider's value (see length_slider) as an int; a typed 2.5 is refused by name."""
+    return number(value, what="Max new tokens")

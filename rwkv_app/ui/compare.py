@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InputError
-from .common import QUIET, gpu, guarded, length_slider, number, seed_value
+from .common import QUIET, gpu, guarded, length_slider, length_value, number, seed_value
 from .playground import stop
 
 MAX_COLUMNS = 4
@@ -58,7 +58,7 @@ def wire(ctx, refresh, c):
             raise InputError(f"compare takes 2 to {MAX_COLUMNS} columns, got {count}")
         pairs = [(settings[2 * i], seed_value(settings[2 * i + 1])) for i in range(count)]
         blank = [""] * MAX_COLUMNS
-        for texts in session.compare(None, pairs, number(length)):
+        for texts in session.compare(None, pairs, length_value(length)):
             yield (*texts, *blank[len(texts):], session)
 
     @guarded

@@ -6,7 +6,7 @@ import gradio as gr
 
 from ..errors import InputError
 from . import personas
-from .common import QUIET, gpu, guarded, length_slider, number, seed_value
+from .common import QUIET, gpu, guarded, length_slider, length_value, number, seed_value
 from .render import tree_html
 
 SELECTED = "clicked token"
@@ -131,14 +131,14 @@ def generation_callbacks(ctx):
     @guarded
     def generate(prompt, preset, length, seed, session, request: gr.Request):
         session = ctx.ensure(session, request)
-        for text in session.generate(prompt, preset, number(length), seed_value(seed)):
+        for text in session.generate(prompt, preset, length_value(length), seed_value(seed)):
             yield text, session
 
     @gpu
     @guarded
     def resume(node_id, text, preset, length, seed, session, request: gr.Request):
         session = ctx.ensure(session, request)
-        for value in session.continue_from(node_id or session.current, text or None, preset, number(length),
+        for value in session.continue_from(node_id or session.current, text or None, preset, length_value(length),
                                            seed_value(seed)):
             yield value, session
 
@@ -146,9 +146,9 @@ def generation_callbacks(ctx):
     @guarded
     def rewind(node_id, position, preset, length, seed, session, request: gr.Request):
         session = ctx.ensure(session, request)
-        session.branch(preset, number(length), seed_value(seed))  # bad settings fail before the tree changes
-        point = session.rewind(node_id or session.current, number(position, -1))
-        for value in session.continue_from(point, None, preset, number(length), seed_value(seed)):
+        session.branch(preset, length_value(length), seed_value(seed))  # bad settings fail before the tree changes
+        point = session.rewind(node_id or session.current, number(position, -1, "the token position"))
+        for value in session.continue_from(point, None, preset, length_value(length), seed_value(seed)):
             yield value, session
 
     @gpu
@@ -157,9 +157,10 @@ def generation_callbacks(ctx):
         session = ctx.ensure(session, request)
         if token is None or token == "":
             raise InputError("click a token, then pick one of its alternatives first")
-        session.branch(preset, number(length), seed_value(seed))  # bad settings fail before the tree changes
-        point = session.force(node_id or session.current, number(position, -1), number(token))
-        for value in session.continue_from(point, None, preset, number(length), seed_value(seed)):
+        session.branch(preset, length_value(length), seed_value(seed))  # bad settings fail before the tree changes
+        point = session.force(node_id or session.current, number(position, -1, "the token position"),
+                              number(token, what="the token id"))
+        for value in session.continue_from(point, None, preset, length_value(length), seed_value(seed)):
             yield value, session
 
     return generate, resume, rewind, force
