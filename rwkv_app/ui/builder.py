@@ -9,10 +9,14 @@ import gradio as gr
 from . import chat, compare, conversations, models, playground, session, state, state_heads
 from .common import Context
 
+# The tree's label stays in the flow (Gradio floats it over the panel), so the panel starts below it however many
+# lines it wraps to on a narrow column (a phone, a small laptop); on one line it looks as the floating one did.
 TREE_CSS = """
-#pg-tree .html-container { padding-top: 4px; }
-#pg-tree label + div, #pg-tree .block-label + div { margin-top: 28px; }
-.rwkv-tree { position: relative; margin-top: 30px; max-height: min(480px, 60vh); overflow: auto; font-size: 13px; line-height: 1.5;
+#pg-tree > label[data-testid="block-label"] { position: static; display: flex; width: fit-content;
+  max-width: calc(100% - 2 * var(--block-label-margin));
+  margin: var(--block-label-margin) 0 0 var(--block-label-margin); }
+#pg-tree .html-container { padding-top: 0; }
+.rwkv-tree { position: relative; max-height: min(480px, 60vh); overflow: auto; font-size: 13px; line-height: 1.5;
   border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 4px 0; }
 .rwkv-tree .tn { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; cursor: pointer; padding: 1px 6px;
   border-left: 3px solid transparent; }

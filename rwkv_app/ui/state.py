@@ -21,8 +21,10 @@ CAPTIONS = {"norms": "Per-layer norm of each state tensor at the node.",
             "trace": "Norm per layer of the WKV memory (RWKV-4: numerator num; RWKV-7: wkv) over the node's tokens "
                      "(the last generation).",
             "diff": "Norm of (compared node - node) per layer."}
-EMPTY = {"trace": "Nothing to show: this node was not made by the last generation. Generate, then look again.",
-         "diff": "Nothing to show: choose a node in \"Compare with node\" to see how the state differs."}
+EMPTY = {"trace": "Memory norm per token: nothing to show, this node was not made by the last generation. Generate, "
+                  "then look again.",
+         "diff": "Difference per layer: nothing to show, choose a node in \"Compare with node\" to see how the state "
+                 "differs."}
 
 
 def build(ctx, refresh):
@@ -61,11 +63,20 @@ def layer_name(layer: int, layers: int) -> str:
 
 
 def frame(rows, *columns, layers: int | None = None):
-    """A DataFrame of the rows; with `layers`, the "layer" column as whole-number categories (no 0.5 ticks)."""
+    """A DataFrame of the rows; with `layers`, the "layer" column as whole-number categories (no 0.5 ticks), text
+    even with no rows (an empty list would make it a float column: a colour scale over no numbers, which Vega draws
+    as a "-Infinity".."Infinity" legend)."""
     data = pd.DataFrame(rows, columns=list(columns))
     if layers is not None and "layer" in data:
-        data["layer"] = [layer_name(v, layers) if isinstance(v, int) else v for v in data["layer"]]
+        data["layer"] = pd.Series([layer_name(v, layers) if isinstance(v, int) else v for v in data["layer"]],
+                                  index=data.index, dtype=object)
     return data
+
+
+def plot(rows, *columns, layers: int):
+    """A plot's table (frame), or None without rows: Gradio's empty plot, not Vega's axes and legend of nothing (the
+    note under it says why it is empty)."""
+    return frame(rows, *columns, layers=layers) if rows else None
 
 
 def note(rows, name: str) -> str:
@@ -85,11 +96,11 @@ def wire(ctx, c):
         report = session.state_report(node_id, other_id, tensor)  # plain data
         norms, trace_rows, other_rows = report["norms"], report["trace"], report["diff"]
         layers = 1 + max((row["layer"] for row in norms), default=0)
-        return (frame(norms, "layer", "tensor", "norm", layers=layers),
-                frame(report["decay"], "layer", "channel rank", "decay", layers=layers),
+        return (plot(norms, "layer", "tensor", "norm", layers=layers),
+                plot(report["decay"], "layer", "channel rank", "decay", layers=layers),
                 heatmap_html(report["heatmap"]),
-                frame(trace_rows, "token", "layer", "norm", layers=layers),
-                frame(other_rows, "layer", "tensor", "norm", layers=layers), session,
+                plot(trace_rows, "token", "layer", "norm", layers=layers),
+                plot(other_rows, "layer", "tensor", "norm", layers=layers), session,
                 note(trace_rows, "trace"), note(other_rows, "diff"),
                 gr.update(choices=names, value=report["heatmap"]["tensor"]))
 
