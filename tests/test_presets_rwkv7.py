@@ -1,5 +1,11 @@
 """RWKV-7 presets: presets/models.yaml's G1 entries validate, and a preset's `filename` fetches that one .pth
 of a repo holding several (hf_hub_download, here from an offline cache), pinned at its revision."""
+import json
+import socket
+import subprocess
+import sys
+import threading
+
 import pytest
 import torch
 
@@ -9,7 +15,7 @@ from rwkv_app.services.manager import ModelManager
 from rwkv_app.services.model_presets import ModelPreset, load_model_presets
 from rwkv_app.tokenizers.world_tokenizer import WorldTokenizer
 
-from .hub_fixtures import populate_hub_cache
+from .hub_fixtures import hub_env, populate_hub_cache
 from .rwkv7_helpers import save_pth, tiny_model7
 
 REPO = "tiny-org/rwkv7-g1"
@@ -84,3 +90,43 @@ def test_bad_rwkv7_preset_fields_are_named(tmp_path, line, message):
     path.write_text(f"models:\n  m:\n    repo: a/b\n    params: 1\n    download_gb: 1\n    {line}\n")
     with pytest.raises(ConfigError, match=message):
         load_model_presets(path)
+
+
+FILE_SCRIPT = """
+import json, sys
+from rwkv_app.errors import HubError
+from rwkv_app.weights.hub import resolve_model_file
+results = []
+for name in json.loads(sys.argv[1]):
+    try:
+        results.append(str(resolve_model_file("%s", name, revision="%s")))
+    except HubError as err:
+        results.append(str(err))
+print(json.dumps(results))
+""" % (REPO, COMMIT)
+
+
+def test_an_unreachable_hub_is_asked_once_per_file(hub):
+    """A preset's .pth with no network: one request to the Hub, then the cache (or a clear error), instead of
+    hf_hub_download's five retries (~25 s a file, what a visitor waited behind "download: 0.0%")."""
+    connections, server = [], socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+
+    def refuse() -> None:  # accept and hang up at once: each connection attempt counts
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            connections.append(1)
+            conn.close()
+    threading.Thread(target=refuse, daemon=True).start()
+    env = hub_env(hub / "cache", hub / "home", offline=False, endpoint=f"http://127.0.0.1:{server.getsockname()[1]}")
+    (hub / "home").mkdir(exist_ok=True)
+    done = subprocess.run([sys.executable, "-c", FILE_SCRIPT, json.dumps([FILES[1], "rwkv7-g1a-absent.pth"])],
+                          env=env, capture_output=True, text=True, timeout=300)
+    server.close()
+    cached, absent = json.loads(done.stdout.strip().splitlines()[-1])
+    assert cached.endswith(FILES[1]) and absent.startswith("could not reach the Hugging Face Hub"), done.stderr
+    assert len(connections) <= 4, f"{len(connections)} connections for 2 files"  # before: 6 a file
