@@ -137,6 +137,7 @@ def test_branches_on_the_messages(page):
     page.locator("#chatbot button[aria-label='Undo']").click()
     wait_idle(page)
     assert users(page) == ["Good evening!"]
+    assert page.input_value("#chat-message textarea") == "What a day."  # back in the box, as ChatInterface does
     page.locator("#chatbot .branch-nav .branch-previous").first.click()
     wait_idle(page)
     page.locator("#chatbot .branch-nav .branch-next").first.click()

@@ -156,6 +156,12 @@ def test_export_import_and_bad_files(session, playground, tmp_path):
         other.close()
 
 
+def test_undo_gives_back_the_undone_message(session):
+    list(session.chat_send("a typo here", session.branch("chat", 3)))
+    messages, text = session.chat_undo_to_box()
+    assert text == "a typo here" and all(m["content"] != "a typo here" for m in messages)
+
+
 def test_exported_files_are_removed_by_the_next_export_and_when_the_session_ends(playground, tmp_path):
     session = playground.new_session()
     list(session.generate("Hi", "balanced", 3, 1))

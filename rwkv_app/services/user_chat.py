@@ -88,6 +88,13 @@ class ChatActions:
         self.require_chat().undo()
         return self.chat.messages()
 
+    def chat_undo_to_box(self) -> tuple[list[dict], str]:
+        """chat_undo, plus the undone message's text, which the page puts back in the message box (as Gradio's
+        ChatInterface does), so an undo to fix a typo costs no retyping."""
+        shown = self.require_chat().messages()
+        text = next((m["content"] for m in reversed(shown) if m["role"] == "user"), "")
+        return self.chat_undo(), text if isinstance(text, str) else ""
+
     def turns(self) -> list[str]:
         """The node of each message shown (system, user and bot turns on the conversation's path)."""
         if self.chat is None:

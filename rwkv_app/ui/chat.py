@@ -91,7 +91,7 @@ def wire(ctx, refresh, c):
                                concurrency_limit=None, trigger_mode="always_last"))
     refresh.append(chatbot.retry(page["retry"], [*knobs, *extra, state], show, api_visibility="private",
                                  concurrency_limit=None))
-    refresh.append(chatbot.undo(page["undo"], [state], show, api_visibility="private"))
+    refresh.append(chatbot.undo(page["undo"], [state], [*show, c["message"]], api_visibility="private"))
     refresh.append(chatbot.edit(page["edit"], [*knobs, *extra, state], show, api_visibility="private",
                                 concurrency_limit=None))
     refresh.append(chatbot.clear(page["clear"], [state], show, api_visibility="private"))

@@ -121,7 +121,8 @@ def page_callbacks(ctx) -> dict:
     @warned
     def undo(session, request: gr.Request):
         session = ctx.ensure(session, request)
-        return session.chat_undo(), session
+        messages, text = session.chat_undo_to_box()
+        return messages, session, text  # the undone message back in the box
 
     @warned
     def clear(session, request: gr.Request):
