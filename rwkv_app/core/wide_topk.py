@@ -30,17 +30,12 @@ def _blocks(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return x[:, :full].reshape(x.size(0), -1, BLOCK), full  # (S, NB, BLOCK)
 
 
-def _block_maxima(blocks: torch.Tensor) -> torch.Tensor:
-    """(S, NB, BLOCK) -> (S, NB) each block's max, NaN where it holds one (amax propagates NaN)."""
-    return blocks.amax(dim=-1)  # (S, NB)
-
-
 def row_argmax(x: torch.Tensor) -> torch.Tensor:
     """torch.argmax(x, dim=-1) for a 2-D (S, V) x: (S,) long, the first maximal index of each row."""
     if not _pays(x) or x.size(0) < MIN_ARGMAX_ROWS:
         return x.argmax(dim=-1)
     blocks, full = _blocks(x)  # (S, NB, BLOCK)
-    best = _block_maxima(blocks).argmax(dim=-1)  # (S,) the first block holding the row's max
+    best = blocks.amax(dim=-1).argmax(dim=-1)  # (S,) the first block holding the row's max (amax keeps NaN)
     values = blocks.gather(1, best[:, None, None].expand(-1, 1, BLOCK)).squeeze(1)  # (S, BLOCK)
     index = best * BLOCK + values.argmax(dim=-1)  # (S,)
     if full == x.size(-1):
@@ -57,7 +52,7 @@ def row_topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     if not _pays(x) or 4 * k * BLOCK > vocab:
         return x.topk(k, dim=-1)
     blocks, full = _blocks(x)  # (S, NB, BLOCK)
-    chosen = _block_maxima(blocks).topk(k, dim=-1).indices  # (S, k) the blocks with the k largest maxima
+    chosen = blocks.amax(dim=-1).topk(k, dim=-1).indices  # (S, k) the blocks with the k largest maxima
     offsets = torch.arange(BLOCK, device=x.device)  # (BLOCK,)
     candidates = blocks.gather(1, chosen[..., None].expand(-1, -1, BLOCK)).flatten(1)  # (S, k * BLOCK)
     where = (chosen[..., None] * BLOCK + offsets).flatten(1)  # (S, k * BLOCK) their indices in x

@@ -194,7 +194,7 @@ class Engine:
             quiet = self._last_arrival + self.gather_s
             if now >= cap or (not self._arriving and now >= quiet):
                 return
-            self._cond.wait(min(cap, quiet if not self._arriving else cap) - now)
+            self._cond.wait((cap if self._arriving else min(cap, quiet)) - now)
 
     def _shutdown(self) -> None:
         with self._cond:

@@ -24,6 +24,7 @@ from ..state_tree.nodes import TEXT, USER
 from ..state_tree.validate import SessionFileError
 from .default_model import public_name
 from .session_store import QuotaExceeded, StoreConflict
+from .views import preview
 
 SAVED_STATES = 8  # states stored per conversation: its tips, most recently used first
 NAME_CHARS = 60
@@ -134,8 +135,7 @@ def default_name(session) -> str:
     """The first thing the visitor typed (a chat message or a prompt), shortened."""
     for node in session.tree.nodes.values():
         if node.role in (USER, TEXT) and node.text.strip():
-            text = " ".join(node.text.split())
-            return text if len(text) <= NAME_CHARS else text[:NAME_CHARS - 1] + "…"
+            return preview(node.text, NAME_CHARS)
     return "Untitled"
 
 
@@ -143,8 +143,7 @@ def imported_name(session) -> str:
     """An imported session file's conversation: its default name, marked, so the list tells it from the
     conversation it was exported from."""
     suffix = " (imported)"
-    name = default_name(session)
-    return (name if len(name) + len(suffix) <= NAME_CHARS else name[:NAME_CHARS - len(suffix) - 1] + "…") + suffix
+    return preview(default_name(session), NAME_CHARS - len(suffix)) + suffix
 
 
 # ---- the visitor's list ------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ class UserSession(ChatActions):
         """Complete `prompt` from the start (the empty state, or a loaded one); yields the continuation so far.
         The new node becomes current."""
         self.check_text(prompt, "prompt")
-        return self.continue_from(self.start, prompt, preset, max_new_tokens, seed)
+        return self._continue(self.start, prompt, self.branch(preset, max_new_tokens, seed))
 
     def continue_from(self, node_id: str, text: str | None, preset: str | None, max_new_tokens=None,
                       seed=None) -> Iterator[str]:

@@ -25,9 +25,10 @@ def bucket(prob: float) -> str:
     return next(name for floor, name in BUCKETS if prob >= floor)
 
 
-def preview(text: str) -> str:
+def preview(text: str, limit: int = PREVIEW) -> str:
+    """`text` on one line, cut to `limit` characters with "…"."""
     text = " ".join(text.split())
-    return text if len(text) <= PREVIEW else text[:PREVIEW - 1] + "…"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def file_name(path) -> str:

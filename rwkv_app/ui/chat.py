@@ -71,7 +71,8 @@ def knob_sliders(values: dict) -> tuple:
     """The knobs, showing `values` (a preset's) from the first visit on."""
     return (gr.Slider(0.0, 2.0, value=values.get("temperature", 1.0), step=0.05, label="Temperature (0: greedy)",
                       elem_id="chat-temperature"),
-            gr.Slider(0.01, 1.0, value=values.get("top_p", 1.0), step=0.01, label="Top-p (1: off)", elem_id="chat-top-p"),
+            gr.Slider(0.01, 1.0, value=values.get("top_p", 1.0), step=0.01, label="Top-p (1: off)",
+                      elem_id="chat-top-p"),
             gr.Slider(0, 200, value=values.get("top_k", 0), step=1, label="Top-k (0: off)", elem_id="chat-top-k"),
             gr.Slider(1.0, 2.0, value=values.get("repetition_penalty", 1.0), step=0.01, label="Repetition penalty",
                       elem_id="chat-repetition"),

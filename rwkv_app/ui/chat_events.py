@@ -176,5 +176,5 @@ def api_callbacks(ctx) -> dict:
         return tuple(values[k] for k in KNOBS)
 
     return {"chat": gpu(guarded(chat)), "retry": gpu(guarded(retry)), "stop": stop, "undo": undo,
-            "new_chat": guarded(new_chat_starter(ctx)), "edit": edit, "previous_branch": switch(-1), "next_branch": switch(1),
-            "preset_knobs": preset_knobs}
+            "new_chat": guarded(new_chat_starter(ctx)), "edit": edit, "previous_branch": switch(-1),
+            "next_branch": switch(1), "preset_knobs": preset_knobs}

@@ -81,10 +81,10 @@ def new_wkv_buffer(config: Rwkv7Config, batch: int, device: torch.device | str) 
 def stack_layers7(layers: list[LayerState7], wkv_buffer: torch.Tensor | None) -> list[torch.Tensor]:
     """The three batch-first tensors from per-layer states: a fresh state, never the caller's.
 
-    The WKV tensor is a (B, L, H, N, N) view of `wkv_buffer`'s layer-major memory (outside grad mode), which every layer wrote its new
-    state into: no copy of the largest tensor (37.7 MB at batch 16 of the 0.1B shape), and the next token's
-    split_layers7 hands each layer a contiguous (B, H, N, N) slice. Callers that need contiguous memory ask for
-    it (session files; the family's row() copies)."""
+    The WKV tensor is a (B, L, H, N, N) view of `wkv_buffer`'s layer-major memory (outside grad mode), which
+    every layer wrote its new state into: no copy of the largest tensor (37.7 MB at batch 16 of the 0.1B shape),
+    and the next token's split_layers7 hands each layer a contiguous (B, H, N, N) slice. Callers that need
+    contiguous memory ask for it (session files; the family's row() copies)."""
     att = torch.stack([layer.att_shift for layer in layers], dim=1)  # (B, L, C)
     ffn = torch.stack([layer.ffn_shift for layer in layers], dim=1)  # (B, L, C)
     if wkv_buffer is None:  # grad mode
