@@ -31,6 +31,7 @@ from .timing import interleaved, interleaved_values
 
 ROOT = Path(__file__).resolve().parents[1]
 GREEDY_SEED = 7
+TORCH_INT8 = "int8, torch kernels"  # quantize_model(kernel=False): the side-by-side for kernels/int8_cpu
 NOISE_CONTROLS = (1e-4, 1e-3)  # relative weight noise of the float32 controls (bfloat16 rounds at ~2e-3)
 
 
@@ -103,9 +104,10 @@ def sampler_times(vocab: int, rows: int, repeats: int) -> dict[str, float]:
     return interleaved(runs, max(repeats, 5) * 4)
 
 
-def engine_rates(model, s: Cpu8Settings, vocab: int) -> dict[str, float]:
+def engine_rates(model, s: Cpu8Settings, vocab: int, labels=("greedy", "balanced")) -> dict[str, float]:
     """{"greedy/N" | "balanced/N": total tokens/s of N concurrent generations submitted at once}."""
     presets = {"greedy": SamplingSettings(), "balanced": load_sampling_preset("balanced").replace(seed=0)}
+    presets = {label: presets[label] for label in labels}
     rates = {}
     with Engine(model, max_batch=max(s.engine_clients)) as engine:
         for label, settings in presets.items():
@@ -121,6 +123,7 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
     base = CpuBenchSettings()
     f32, hf = build_models(base)
     int8 = quantize_model(copy.deepcopy(f32))
+    int8_torch = quantize_model(copy.deepcopy(f32), kernel=False)
     bf16 = cast(f32, torch.bfloat16)
     default = cpu_default_dtype()["dtype"]
     fast = int8 if default == "int8" else f32
@@ -138,7 +141,8 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
             blink = rwkv_pip_style(RWKV(str(pth)[:-len(".pth")], "cpu fp32i8", verbose=False))
             theirs = [dataclasses.replace(blink, name="rwkv fp32i8")]
         log("RWKV-4 decode")
-        contenders = [hf_style(int8, "int8"), hf_style(f32, "float32"), hf_style(bf16, "bfloat16")]
+        contenders = [hf_style(int8, "int8"), hf_style(int8_torch, TORCH_INT8), hf_style(f32, "float32"),
+                      hf_style(bf16, "bfloat16")]
         contenders += [hf_style(hf, "transformers")] if hf is not None else []
         out["decode"] = decode_rates(contenders + theirs, short, s.decode_tokens, s.repeats)
     log("RWKV-4 prefill")
@@ -153,6 +157,8 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
                                          greedy_prompts(s, base.vocab_size), s.greedy_tokens)
     out["sampler"] = {n: sampler_times(base.vocab_size, n, s.repeats) for n in (8, 16)}
     out["engine"] = engine_rates(fast, s, base.vocab_size)
+    if fast is int8:
+        out["engine_torch_int8"] = engine_rates(int8_torch, s, base.vocab_size, labels=("greedy",))
     out["demo_bpc"] = demo_bits_per_char()
     log(f"RWKV-4 results: {out}")
     return out

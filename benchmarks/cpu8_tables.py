@@ -9,6 +9,7 @@ import torch
 
 from rwkv_app.models.cpu_dtype import cpu_bf16_flags, cpu_default_dtype
 from rwkv_app.services.malloc import DEFAULT_ARENAS, DEFAULT_HEAP_BLOCK_MB
+from .cpu8 import TORCH_INT8
 
 GOALS = {"decode": 2.5, "prefill": 2.5, "engine/8": 5.0, "engine/16": 8.0}  # issue 18's targets
 GREEDY_GOAL = 32  # issue 18: int8's greedy continuation on random 169M weights equals float32's this long
@@ -56,6 +57,17 @@ def engine_rows(engine: dict, family: str) -> list[str]:
     return lines
 
 
+def kernel_rows(r: dict, family: str) -> list[str]:
+    """kernels/int8_cpu against torch's int8 kernels (quantize_model(kernel=False)), same weights, same run."""
+    d, torch_int8 = r["decode"], r.get("engine_torch_int8", {})
+    lines = [row(f"{family} decode batch 1, int8: kernels/int8_cpu vs torch's int8 kernels (tokens/s)", d["int8"],
+                 d.get(TORCH_INT8), None)] if TORCH_INT8 in d else []
+    for n in sorted(int(key.split("/")[1]) for key in torch_int8):
+        lines.append(row(f"{family} engine, {n} concurrent, greedy: kernels/int8_cpu vs torch's int8 kernels "
+                         "(total tokens/s)", r["engine"][f"greedy/{n}"], torch_int8[f"greedy/{n}"], None))
+    return lines
+
+
 def render_rwkv4(r: dict, settings) -> list[str]:
     d, p, dt = r["decode"], r["prefill"], r["default_dtype"]
     hf = d.get("transformers")
@@ -67,7 +79,7 @@ def render_rwkv4(r: dict, settings) -> list[str]:
                  p["default"], p.get("transformers"), GOALS["prefill"]),
              row(f"RWKV-4 prefill T={settings.prefill_len}, our bfloat16 vs our float32", p["bfloat16"],
                  p["float32"], None)]
-    lines += engine_rows(r["engine"], f"RWKV-4 ({dt})")
+    lines += engine_rows(r["engine"], f"RWKV-4 ({dt})") + kernel_rows(r, "RWKV-4")
     for n, t in sorted(r.get("sampler", {}).items()):
         lines.append(row(f"sampler, {n} rows, balanced preset: batched vs row by row (steps/s)",
                          1 / t["batched"], 1 / t["row by row"], None))
@@ -89,7 +101,7 @@ def render_rwkv7(r: dict, settings) -> list[str]:
                  p["float32"], None)]
     if "engine_error" in r:
         return lines + [f"| RWKV-7 engine | not measured: {r['engine_error']} | | | |"]
-    return lines + engine_rows(r["engine"], f"RWKV-7 ({dt})")
+    return lines + engine_rows(r["engine"], f"RWKV-7 ({dt})") + kernel_rows(r, "RWKV-7")
 
 
 def greedy_line(label: str, matches: dict[str, list[int]], settings) -> str:

@@ -6,9 +6,10 @@ import pickle
 import pytest
 import torch
 
+from kernels import int8_cpu
 from rwkv_app import InputError, RwkvForCausalLM
 from rwkv_app.models import quantize
-from rwkv_app.models.quantize import (PACK_MAX_ROWS, Int8Linear, ManyRowsWeight, dequantize, int8_linear,
+from rwkv_app.models.quantize import (KERNEL_MAX_ROWS, PACK_MAX_ROWS, Int8Linear, dequantize,
                                       int8_linear_reference, quantize_model, quantize_per_channel, set_reference)
 from rwkv_app.weights.pretrained import load_dtype
 from rwkv_app.tokenizers.tokenizer import RwkvTokenizer
@@ -40,23 +41,39 @@ def test_per_channel_rounding_error_is_at_most_half_a_step():
     assert int(quantized.abs().amax(dim=1).min()) == 127  # each row uses its full range
 
 
-@pytest.mark.parametrize("packed", [True, False])  # oneDNN's prepacked weight, and the plain one where it has none
-@pytest.mark.parametrize("rows", [1, 3, PACK_MAX_ROWS, PACK_MAX_ROWS + 1, 16, 100])  # both kernels, both sides of the switch
-def test_fast_path_matches_the_float32_reference(rows, packed, monkeypatch):
-    if packed and not quantize.packed_bf16_supported():
+ROUTES = ["kernel", "int8pack, oneDNN", "int8pack, plain"]  # kernels/int8_cpu; without it, both GEMM weights
+
+
+def int8_module(quantized: torch.Tensor, scales: torch.Tensor, route: str, monkeypatch) -> Int8Linear:
+    """An Int8Linear on the given route; skips where this machine cannot run it."""
+    if route == "kernel" and int8_cpu.load() is None:
+        pytest.skip("kernels/int8_cpu does not run here")
+    if route == "int8pack, oneDNN" and not quantize.packed_bf16_supported():
         pytest.skip("oneDNN has no bfloat16 on this CPU")
-    monkeypatch.setattr(quantize, "packed_bf16_supported", lambda: packed)
+    monkeypatch.setattr(quantize, "packed_bf16_supported", lambda: route != "int8pack, plain")
+    if route != "kernel":
+        monkeypatch.setattr(quantize, "kernel_runs", lambda quantized: False)
+    module = Int8Linear(quantized, scales)
+    assert module.packed == (route == "kernel")
+    return module
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("rows", [1, PACK_MAX_ROWS, PACK_MAX_ROWS + 1, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 1, 100])
+def test_fast_path_matches_the_float32_reference(rows, route, monkeypatch):
     torch.manual_seed(rows)
-    quantized, scales = quantize_per_channel(torch.randn(96, 80))
+    quantized, scales = quantize_per_channel(torch.randn(99, 80))  # N not a multiple of the kernel's 16
+    module = int8_module(quantized, scales, route, monkeypatch)
+    torch.testing.assert_close(module.weight_int8, quantized)
     x = torch.randn(rows, 80)  # (M, K)
-    many_rows = ManyRowsWeight()
     for _ in range(2):  # building the many-rows weight, then reusing it
-        fast = int8_linear(x, quantized, scales, scales.to(torch.bfloat16), many_rows)  # (M, N)
-        assert fast.dtype == torch.float32 and fast.shape == (rows, 96)
+        fast = module(x)  # (M, N)
+        assert fast.dtype == torch.float32 and fast.shape == (rows, 99)
         assert_close_relative(fast, int8_linear_reference(x, quantized, scales), FAST_RTOL)
-    assert (many_rows.built is not None) == (rows > PACK_MAX_ROWS)
-    if rows > PACK_MAX_ROWS:
-        assert many_rows.built[1] == packed
+    gemm_above = KERNEL_MAX_ROWS if route == "kernel" else PACK_MAX_ROWS
+    assert (module.many_rows.built is not None) == (rows > gemm_above)
+    if rows > gemm_above:
+        assert module.many_rows.built[1] == (route != "int8pack, plain")
 
 
 @torch.no_grad()

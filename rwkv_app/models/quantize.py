@@ -4,8 +4,11 @@ Each projection's weight (N, K) is stored as int8 with one scale per output chan
 scale = max|w[n, :]| / 127. Everything else (embeddings, layer norms, time parameters, the residual stream, the
 WKV state) stays float32; only the matrix product runs in bfloat16 activations:
 
-- few rows (batch-1 decode, B*T <= PACK_MAX_ROWS): `torch.ops.aten._weight_int8pack_mm`, which reads the int8
-  weight directly (a quarter of float32's bytes; what gpt-fast and torchao use on CPU);
+- decode (up to KERNEL_MAX_ROWS rows) on x86 with AVX512-BF16: kernels/int8_cpu, a C++ kernel built at first use
+  that widens each int8 weight to bfloat16 once per call and multiplies it into every row (VDPBF16PS). It reads
+  each weight byte once for the whole batch: 1.5x torch's kernels at 1 row and 1.4x the bfloat16 GEMM at 16 (docs/BENCHMARKS.md, fifth pass);
+- elsewhere, few rows (batch-1 decode, B*T <= PACK_MAX_ROWS): `torch.ops.aten._weight_int8pack_mm`, which reads
+  the int8 weight directly (a quarter of float32's bytes; what gpt-fast and torchao use on CPU);
 - more rows (batched decode in the engine, prefill): one bfloat16 GEMM through oneDNN on a bfloat16 copy of the
   int8 values (exact) in oneDNN's blocked layout, packed once on first use and kept (then 3 bytes per weight,
   under float32's 4), the per-channel scales applied to the GEMM's output. The int8 kernel's cost grows with
@@ -21,14 +24,19 @@ against. Low-rank branches (RWKV-7's LoRAs, a few percent of the bytes) stay flo
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kernels import int8_cpu
 
 from ..errors import InputError
 
 INT8 = "int8"  # the dtype name, in app.py --dtype, the CLI, from_pretrained(dtype=...) and presets/models.yaml
 PACK_MAX_ROWS = 3  # up to this many rows the int8 kernel wins; above it, the bfloat16 GEMM (measured; see above)
+KERNEL_MAX_ROWS = int8_cpu.MAX_ROWS  # up to this many rows kernels/int8_cpu wins where it runs (measured; see above)
 KEEP_FLOAT = ("lora",)  # module-name fragments whose linears stay float32
 
 
@@ -59,7 +67,7 @@ def packed_bf16_supported() -> bool:
 
 
 class ManyRowsWeight:
-    """The bfloat16 copy of an int8 weight (N, K) for calls of more than PACK_MAX_ROWS rows, made on first need:
+    """The bfloat16 copy of an int8 weight (N, K) for calls the int8 kernels leave to a GEMM, made on first need:
     the int8 values exactly (bfloat16 holds every integer up to 256), prepacked for oneDNN where it can be.
     A cache: a deep copy or a pickle of its module starts without it (oneDNN's tensors have no storage to copy)."""
 
@@ -75,14 +83,20 @@ class ManyRowsWeight:
     def __setstate__(self, state: dict) -> None:
         self.__init__()
 
-    def linear(self, rows: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-        """(M, K) bfloat16 -> (M, N) bfloat16: rows @ quantized.T, exactly in the int8 values."""
+    def linear(self, rows: torch.Tensor, int8_weight: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """(M, K) bfloat16 -> (M, N) bfloat16: rows @ W.T, exactly in the int8 values of W = int8_weight(),
+        which is called only to build the copy."""
         if self.built is None:
-            self.built = bfloat16_weight(quantized, packed_bf16_supported())  # racing threads build the same
+            self.built = bfloat16_weight(int8_weight(), packed_bf16_supported())  # racing threads build the same
         weight, packed = self.built
         if packed:
             return torch.ops.mkldnn._linear_pointwise(rows, weight, None, "none", [], "")  # (M, N)
         return F.linear(rows, weight)  # (M, N)
+
+
+def kernel_runs(quantized: torch.Tensor) -> bool:
+    """Whether kernels/int8_cpu is built here and takes this weight."""
+    return int8_cpu.takes(quantized) and int8_cpu.load() is not None
 
 
 def bfloat16_weight(quantized: torch.Tensor, pack: bool) -> tuple[torch.Tensor, bool]:
@@ -90,36 +104,32 @@ def bfloat16_weight(quantized: torch.Tensor, pack: bool) -> tuple[torch.Tensor, 
     return (torch.ops.mkldnn._reorder_linear_weight(dense, None), True) if pack else (dense, False)
 
 
-def int8_linear(x: torch.Tensor, quantized: torch.Tensor, scales: torch.Tensor, scales_bf16: torch.Tensor,
-                many_rows: ManyRowsWeight | None = None) -> torch.Tensor:
-    """The fast path: bfloat16 activations, float32 accumulation inside the kernels; (..., K) -> (..., N).
-    `many_rows`: the caller's kept ManyRowsWeight (else one is made for the call)."""
-    rows = x.reshape(-1, x.size(-1)).to(torch.bfloat16)  # (M, K)
-    if rows.size(0) <= PACK_MAX_ROWS:
-        out = torch.ops.aten._weight_int8pack_mm(rows, quantized, scales_bf16)  # (M, N)
-    else:
-        many_rows = many_rows or ManyRowsWeight()
-        out = many_rows.linear(rows, quantized) * scales  # (M, N) float32 (promoted): the int8 weights, scaled
-    return out.view(*x.shape[:-1], quantized.size(0)).to(x.dtype)  # (..., N)
-
-
 class Int8Linear(nn.Module):
-    """A bias-free nn.Linear replacement holding an int8 weight and per-output-channel scales (CPU only)."""
+    """A bias-free nn.Linear replacement holding an int8 weight and per-output-channel scales (CPU only). The int8
+    weight is stored once, in the layout its fast path reads: kernels/int8_cpu's blocks where that kernel runs
+    (`packed`), else (N, K) for `_weight_int8pack_mm`; `weight_int8` gives (N, K) either way."""
 
-    def __init__(self, quantized: torch.Tensor, scales: torch.Tensor):
+    def __init__(self, quantized: torch.Tensor, scales: torch.Tensor, kernel: bool = True):
         super().__init__()
         self.out_features, self.in_features = quantized.shape
-        self.register_buffer("weight_int8", quantized.contiguous())  # (N, K) int8
+        self.packed = kernel and kernel_runs(quantized)  # kernel=False: torch's kernels only (benchmarks)
+        stored = int8_cpu.pack_weight(quantized) if self.packed else quantized.contiguous()
+        self.register_buffer("stored_int8", stored)  # (N/16, K/2, 16, 2) if packed else (N, K), int8
         self.register_buffer("scales", scales.float().contiguous())  # (N,) float32
-        self.register_buffer("scales_bf16", scales.to(torch.bfloat16).contiguous())  # (N,) what the kernel takes
+        self.register_buffer("scales_bf16", scales.to(torch.bfloat16).contiguous())  # (N,) what int8pack takes
         self.reference = False  # True: the float32 oracle instead of the fast path (tests)
-        self.many_rows = ManyRowsWeight()  # the bfloat16 weight for calls of more than PACK_MAX_ROWS rows
+        self.many_rows = ManyRowsWeight()  # the bfloat16 weight for calls the int8 kernels leave to a GEMM
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+    def from_linear(cls, linear: nn.Linear, kernel: bool = True) -> "Int8Linear":
         if linear.bias is not None:
             raise InputError("int8 quantization covers bias-free projections only")
-        return cls(*quantize_per_channel(linear.weight))
+        return cls(*quantize_per_channel(linear.weight), kernel=kernel)
+
+    @property
+    def weight_int8(self) -> torch.Tensor:
+        """The int8 weight as (N, K) (a copy when packed)."""
+        return int8_cpu.unpack_weight(self.stored_int8, self.out_features) if self.packed else self.stored_int8
 
     @property
     def weight(self) -> torch.Tensor:
@@ -127,12 +137,23 @@ class Int8Linear(nn.Module):
         return dequantize(self.weight_int8, self.scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., K) -> (..., N) in x's dtype: bfloat16 activations, float32 sums inside the kernels."""
         if self.reference:
             return int8_linear_reference(x, self.weight_int8, self.scales)
-        return int8_linear(x, self.weight_int8, self.scales, self.scales_bf16, self.many_rows)
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, K)
+        return self.product(rows).view(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., N)
+
+    def product(self, rows: torch.Tensor) -> torch.Tensor:
+        """(M, K) bfloat16 -> (M, N) float32 or bfloat16, scales applied: the kernel that is fastest for M rows."""
+        if self.packed and rows.size(0) <= KERNEL_MAX_ROWS and int8_cpu.load() is not None:
+            return int8_cpu.int8_bf16_mm(rows, self.stored_int8, self.scales)  # (M, N) float32
+        if not self.packed and rows.size(0) <= PACK_MAX_ROWS:
+            return torch.ops.aten._weight_int8pack_mm(rows, self.stored_int8, self.scales_bf16)  # (M, N) bfloat16
+        return self.many_rows.linear(rows, lambda: self.weight_int8) * self.scales  # (M, N) float32 (promoted)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+        layout = "kernels/int8_cpu blocks" if self.packed else "(N, K)"
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel, {layout}"
 
 
 def project(x: torch.Tensor, linear: nn.Module) -> torch.Tensor:
@@ -143,9 +164,11 @@ def project(x: torch.Tensor, linear: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quantize_model(model: nn.Module) -> nn.Module:
+def quantize_model(model: nn.Module, kernel: bool = True) -> nn.Module:
     """Replace every bias-free nn.Linear (the projections and the head; not the KEEP_FLOAT ones) by an Int8Linear,
-    in place. The model must be float32 on the CPU. Returns the model, marked `weight_dtype = "int8"`."""
+    in place. The model must be float32 on the CPU. Returns the model, marked `weight_dtype = "int8"`. The first
+    Int8Linear builds kernels/int8_cpu (once per machine) where it runs; kernel=False keeps torch's int8 kernels
+    (the benchmarks' side-by-side)."""
     if getattr(model, "weight_dtype", None) == INT8:
         return model
     for param in model.parameters():
@@ -157,7 +180,8 @@ def quantize_model(model: nn.Module) -> nn.Module:
                and not any(part in name for part in KEEP_FLOAT)]
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, Int8Linear.from_linear(module))
+        setattr(model.get_submodule(parent_name) if parent_name else model, child,
+                Int8Linear.from_linear(module, kernel))
     model.weight_dtype = INT8
     return model
 
@@ -172,4 +196,4 @@ def set_reference(model: nn.Module, reference: bool) -> None:
 def many_rows_bytes(model: nn.Module) -> int:
     """Bytes the Int8Linears' bfloat16 many-rows copies take once built (2 per int8 weight; the first prefill or
     batched decode builds them), for a memory budget that counts what the model will hold (0 for other models)."""
-    return sum(2 * m.weight_int8.numel() for m in model.modules() if isinstance(m, Int8Linear))
+    return sum(2 * m.out_features * m.in_features for m in model.modules() if isinstance(m, Int8Linear))
