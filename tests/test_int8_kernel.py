@@ -63,19 +63,19 @@ def test_the_kernel_checks_its_inputs():
         int8_cpu.load().int8_bf16_mm(bf16_rows(2, 32), packed, scales)
 
 
-def test_cpu_flag_is_read_from_cpuinfo(tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
-    assert int8_cpu.cpu_has_flag("avx512_bf16", cpuinfo)
-    assert not int8_cpu.cpu_has_flag("avx512_bf1", cpuinfo)  # whole flags only
-    assert not int8_cpu.cpu_has_flag("avx512_bf16", tmp_path / "missing")
+def test_cpu_flags_are_whole_words_of_the_flags_line():
+    from kernels.cpu_flags import cpu_flags
+
+    flags = cpu_flags("processor\t: 0\nmodel name\t: avx512_bf16 in a name\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert flags == {"fpu", "avx512f", "avx512_bf16"} and "avx512_bf1" not in flags
+    assert cpu_flags("") == frozenset()
 
 
 def test_the_off_switch_and_the_cpu_decide_before_any_build(monkeypatch):
     monkeypatch.setenv(int8_cpu.OFF_SWITCH, "0")
     assert int8_cpu.unsupported_reason() == f"{int8_cpu.OFF_SWITCH}=0"
     monkeypatch.delenv(int8_cpu.OFF_SWITCH)
-    monkeypatch.setattr(int8_cpu, "cpu_has_flag", lambda: False)
+    monkeypatch.setattr(int8_cpu, "cpu_flags", lambda: frozenset({"avx512f"}))
     assert "lacks avx512_bf16" in int8_cpu.unsupported_reason()
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from ..cpu_flags import cpu_flags
+
 MAX_ROWS = 16  # rows the kernel takes per pass (kMaxRows); more rows loop, but a GEMM is faster there
 SOURCE = Path(__file__).with_name("int8_bf16_mm.cpp")
 CPU_FLAG = "avx512_bf16"
@@ -33,14 +35,6 @@ OFF_SWITCH = "RWKV_INT8_KERNEL"  # "0": never build or use the kernel
 
 log = logging.getLogger(__name__)
 _build_lock = threading.Lock()
-
-
-def cpu_has_flag(flag: str = CPU_FLAG, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return False
-    return any(line.startswith("flags") and flag in line.split() for line in text.splitlines())
 
 
 BLOCK = 16  # output channels per packed block (the kernel's kBlock)
@@ -98,6 +92,6 @@ def load():
 def unsupported_reason() -> str:
     if os.environ.get(OFF_SWITCH, "1") == "0":
         return f"{OFF_SWITCH}=0"
-    if not cpu_has_flag():
+    if CPU_FLAG not in cpu_flags():
         return f"this CPU lacks {CPU_FLAG}"
     return ""

@@ -8,7 +8,8 @@ within 0.01%. Without those instructions bfloat16 GEMMs are emulated, so float32
 from __future__ import annotations
 
 import platform
-from pathlib import Path
+
+from kernels.cpu_flags import cpu_flags
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 dot products
 AUTO = "auto"
@@ -16,15 +17,7 @@ AUTO = "auto"
 
 def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
     """The BF16_FLAGS this CPU reports (Linux /proc/cpuinfo; empty where it cannot be read)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return []
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
+    flags = cpu_flags(cpuinfo)
     return [flag for flag in BF16_FLAGS if flag in flags]
 
 
