@@ -127,6 +127,22 @@ def test_rwkv4_int8_decode_equals_its_prefill_and_batches(tiny_lm):
 
 
 @torch.no_grad()
+def test_the_kernel_layout_keeps_the_numbers_and_the_weights_fingerprint(tiny_lm):
+    """kernels/int8_cpu's packed weights give torch's int8 kernels' logits, and a session file's fingerprint."""
+    from rwkv_app.state_tree.identity import weights_fingerprint
+
+    if int8_cpu.load() is None:
+        pytest.skip("kernels/int8_cpu does not run here")
+    model = tiny_lm()
+    packed, plain = quantize_model(copy.deepcopy(model)), quantize_model(copy.deepcopy(model), kernel=False)
+    assert all(m.packed for m in packed.modules() if isinstance(m, Int8Linear))
+    assert not any(m.packed for m in plain.modules() if isinstance(m, Int8Linear))
+    ids = torch.randint(0, 97, (3, 1))  # decode rows: the kernel against int8pack
+    assert_close_relative(packed(ids).logits, plain(ids).logits, FAST_RTOL)
+    assert weights_fingerprint(packed) == weights_fingerprint(plain)
+
+
+@torch.no_grad()
 def test_rwkv7_projections_int8_lora_float32():
     model = tiny_model7(seed=1).eval()
     ids = torch.randint(0, model.config.vocab_size, (2, 7))
