@@ -88,3 +88,17 @@ def test_the_benchmark_times_each_contender_against_the_kernel(monkeypatch, caps
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines[1:]] == ["2 x (64 x 32),  1 rows", "2 x (64 x 32),  3 rows"]
     assert all("; int8pack " in line and "; bfloat16 GEMM " in line and line.endswith("x)") for line in lines[1:])
+
+
+def test_a_failed_build_leaves_torch_kernels_with_one_warning(monkeypatch, caplog):
+    import torch.utils.cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: g++: command not found")
+
+    monkeypatch.setattr(int8_cpu, "unsupported_reason", lambda: "")
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    with caplog.at_level("INFO", logger=int8_cpu.__name__):
+        assert int8_cpu.load.__wrapped__() is None
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]
+    assert "g++: command not found" in caplog.records[-1].getMessage()

@@ -80,12 +80,14 @@ def load():
         log.info("int8 CPU kernel off: %s; int8 models use torch's kernels", reason)
         return None
     with _build_lock:
+        log.info("loading the int8 CPU kernel (built once per machine, ~30 s, then cached)")
         try:
             from torch.utils.cpp_extension import load as build
             return build("rwkv_int8_bf16_mm", [str(SOURCE)], verbose=False,
                          extra_cflags=["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"])
         except Exception as error:  # no compiler, no ninja, a failed build: torch's kernels instead
-            log.warning("int8 CPU kernel could not be built (%s); int8 models use torch's kernels", error)
+            log.warning("int8 CPU kernel could not be built (%s); int8 models use torch's kernels",
+                        str(error)[-300:])
             return None
 
 
