@@ -35,10 +35,12 @@ def test_kernel_matches_the_float32_reference(rows, n, k):
     torch.manual_seed(rows * n + k)
     quantized, scales = quantize_per_channel(torch.randn(n, k) * torch.logspace(-2, 1, n)[:, None])
     x = bf16_rows(rows, k)
-    got = int8_cpu.int8_bf16_mm(x, int8_cpu.pack_weight(quantized), scales)  # (M, N)
+    packed = int8_cpu.pack_weight(quantized)
+    got = int8_cpu.int8_bf16_mm(x, packed, scales)  # (M, N)
     expected = int8_linear_reference(x.float(), quantized, scales)  # the same bfloat16 inputs, float32 sums
     assert got.dtype == torch.float32 and got.shape == (rows, n)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    assert torch.equal(int8_cpu.int8_bf16_mm(x.float(), packed, scales), got)  # float32 rows: rounded inside
 
 
 @needs_kernel
@@ -55,12 +57,14 @@ def test_each_row_is_independent_of_its_batch():
 def test_the_kernel_checks_its_inputs():
     quantized, scales = quantize_per_channel(torch.randn(32, 64))
     packed = int8_cpu.pack_weight(quantized)
-    with pytest.raises(RuntimeError, match="bfloat16"):
-        int8_cpu.load().int8_bf16_mm(torch.randn(2, 64), packed, scales)
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+        int8_cpu.int8_bf16_mm(torch.randn(2, 64, dtype=torch.float64), packed, scales)
+    with pytest.raises(RuntimeError, match="scales"):
+        int8_cpu.int8_bf16_mm(bf16_rows(2, 64), packed, scales.double())
     with pytest.raises(RuntimeError, match="one per output channel"):
-        int8_cpu.load().int8_bf16_mm(bf16_rows(2, 64), packed, scales[:3])
+        int8_cpu.int8_bf16_mm(bf16_rows(2, 64), packed, scales[:3])
     with pytest.raises(RuntimeError, match="packed"):
-        int8_cpu.load().int8_bf16_mm(bf16_rows(2, 32), packed, scales)
+        int8_cpu.int8_bf16_mm(bf16_rows(2, 32), packed, scales)
 
 
 def test_cpu_flags_are_whole_words_of_the_flags_line():

@@ -1,7 +1,7 @@
 """int8 weights times bfloat16 rows on x86 CPUs with AVX512-BF16: a C++ kernel built at first use.
 
     packed = pack_weight(quantized)              # once: (N, K) int8 -> (ceil(N/16), K/2, 16, 2) int8
-    out = int8_bf16_mm(rows, packed, scales)     # (M, K) bfloat16, (N,) float32 scales -> (M, N) float32
+    out = int8_bf16_mm(rows, packed, scales)     # (M, K) float32/bfloat16, (N,) float32 scales -> (M, N) float32
     quantized = unpack_weight(packed, N)         # back to (N, K)
 
 Why: torch's `_weight_int8pack_mm` converts each weight for every row (its cost grows with every row), and a
@@ -64,12 +64,13 @@ def unpack_weight(packed: torch.Tensor, out_features: int) -> torch.Tensor:
 
 
 def int8_bf16_mm(rows: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """(M, K) bfloat16 rows, a pack_weight result, (N,) float32 scales -> (M, N) float32: rows @ (q * scales).T,
-    float32 sums. Requires `load()`."""
+    """(M, K) float32 or bfloat16 rows (rounded to bfloat16 inside), a pack_weight result, (N,) contiguous float32
+    scales -> (M, N) float32: rows @ (q * scales).T, float32 sums. Requires `load()`. The argument checks are
+    the extension's (one call from Python per product: this runs ~85 times a decode step)."""
     extension = load()
     if extension is None:
         raise RuntimeError("the int8 kernel is not available here (see kernels.int8_cpu.load)")
-    return extension.int8_bf16_mm(rows.contiguous(), packed, scales.float().contiguous())  # (M, N)
+    return extension.int8_bf16_mm(rows, packed, scales)  # (M, N)
 
 
 @functools.cache

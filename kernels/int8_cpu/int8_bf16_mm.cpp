@@ -40,9 +40,12 @@ constexpr std::array<BlockFn, sizeof...(R)> block_table(std::integer_sequence<in
 
 }  // namespace
 
-// rows (M, K) bfloat16, packed (ceil(N/16), K/2, 16, 2) int8, scales (N,) float32 -> (M, N) float32.
-torch::Tensor int8_bf16_mm(const torch::Tensor& rows, const torch::Tensor& packed, const torch::Tensor& scales) {
-  TORCH_CHECK(rows.dim() == 2 && rows.scalar_type() == torch::kBFloat16 && rows.is_contiguous(), "rows: (M, K) bfloat16");
+// rows (M, K) float32 or bfloat16 (rounded to bfloat16 here), packed (ceil(N/16), K/2, 16, 2) int8, scales (N,)
+// float32 -> (M, N) float32.
+torch::Tensor int8_bf16_mm(const torch::Tensor& input, const torch::Tensor& packed, const torch::Tensor& scales) {
+  TORCH_CHECK(input.dim() == 2 && (input.scalar_type() == torch::kBFloat16 || input.scalar_type() == torch::kFloat),
+              "rows: (M, K) float32 or bfloat16");
+  const torch::Tensor rows = input.to(torch::kBFloat16).contiguous();
   TORCH_CHECK(packed.dim() == 4 && packed.scalar_type() == torch::kInt8 && packed.is_contiguous(), "packed: int8 blocks");
   TORCH_CHECK(scales.dim() == 1 && scales.scalar_type() == torch::kFloat && scales.is_contiguous(), "scales: (N,) float32");
   const int64_t M = rows.size(0), K = rows.size(1), blocks = packed.size(0), N = scales.size(0);
@@ -68,5 +71,5 @@ torch::Tensor int8_bf16_mm(const torch::Tensor& rows, const torch::Tensor& packe
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("int8_bf16_mm", &int8_bf16_mm, "int8 weights (packed) x bfloat16 rows -> float32 (M, N)");
+  m.def("int8_bf16_mm", &int8_bf16_mm, "int8 weights (packed) x rows in bfloat16 -> float32 (M, N)");
 }

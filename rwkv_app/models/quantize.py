@@ -140,13 +140,15 @@ class Int8Linear(nn.Module):
         """(..., K) -> (..., N) in x's dtype: bfloat16 activations, float32 sums inside the kernels."""
         if self.reference:
             return int8_linear_reference(x, self.weight_int8, self.scales)
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, K)
-        return self.product(rows).view(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., N)
+        rows = x.reshape(-1, self.in_features)  # (M, K)
+        out = self.product(rows).view(*x.shape[:-1], self.out_features)  # (..., N)
+        return out if out.dtype == x.dtype else out.to(x.dtype)
 
     def product(self, rows: torch.Tensor) -> torch.Tensor:
-        """(M, K) bfloat16 -> (M, N) float32 or bfloat16, scales applied: the kernel that is fastest for M rows."""
+        """(M, K) -> (M, N) float32 or bfloat16, scales applied: the kernel that is fastest for M rows."""
         if self.packed and rows.size(0) <= KERNEL_MAX_ROWS and int8_cpu.load() is not None:
             return int8_cpu.int8_bf16_mm(rows, self.stored_int8, self.scales)  # (M, N) float32
+        rows = rows.to(torch.bfloat16)  # (M, K)
         if not self.packed and rows.size(0) <= PACK_MAX_ROWS:
             return torch.ops.aten._weight_int8pack_mm(rows, self.stored_int8, self.scales_bf16)  # (M, N) bfloat16
         return self.many_rows.linear(rows, lambda: self.weight_int8) * self.scales  # (M, N) float32 (promoted)
