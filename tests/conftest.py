@@ -1,9 +1,16 @@
-"""Shared fixtures: tiny random configs and models, the kernel-impl override, and the browser tests' app, Chromium
+"""Shared fixtures (and the int8 kernel's build before the run): tiny random configs and models, the kernel-impl override, and the browser tests' app, Chromium
 and page (those import gradio and playwright only when a browser test asks: the GPU check runs without them)."""
 import pytest
 import torch
 
+from kernels import int8_cpu
 from rwkv_app import RwkvConfig, RwkvForCausalLM
+
+
+def pytest_sessionstart(session) -> None:
+    """Build kernels/int8_cpu before any test (once per machine, then cached), so that an app a test starts in a
+    subprocess, with its own startup deadline, finds it built."""
+    int8_cpu.load()
 
 
 def tiny_config(**overrides) -> RwkvConfig:
