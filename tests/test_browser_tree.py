@@ -8,7 +8,8 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 pytest.importorskip("playwright.sync_api")
 
-from .browser_helpers import SHOTS, act, browser_session, generate, open_page, toasts, wait_idle, wait_toast  # noqa: E402
+from .browser_helpers import (SHOTS, act, browser_session, generate, open_page, toasts, wait_idle,  # noqa: E402
+                              wait_toast)
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
@@ -92,9 +93,11 @@ def test_delete_on_the_root_is_refused_at_once_and_other_nodes_ask_first(app, pa
 # Cut: the text's own width (a Range measures the laid-out text, "…" or not) exceeds its box's content width; even a
 # fraction of a pixel is cut, as text-overflow then paints "…" over the last digits of a seed.
 ROW_BOXES = """rows => rows.map(r => {
-  const box = e => e.getBoundingClientRect(), row = box(r), extra = r.querySelector('.extra'), snip = r.querySelector('.snip');
-  const cut = e => { const range = document.createRange(); range.selectNodeContents(e); const s = getComputedStyle(e);
-    return range.getBoundingClientRect().width > box(e).width - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight) + 0.01; };
+  const box = e => e.getBoundingClientRect(), row = box(r);
+  const extra = r.querySelector('.extra'), snip = r.querySelector('.snip');
+  const cut = e => { const range = document.createRange(), s = getComputedStyle(e); range.selectNodeContents(e);
+    const inner = box(e).width - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight);
+    return range.getBoundingClientRect().width > inner + 0.01; };
   return {id: r.dataset.id, rowRight: row.right - parseFloat(getComputedStyle(r).paddingRight),
           extraRight: extra ? box(extra).right : null, extraCut: extra ? cut(extra) : null,
           extraText: extra ? extra.innerText : '', snipRight: box(snip).right, snipCut: cut(snip)};
