@@ -58,8 +58,11 @@ def test_continue_rewind_force_select_and_delete_by_id(served):
     forced = rows[current["parent"]]  # the forced sibling: the node's first token, then token 7
     assert forced["parent"] == prompt["id"] and forced["tokens"] == 2
 
-    details = client.predict(first["id"], api_name="/select_node")[1]
+    selected = client.predict(first["id"], api_name="/select_node")
+    details = selected[1]
     assert details["id"] == first["id"] and details["tokens"] == 6
+    assert selected[-1] == first["text"]  # the Continuation box: the node's own generated text
+    assert client.predict(prompt["id"], api_name="/select_node")[-1] == ""  # typed text: nothing generated there
     norms = client.predict(first["id"], prompt["id"], "num", api_name="/state")[0]
     assert norms["data"]
 

@@ -104,6 +104,51 @@ def test_tree_tokens_rewind_and_force(session):
     assert session.tree.node(session.current).parent != forced  # the text became its own node first
 
 
+def test_the_continuation_shown_is_what_the_model_generated_at_the_selected_node(session):
+    """The Continuation box follows the selection: the node's own text if the model wrote it, as Generate showed."""
+    shown = list(session.generate("Once upon", "balanced", 6, 1))[-1]
+    first = session.current
+    assert session.continuation() == session.continuation(first) == shown == session.tree.node(first).text
+    prompt = session.tree.node(first).parent
+    second = list(session.generate("Once upon", "balanced", 6, 2))[-1]
+    assert session.continuation() == second != shown  # the other sibling, selected now
+    session.select(first)
+    assert session.continuation() == shown
+    for typed_or_start in (prompt, session.tree.root):
+        session.select(typed_or_start)
+        assert session.continuation() == ""  # nothing generated there yet
+    point = session.rewind(first, 3)
+    resampled = list(session.continue_from(point, None, "balanced", 4, 3))[-1]
+    assert session.continuation() == resampled  # what Rewind showed
+    assert session.continuation(point) == session.tree.node(point).text  # the kept first tokens, its own text
+    reply = list(session.chat_send("hi bot", session.branch("chat", 4, 1)))[-1][-1]["content"]
+    assert session.continuation() == session.tree.node(session.current).text and reply  # a chat reply: written
+
+
+def test_deleting_the_root_is_refused_before_any_question_and_other_nodes_may_go(session):
+    list(session.generate("Once upon", "balanced", 3, 1))
+    count = session.node_count()
+    with pytest.raises(SessionError, match="the start of the tree cannot be deleted: select a node under it first"):
+        session.check_delete(session.tree.root)
+    with pytest.raises(SessionError, match="unknown node"):
+        session.check_delete("f" * 16)
+    session.check_delete(session.current)  # asks nothing of the tree: a node under the root may go
+    assert session.node_count() == count
+    with pytest.raises(SessionError, match="start of the tree"):
+        session.delete(session.tree.root)  # the same rule where the delete itself happens
+    session.delete(session.current)
+    assert session.node_count() == count - 1
+
+
+def test_tree_rows_keep_preset_and_seed_apart_from_the_text_preview(session):
+    """Sibling generations differ in their row's extra (preset, seed) even when their previews look alike."""
+    list(session.generate("Once upon", "balanced", 30, 11))
+    list(session.generate("Once upon", "creative", 30, 12))
+    rows = [r for r in views.tree_rows(session.tree, session.current) if r["role"] == "generated"]
+    assert [r["extra"] for r in rows] == [["balanced", "seed 11"], ["creative", "seed 12"]]
+    assert all(len(r["snippet"]) <= views.PREVIEW for r in rows)
+
+
 def test_compare_columns_and_keep(session):
     list(session.generate("The cat", "balanced", 4, 1))
     start = session.current

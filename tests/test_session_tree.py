@@ -126,7 +126,7 @@ def test_edit_regenerate_delete_and_paths():
     assert tree.node(tree.root).children == [first] and reply not in tree.store
     with pytest.raises(SessionError, match="unknown node"):
         tree.node(reply)
-    with pytest.raises(SessionError, match="root cannot be deleted"):
+    with pytest.raises(SessionError, match="start of the tree cannot be deleted"):
         tree.delete(tree.root)
 
 

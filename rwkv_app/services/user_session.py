@@ -170,6 +170,10 @@ class UserSession(ChatActions):
         """The tokens on the path to `node_id` (default: the current node) with their probabilities."""
         return views.path_token_rows(self.tree, node_id or self.current)
 
+    def continuation(self, node_id: str | None = None) -> str:
+        """The Playground's Continuation box at `node_id` (default: the current node): views.continuation."""
+        return views.continuation(self.tree, node_id or self.current)
+
     def alternatives(self, node_id: str, position: int) -> list[dict]:
         return views.alternatives(self.tree, node_id, position)
 
@@ -227,6 +231,10 @@ class UserSession(ChatActions):
     def force(self, node_id: str, position: int, token: int) -> str:
         self.current = self.tree.force_token(node_id, int(position), int(token)).node
         return self.current
+
+    def check_delete(self, node_id: str) -> None:
+        """Refuse at once what `delete` would refuse (the root), before the page asks "Yes, delete it"."""
+        self.tree.deletable(node_id)
 
     @saves
     def delete(self, node_id: str) -> None:

@@ -3,11 +3,13 @@ alternatives, the chat's branch points, the chat's settings, the models panel.""
 from __future__ import annotations
 
 from ..core.presets import load_sampling_preset
+from ..state_tree.nodes import BOT, GENERATED
 
 
 BUCKETS = ((0.5, "p ≥ 0.5"), (0.2, "p ≥ 0.2"), (0.05, "p ≥ 0.05"), (0.0, "p < 0.05"))
 PREVIEW = 48
 TAIL = 160
+WRITTEN = (GENERATED, BOT)  # the roles of the text the model wrote (the others were typed, or are starts)
 
 
 def chat_settings(family, saved: dict | None) -> dict:
@@ -50,6 +52,14 @@ def node_extra(node) -> list[str]:
     if isinstance(forced, dict):  # which token was forced: the text alone may not show it (cut, or past the preview)
         extra.append(f"forced {forced['text']!r}" if "text" in forced else f"forced token {forced.get('token')}")
     return extra
+
+
+def continuation(tree, node_id: str) -> str:
+    """What the model generated at this node: its own text when the model wrote it (a generation, a chat reply),
+    as Generate, Continue, Rewind and Force show it once done; "" at a start or at typed text (nothing generated
+    there yet: its continuations are its children)."""
+    node = tree.node(node_id)
+    return node.text if node.role in WRITTEN else ""
 
 
 def tail(text: str, size: int = TAIL) -> str:

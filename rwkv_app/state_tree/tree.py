@@ -223,11 +223,16 @@ class SessionTree:
             raise SessionError(f"a {node.role} node holds no text to edit")
         return self.extend(node.parent, text, node.role, {"edited_from": node.id})
 
-    def delete(self, node_id: str) -> Change:
-        """Remove a node and everything under it (not the root)."""
+    def deletable(self, node_id: str) -> Node:
+        """The node `delete` would remove (with everything under it); the root is refused."""
         node = self.node(node_id)
         if node.parent is None:
-            raise SessionError("the root cannot be deleted")
+            raise SessionError("the start of the tree cannot be deleted: select a node under it first")
+        return node
+
+    def delete(self, node_id: str) -> Change:
+        """Remove a node and everything under it (not the root)."""
+        node = self.deletable(node_id)
         removed, stack = [], [node.id]
         while stack:
             current = stack.pop()

@@ -9,6 +9,8 @@ import gradio as gr
 from . import chat, compare, conversations, models, playground, session, state, state_heads
 from .common import Context
 
+# A tree row is a flex line: the toggle, the role, the preset and seed keep their width and the text preview shrinks
+# (with "…"), so sibling generations stay told apart by their seeds on a laptop and on a phone.
 # The tree's label stays in the flow (Gradio floats it over the panel), so the panel starts below it however many
 # lines it wraps to on a narrow column (a phone, a small laptop); on one line it looks as the floating one did.
 TREE_CSS = """
@@ -18,18 +20,21 @@ TREE_CSS = """
 #pg-tree .html-container { padding-top: 0; }
 .rwkv-tree { position: relative; max-height: min(480px, 60vh); overflow: auto; font-size: 13px; line-height: 1.5;
   border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 4px 0; }
-.rwkv-tree .tn { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; cursor: pointer; padding: 1px 6px;
-  border-left: 3px solid transparent; }
+.rwkv-tree .tn { display: flex; align-items: baseline; white-space: nowrap; overflow: hidden; cursor: pointer;
+  padding: 1px 6px; border-left: 3px solid transparent; }
+.rwkv-tree .tn > * { flex: none; }  /* never shrunk, not even by a fraction of a pixel ("…" over a seed) */
+.rwkv-tree .tn > .snip { flex: 0 1000 auto; min-width: 0; overflow: hidden; text-overflow: ellipsis; }
 .rwkv-tree .tn:hover { background: var(--background-fill-secondary); }
 .rwkv-tree .tn.on-path { border-left-color: #7fb3ff; background: rgba(127, 179, 255, 0.12); }
 .rwkv-tree .tn.current { background: rgba(127, 179, 255, 0.35); font-weight: 600; }
 .rwkv-tree .tog, .rwkv-tree .tog-space { display: inline-block; width: 1.2em; text-align: center; }
 .rwkv-tree .tn.folded .tog { transform: rotate(-90deg); }
-.rwkv-tree .role { font-size: 11px; padding: 0 4px; border-radius: 4px; background: var(--background-fill-secondary);
-  color: var(--body-text-color-subdued); }
+.rwkv-tree .role { font-size: 11px; padding: 0 4px; margin-right: 4px; border-radius: 4px;
+  background: var(--background-fill-secondary); color: var(--body-text-color-subdued); }
 .rwkv-tree .extra { color: var(--body-text-color-subdued); font-size: 11px; margin-left: 6px; }
 """
-# A phone (390 px): a short banner; the Playground's prompt and its buttons first, then settings, output, the tree,
+# A phone (390 px): a short banner; the Playground's prompt and its buttons first, then settings, output, the tree
+# (a row's preset and seed on a line of their own under its text: a 19-digit random seed leaves no room beside it),
 # then the token tools;
 # wide tables scroll sideways instead of breaking words.
 MOBILE_CSS = """
@@ -45,6 +50,9 @@ MOBILE_CSS = """
   #pg-main, #pg-side { display: contents; }
   PHONE_ORDER
   .rwkv-tree { max-height: 40vh; }
+  .rwkv-tree .tn { flex-wrap: wrap; }
+  .rwkv-tree .tn > .snip { flex: 1 1 0; }
+  .rwkv-tree .tn > .extra { flex: 0 0 100%; margin-left: 0; padding-left: 1.2em; box-sizing: border-box; }
 }
 """
 PHONE_ORDER = ("pg-prompt", "pg-actions", "pg-settings", "pg-output", "pg-tree", "pg-extra", "pg-delete", "pg-confirm",
@@ -78,7 +86,7 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
                                api_visibility="private", show_progress="hidden")
         outputs = [parts["playground.tree"], parts["playground.tokens"], parts["chat.branches"], parts["chat.chatbot"],
                    parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"],
-                   parts["playground.position"], parts["playground.alternative"]]
+                   parts["playground.position"], parts["playground.alternative"], parts["playground.output"]]
         lists = [c for c in lists if c is not None]
         for event in refresh + [loaded]:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
@@ -107,4 +115,5 @@ def redraw(session):
     return (tree_update, tokens, marks, messages,
             gr.update(choices=nodes, value=session.current if session else None),
             gr.update(choices=nodes, value=None), source, session.current if session is not None else "",
-            None, gr.update(choices=[], value=None))  # the token position and alternatives of the old node
+            None, gr.update(choices=[], value=None),  # the token position and alternatives of the old node
+            playground.continuation_value(session))  # the Continuation box follows the selected node

@@ -6,7 +6,7 @@ import gradio as gr
 
 from ..errors import InputError
 from . import personas
-from .common import QUIET, gpu, guarded, length_slider, length_value, number, seed_value
+from .common import QUIET, gpu, guarded, length_slider, length_value, number, seed_value, warned
 from .render import tree_html
 
 SELECTED = "clicked token"
@@ -108,7 +108,13 @@ def build(ctx, refresh):
                 show_tree = gr.Button("Show the tree as data")
                 tree_data = gr.JSON(label="Tree (depth first)")
     wire(ctx, refresh, locals())
-    return {"tree": tree, "tokens": tokens, "node": node, "position": position, "alternative": alternative}
+    return {"tree": tree, "tokens": tokens, "node": node, "position": position, "alternative": alternative,
+            "output": output}
+
+
+def continuation_value(session) -> str:
+    """The Continuation box: what the model generated at the selected node ("" before the first action)."""
+    return session.continuation() if session is not None else ""
 
 
 def node_details(session, node_id):
@@ -170,12 +176,14 @@ def node_callbacks(ctx):
     """Select a node, the tree as data, pick a token, delete a branch."""
     @guarded
     def select(node_id, session, request: gr.Request):
-        """Every control that depends on the selected node is redrawn or cleared (position, alternatives)."""
+        """Every control that depends on the selected node is redrawn or cleared (position, alternatives), and
+        the Continuation box shows the node's own continuation."""
         session = ctx.ensure(session, request)
         if node_id:
             session.select(node_id)
         return (tokens_value(session, session.current), node_details(session, session.current),
-                gr.update(choices=[], value=None), session.current, None, None, tree_update(session), session)
+                gr.update(choices=[], value=None), session.current, None, None, tree_update(session),
+                continuation_value(session), session)
 
     @guarded
     def show_tree(session, request: gr.Request):
@@ -191,13 +199,20 @@ def node_callbacks(ctx):
         return (position, alternatives_update(session, session.current, position),
                 tokens_value(session, session.current, position))
 
+    @warned
+    def ask_delete(node_id, session, request: gr.Request):
+        """Delete's first step: "Yes, delete it / Keep it" for a node that can go; the root is refused at once."""
+        session = ctx.ensure(session, request)
+        session.check_delete(node_id or session.current)
+        return gr.update(visible=True), session
+
     @guarded
     def delete(node_id, session, request: gr.Request):
         session = ctx.ensure(session, request)
         session.delete(node_id or session.current)
         return session, gr.update(visible=False)
 
-    return select, show_tree, pick_token, delete
+    return select, show_tree, pick_token, ask_delete, delete
 
 
 def stop(session) -> None:
@@ -210,7 +225,7 @@ def wire(ctx, refresh, c):
     state = ctx.state
     sampling = [c["preset"], c["length"], c["seed"]]
     generate, resume, rewind, force = generation_callbacks(ctx)
-    select, show_tree, pick_token, delete = node_callbacks(ctx)
+    select, show_tree, pick_token, ask_delete, delete = node_callbacks(ctx)
 
     def clicked(session, evt: gr.SelectData, request: gr.Request):
         return select(str(evt.value or ""), session, request)
@@ -221,9 +236,12 @@ def wire(ctx, refresh, c):
     refresh.append(resumed)
     resumed.success(lambda: "", None, c["extra"], api_visibility="private", show_progress="hidden")  # used once
     c["stop"].click(stop, [state], None, api_name="stop", concurrency_limit=None, show_progress="hidden")
-    picked = [c["tokens"], c["details"], c["alternative"], c["node"], c["position"], c["token"], c["tree"], state]
-    c["tree"].select(clicked, [state], picked, api_visibility="private", show_progress=QUIET)  # a click
-    c["node"].submit(select, [c["node"], state], picked, api_name="select_node", show_progress=QUIET)  # an API id
+    picked = [c["tokens"], c["details"], c["alternative"], c["node"], c["position"], c["token"], c["tree"],
+              c["output"], state]
+    hide = dict(api_visibility="private", show_progress="hidden")
+    for selected in (c["tree"].select(clicked, [state], picked, api_visibility="private", show_progress=QUIET),
+                     c["node"].submit(select, [c["node"], state], picked, api_name="select_node", show_progress=QUIET)):
+        selected.then(lambda: gr.update(visible=False), None, c["confirm"], **hide)  # "delete it?" was another node's
     c["show_tree"].click(show_tree, [state], [c["tree_data"], state], api_name="tree")
     c["tokens"].select(pick_token, [state], [c["position"], c["alternative"], c["tokens"]], api_name="pick_token",
                        show_progress=QUIET)
@@ -232,14 +250,11 @@ def wire(ctx, refresh, c):
                                      **run))
     refresh.append(c["force"].click(force, [c["node"], c["position"], c["token"], *sampling, state], out,
                                     api_name="force", **run))
-    c["delete"].click(lambda: gr.update(visible=True), None, c["confirm"], api_visibility="private",
-                      show_progress="hidden")
-    c["cancel"].click(lambda: gr.update(visible=False), None, c["confirm"], api_visibility="private",
-                      show_progress="hidden")
+    c["delete"].click(ask_delete, [c["node"], state], [c["confirm"], state], **hide)
+    c["cancel"].click(lambda: gr.update(visible=False), None, c["confirm"], **hide)
     deleted = c["sure"].click(delete, [c["node"], state], [state, c["confirm"]], api_name="delete_node",
                               show_progress=QUIET)
-    refresh.append(deleted)
-    deleted.success(lambda: "", None, c["output"], api_visibility="private", show_progress="hidden")  # its text went too
+    refresh.append(deleted)  # the redraw shows the node selected now (the parent) and its continuation
 
 
 def alternatives_update(session, node_id, position):

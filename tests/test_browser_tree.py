@@ -1,0 +1,127 @@
+"""What a third new-visitor walkthrough of the Playground's session tree found, checked in headless Chromium on the
+bundled demo model: the Continuation box follows the tree's selection (it kept the last generation's text, from
+another branch); Delete on the root refuses at once with a toast (it asked "Yes, delete it" first); a row shows
+its preset and seed whole, the text preview being what is shortened (siblings looked identical).
+Writes docs/screenshots/tree-selection.png, tree-rows.png and mobile-tree-rows.png."""
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytest.importorskip("playwright.sync_api")
+
+from .browser_helpers import (SHOTS, act, browser_session, generate, open_page, toasts, wait_idle,  # noqa: E402
+                              wait_toast)
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1366, "height": 900}
+
+
+def output(page) -> str:
+    return page.input_value("#pg-output textarea")
+
+
+def select_row(page, node_id: str) -> None:
+    """Click the tree row of `node_id` and wait until the selection has been drawn everywhere."""
+    page.click(f"#pg-tree .tn[data-id='{node_id}'] .snip")
+    page.wait_for_function("id => document.querySelector('#pg-tree .rwkv-tree').dataset.current === id", arg=node_id)
+    wait_idle(page)
+
+
+def node_ids(session, role: str) -> list[str]:
+    return [row["id"] for row in session.api_tree_rows() if row["role"] == role]
+
+
+# ---- 1: the Continuation box shows the selected node's continuation ----------------------------------------
+def test_the_continuation_box_follows_the_selected_node(app, page):
+    generate(page, "It was a fine morning, and", seed="1")
+    first = output(page)
+    generate(page, "It was a fine morning, and", seed="2")
+    second = output(page)
+    session = browser_session(app[1])
+    generated = node_ids(session, "generated")
+    texts = [session.tree.node(n).text for n in generated]
+    assert first != second and texts == [first, second]  # what Generate showed is the node's text
+    select_row(page, generated[0])  # the other branch: its own text, not the last generation's
+    assert output(page) == first
+    page.screenshot(path=str(SHOTS / "tree-selection.png"), full_page=True)
+    select_row(page, node_ids(session, "text")[0])  # the prompt: nothing generated there yet
+    assert output(page) == ""
+    select_row(page, session.tree.root)  # the start: empty
+    assert output(page) == ""
+    select_row(page, generated[1])
+    assert output(page) == second
+    page.locator("#pg-tokens .token").nth(5).click()  # rewind inside the second generation: its new continuation
+    wait_idle(page)
+    act(page, "#pg-rewind")
+    resampled = session.current
+    assert output(page) == session.tree.node(resampled).text != ""
+    point = session.tree.node(resampled).parent  # the rewind point (the kept first tokens): its own text
+    select_row(page, point)
+    assert output(page) == session.tree.node(point).text
+    select_row(page, resampled)
+    page.click("#pg-delete")
+    page.wait_for_selector("#pg-delete-yes", state="visible")
+    act(page, "#pg-delete-yes")  # the rewind point is selected again, and its text shown
+    assert session.current == point and output(page) == session.tree.node(point).text
+
+
+# ---- 2: Delete on the root refuses at once -------------------------------------------------------------------
+def test_delete_on_the_root_is_refused_at_once_and_other_nodes_ask_first(app, page):
+    generate(page, "The rain")
+    session = browser_session(app[1])
+    count, generated = session.node_count(), session.current
+    select_row(page, session.tree.root)
+    page.click("#pg-delete")
+    wait_toast(page, "cannot be deleted")
+    wait_idle(page)
+    assert page.locator("#pg-delete-yes").is_hidden()  # no question before the refusal
+    assert sum("The start of the tree cannot be deleted: select a node under it first" in t for t in toasts(page)) == 1
+    assert session.node_count() == count and session.current == session.tree.root
+    select_row(page, generated)
+    page.click("#pg-delete")  # a generated node: asks first, as before
+    page.wait_for_selector("#pg-delete-yes", state="visible")
+    select_row(page, session.tree.root)  # the question was about another node: it goes
+    page.wait_for_selector("#pg-delete-yes", state="hidden")
+    select_row(page, generated)
+    page.click("#pg-delete")
+    page.wait_for_selector("#pg-delete-yes", state="visible")
+    page.click("#pg-delete-no")
+    page.wait_for_selector("#pg-delete-yes", state="hidden")
+    assert session.node_count() == count
+
+
+# ---- 3: a row shows its preset and seed whole --------------------------------------------------------------
+# Cut: the text's own width (a Range measures the laid-out text, "…" or not) exceeds its box's content width; even a
+# fraction of a pixel is cut, as text-overflow then paints "…" over the last digits of a seed.
+ROW_BOXES = """rows => rows.map(r => {
+  const box = e => e.getBoundingClientRect(), row = box(r);
+  const extra = r.querySelector('.extra'), snip = r.querySelector('.snip');
+  const cut = e => { const range = document.createRange(), s = getComputedStyle(e); range.selectNodeContents(e);
+    const inner = box(e).width - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight);
+    return range.getBoundingClientRect().width > inner + 0.01; };
+  return {id: r.dataset.id, rowRight: row.right - parseFloat(getComputedStyle(r).paddingRight),
+          extraRight: extra ? box(extra).right : null, extraCut: extra ? cut(extra) : null,
+          extraText: extra ? extra.innerText : '', snipRight: box(snip).right, snipCut: cut(snip)};
+})"""
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_a_row_shows_the_preset_and_seed_whole_and_shortens_the_text(app, browser, size):
+    page = open_page(browser, app[0], **size)
+    try:
+        generate(page, "It was a fine morning, and Elizabeth")  # empty seed: a random one, up to 19 digits
+        act(page, "#pg-generate")  # a sibling: same prompt, same preset, another seed
+        session = browser_session(app[1])
+        siblings = node_ids(session, "generated")
+        name = "mobile-tree-rows.png" if size is PHONE else "tree-rows.png"
+        page.locator("#pg-tree").screenshot(path=str(SHOTS / name))
+        rows = {r["id"]: r for r in page.eval_on_selector_all("#pg-tree .tn", ROW_BOXES)}
+        for node_id in siblings:
+            row = rows[node_id]
+            assert row["extraText"].startswith("balanced · seed ") and not row["extraCut"], row
+            assert row["extraRight"] <= row["rowRight"] + 0.5, row  # inside the row: not cut off at its edge
+            assert row["snipRight"] <= row["rowRight"] + 0.5, row
+        assert rows[siblings[0]]["extraText"] != rows[siblings[1]]["extraText"]  # the seeds tell them apart
+        if size is PHONE:
+            assert any(rows[n]["snipCut"] for n in siblings)  # the preview is what gets shortened
+    finally:
+        page.close()
