@@ -121,12 +121,6 @@ def test_a_double_click_on_send_sends_once_and_an_empty_send_still_warns(page):
     page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"user\"]').length === 0")
     wait_idle(page)
     assert page.input_value(BOX) == "Hello twice"  # Undo puts the message back in the box
-    page.press(BOX, "Enter")
-    page.click("#chat-stop")  # Stop ends the reply (at once, or after it if it was already written)
-    page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"bot\"]').length >= 1")
-    wait_idle(page)
-    page.wait_for_function("() => !document.querySelector('#chat-send').disabled")
-    assert users(page) == ["Hello twice"] and page.locator(".toast-body.warning").count() <= 1  # the empty one only
     page.screenshot(path=str(SHOTS / "chat-double-click.png"))
 
 
