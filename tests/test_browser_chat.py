@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from .browser_helpers import toasts, wait_toast
 from .test_browser import ARGS, CHROMIUM, DEMO_MODEL, SHOTS, TIMEOUT_MS, wait_idle
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -85,8 +86,8 @@ def test_text_typed_while_a_reply_streams_is_never_lost(page):
     page.fill(BOX, "Tell me a long story.")
     page.press(BOX, "Enter")
     page.wait_for_selector("#chatbot .generating, #chatbot [data-testid='bot']")
-    page.fill(BOX, "And then?")  # typed while the reply streams (or just after)
-    page.click("#chat-send")
+    page.fill(BOX, "And then?")  # typed while the reply streams (or just after): it stays in the box
+    page.click("#chat-send")  # Send is greyed while the reply is written: the click lands once it is back
     page.wait_for_function("() => [...document.querySelectorAll('#chatbot [data-testid=\"user\"]')]"
                            ".some(e => e.innerText.includes('And then?'))")
     wait_idle(page)
@@ -98,6 +99,29 @@ def test_text_typed_while_a_reply_streams_is_never_lost(page):
     page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"user\"]').length === 3")
     wait_idle(page)
     assert page.input_value(BOX) == "Not sent yet"
+
+
+def test_a_double_click_on_send_sends_once_and_an_empty_send_still_warns(page):
+    """Before, the second click of a double click ran once the reply ended, on the box the first had emptied: an
+    "empty message" warning after a message that was sent. Send is one event that drops a click while it runs."""
+    page.fill(BOX, "Hello twice")
+    page.dblclick("#chat-send")
+    page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"bot\"]').length >= 1")
+    wait_idle(page)
+    page.wait_for_function("() => !document.querySelector('#chat-send').disabled")  # Send is back once it is done
+    wait_idle(page)
+    assert users(page) == ["Hello twice"] and toasts(page) == [] and page.input_value(BOX) == ""
+    page.click("#chat-send")  # a genuine empty Send: the warning, nothing sent
+    wait_toast(page, "message is empty")
+    assert users(page) == ["Hello twice"]
+    page.locator("#chatbot button[aria-label='Retry']").click()  # the Chatbot's own buttons work as before
+    page.wait_for_function("() => document.querySelector('#chatbot .branch-nav .branch-count')?.innerText === '2/2'")
+    wait_idle(page)
+    page.locator("#chatbot button[aria-label='Undo']").click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"user\"]').length === 0")
+    wait_idle(page)
+    assert page.input_value(BOX) == "Hello twice"  # Undo puts the message back in the box
+    page.screenshot(path=str(SHOTS / "chat-double-click.png"))
 
 
 def test_clear_button_starts_a_new_conversation(page):

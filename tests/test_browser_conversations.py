@@ -2,14 +2,18 @@
 folder (issue 20): a chat shows up in the list; reloading the page brings the conversation back (the visitor key
 is kept in the browser); New starts an empty one and Open brings the old one back; another browser (another
 visitor) sees none of it. Writes docs/screenshots/conversations.png and mobile-conversations.png."""
+from pathlib import Path
+
 import pytest
 
 from rwkv_app.services.stores import open_store
 
-from .browser_helpers import SHOTS, chromium, served_app, wait_idle
+from .browser_helpers import SHOTS, browser_session, chromium, generate, open_tab, served_app, wait_idle
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 pytest.importorskip("playwright.sync_api")
+
+from .test_browser_files import upload  # noqa: E402
 
 BOX = "#chat-message textarea"
 
@@ -152,3 +156,101 @@ def test_deleting_a_conversation_or_all_data_asks_first(tmp_path):
         wait_idle(page)
         assert "Deleted 1 conversation." in page.locator(".conv-status").first.inner_text()
         assert page.locator(".toast-body.error").count() == 0
+
+
+MARKED = ("() => [...document.querySelectorAll('.conv-list')].map(l => "
+          "[...l.querySelectorAll('input:checked')].map(i => i.value))")
+
+
+def marked(page, expected=None) -> list[list[str]]:
+    """Per Conversations list (Chat's, then the Playground's once its tab has been opened): the conversation ids
+    whose radio is checked; with `expected`, once they are that (the list is redrawn after the action's redraw) or
+    as they are when the wait runs out."""
+    if expected is not None:
+        try:
+            page.wait_for_function(f"e => JSON.stringify(({MARKED})()) === JSON.stringify(e)", arg=expected)
+        except Exception:  # noqa: BLE001 (the assertion that follows shows what the lists hold)
+            pass
+    return page.evaluate(MARKED)
+
+
+def test_the_list_selects_the_open_conversation_on_both_tabs(tmp_path):
+    """Chat, New, Open, an import, each followed by opening the other tab: each list's radio marks the conversation
+    the visitor is in. Before, the Playground's list (first drawn when its tab opened) showed none selected, or the
+    one it was first drawn with: Gradio 6.31 drops a Radio's value sent while its tab is closed."""
+    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
+    with served_app(store=store) as (url, playground), chromium() as browser:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.wait_for_selector(BOX)
+        wait_idle(page)
+
+        def open_one() -> str:
+            return browser_session(playground).saved.id
+
+        def both(tab) -> tuple:
+            """Open `tab`: (the open conversation, what its list marks, once that is it or the wait runs out). The
+            other tab's list is put right when that tab is opened."""
+            open_tab(page, tab)
+            wait_idle(page)
+            index = ["Chat", "Playground"].index(tab)
+            expected = [open_one()]
+            try:
+                page.wait_for_function(f"([i, e]) => JSON.stringify(({MARKED})()[i]) === JSON.stringify(e)",
+                                       arg=[index, expected])
+            except Exception:  # noqa: BLE001 (the assertion that follows shows what the list holds)
+                pass
+            return expected, marked(page)[index]
+
+        send(page, "Good morning, Miss Bennet")
+        assert marked(page, [[open_one()]]) == [[open_one()]]
+        first = open_one()
+        expected, shown = both("Playground")
+        assert shown == expected
+        open_tab(page, "Chat")
+        page.locator(".conv-new").first.click()  # New: nothing saved yet, nothing selected
+        wait_idle(page)
+        send(page, "A second letter")
+        assert open_one() != first
+        expected, shown = both("Playground")
+        assert shown == expected
+        open_tab(page, "Chat")
+        page.wait_for_function("() => document.querySelector('.conv-list').innerText.includes('▶ A second letter')")
+        wait_idle(page)  # the list redrawn after the chat turn: a pick made before it would be undone by it
+        page.locator(".conv-list").first.locator("label", has_text="Miss Bennet").click()  # Open the first one
+        page.wait_for_function("() => document.querySelector('.conv-list label.selected').innerText.includes('Bennet')")
+        page.locator(".conv-open").first.click()
+        wait_idle(page)
+        assert open_one() == first, page.locator(".conv-status").first.inner_text()
+        expected, shown = both("Playground")
+        assert shown == expected
+        page.screenshot(path=str(SHOTS / "conversations-selected.png"), full_page=True)
+
+        saved = browser_session(playground).export(tmp_path / "export")
+        open_tab(page, "Session")
+        upload(page, Path(saved))
+        page.click("#session-load")
+        page.wait_for_function("() => document.querySelector('#session-status').innerText.includes('Resumed')")
+        wait_idle(page)
+        assert open_one() not in (first, None)
+        for tab in ("Chat", "Playground"):
+            expected, shown = both(tab)
+            assert shown == expected, tab
+        page.set_viewport_size({"width": 390, "height": 844})  # the same list on a phone
+        page.locator(".conv-list").nth(1).scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "mobile-conversations-selected.png"))
+        assert page.locator(".toast-body.error").count() == 0
+
+
+def test_new_inside_the_playground_tab_clears_its_lists_selection(tmp_path):
+    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
+    with served_app(store=store) as (url, _), chromium() as browser:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.wait_for_selector(BOX)
+        wait_idle(page)
+        send(page, "Good morning")  # sent while the Playground's list is not drawn yet
+        generate(page, "It was a fine morning")  # its tab opens: the list is drawn, then redrawn
+        page.locator(".conv-new").nth(1).click()
+        wait_idle(page)
+        assert marked(page, [[], []]) == [[], []]

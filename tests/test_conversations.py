@@ -76,6 +76,41 @@ def test_an_imported_session_file_is_named_apart_from_its_original(model_dirs, d
     tab.close(), playground.close()
 
 
+def test_the_same_file_imported_twice_and_two_chats_alike_get_distinct_names(model_dirs, data_dir, tmp_path):
+    """One rule for the names the app gives: the second import of a file is "(imported 2)", a second chat that
+    starts with the same words is "(2)"; a name the visitor types is kept as typed."""
+    playground = server(model_dirs, data_dir)
+    tab = visitor(playground, owner_of(new_visitor_key()))
+    chat(tab, "hello there")
+    exported = tab.export(tmp_path)
+    tab.load_file(exported)
+    tab.load_file(exported)
+    conversations.new_conversation(tab)
+    chat(tab, "hello   there")  # the same words: the list could not tell them apart
+    assert sorted(c["name"] for c in conversations.listing(tab)) == [
+        "hello there", "hello there (2)", "hello there (imported 2)", "hello there (imported)"]
+    assert [c["name"] for c in conversations.listing(tab) if c["current"]] == ["hello there (2)"]
+    first = next(c["id"] for c in conversations.listing(tab) if c["name"] == "hello there (imported)")
+    conversations.rename(tab, first, "hello there")  # typed by the visitor: theirs, even if another has it
+    assert sorted(c["name"] for c in conversations.listing(tab)).count("hello there") == 2
+    tab.close(), playground.close()
+
+
+def test_a_distinct_name_keeps_within_the_limit(model_dirs, data_dir):
+    playground = server(model_dirs, data_dir)
+    tab = visitor(playground, owner_of(new_visitor_key()))
+    long = "word " * 30
+    chat(tab, long)
+    conversations.new_conversation(tab)  # names are told apart from the visitor's other conversations
+    for mark in ("", "imported", "copy"):
+        names = {c["name"] for c in conversations.listing(tab)}
+        name = conversations.distinct_name(tab, long, mark)
+        assert len(name) <= conversations.NAME_CHARS and name not in names and name.endswith(")")
+    assert conversations.distinct_name(tab, long, "copy").endswith("… (copy)")
+    assert conversations.distinct_name(tab, "fresh words") == "fresh words"
+    tab.close(), playground.close()
+
+
 def test_a_visitor_cannot_list_or_open_another_visitors_conversations(model_dirs, data_dir):
     playground = server(model_dirs, data_dir)
     alice, bob = visitor(playground, owner_of(new_visitor_key())), visitor(playground, owner_of(new_visitor_key()))

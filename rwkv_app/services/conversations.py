@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import itertools
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -97,7 +98,8 @@ def commit(session) -> None:
             write(session, data, tips(session))
         except StoreConflict:
             old = saved.name or default_name(session)
-            session.saved = saved = Saved(saved.owner, name=f"{old[:NAME_CHARS - 7]} (copy)", lock=saved.lock)
+            session.saved = saved = Saved(saved.owner, lock=saved.lock)
+            saved.name = distinct_name(session, old, "copy")
             write(session, data, tips(session))
             raise StoreConflict(f"\"{old}\" was changed elsewhere (another tab or server) since you opened it: "
                                 f"this version is saved beside it as \"{saved.name}\"") from None
@@ -106,7 +108,9 @@ def commit(session) -> None:
 
 def write(session, data: bytes, keep: list[str]) -> None:
     store, saved = session.playground.store, session.saved
-    args = (saved.owner, saved.id, saved.name or default_name(session), session.source, data)
+    if not saved.name:  # named once, as it is first saved: the first thing typed, told apart from the others
+        saved.name = distinct_name(session, default_name(session))
+    args = (saved.owner, saved.id, saved.name, session.source, data)
 
     def save(nodes):
         add = {n: safetensors.torch.save(state_tensors(session.tree, [n])) for n in nodes if n not in saved.states}
@@ -141,9 +145,28 @@ def default_name(session) -> str:
 
 def imported_name(session) -> str:
     """An imported session file's conversation: its default name, marked, so the list tells it from the
-    conversation it was exported from."""
-    suffix = " (imported)"
-    return preview(default_name(session), NAME_CHARS - len(suffix)) + suffix
+    conversation it was exported from (and from the other imports of the same file)."""
+    return distinct_name(session, default_name(session), "imported")
+
+
+def distinct_name(session, base: str, mark: str = "") -> str:
+    """The one rule for the names the app gives (a new conversation's, an import's, a conflict's copy): `base`, marked
+    "(mark)" and numbered from 2 when the visitor already has a conversation of that name ("Hello", "Hello (2)";
+    "Hello (imported)", "Hello (imported 2)"), the base shortened to keep it within NAME_CHARS. A name the visitor
+    types (rename) is theirs, kept as typed."""
+    taken = {info.name for info in listed(session) if info.id != session.saved.id}
+    for count in itertools.count(1):
+        words = " ".join(word for word in (mark, str(count) if count > 1 else "") if word)
+        suffix = f" ({words})" if words else ""
+        name = preview(base, NAME_CHARS - len(suffix)) + suffix
+        if name not in taken:
+            return name
+
+
+def listed(session) -> list:
+    """The owner's stored conversations (none without a store or an identified visitor)."""
+    store, owner = session.playground.store, session.saved.owner
+    return [] if store is None or owner is None else store.list(owner)
 
 
 # ---- the visitor's list ------------------------------------------------------------------------------
@@ -180,11 +203,11 @@ def resume_latest(session) -> None:
 
 def listing(session) -> list[dict]:
     """The owner's conversations, most recently used first: {id, name, model, updated, kb, current, this_model}."""
-    if session is None or session.playground.store is None or session.saved.owner is None:
+    if session is None:
         return []
     return [{"id": i.id, "name": i.name, "model": public_name(i.model), "updated": i.updated,
              "kb": round(i.nbytes / 1024, 1), "current": i.id == session.saved.id,
-             "this_model": i.model == session.source} for i in session.playground.store.list(session.saved.owner)]
+             "this_model": i.model == session.source} for i in listed(session)]
 
 
 def open_conversation(session, conversation: str, switch_model: bool = False) -> None:

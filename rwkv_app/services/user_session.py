@@ -310,7 +310,8 @@ class UserSession(ChatActions):
     def load_file(self, path) -> None:
         """Resume an uploaded session file; it becomes a new conversation of this visitor."""
         self.adopt(transfer.import_from(self, path))
-        self.saved = Saved(self.saved.owner, name=conversations.imported_name(self))
+        self.saved = Saved(self.saved.owner)
+        self.saved.name = conversations.imported_name(self)
 
     def adopt(self, tree: SessionTree) -> None:
         """Make `tree` (imported, opened from the store, or new) this session's, at the node it was left at."""

@@ -79,6 +79,8 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
                     parts.update({f"{name.lower()}.{k}": v for k, v in module.build(ctx, refresh).items()})
                     if module in (chat, playground):  # the visitor's saved conversations, in both
                         lists.append(conversations.build(ctx, refresh, api=module is chat).get("list"))
+                        if lists[-1] is not None:
+                            conversations.follow_tab(ctx, tab, lists[-1])
                 if module is state:  # the selected node's state, drawn as the tab opens
                     parts.pop("state.opened")(tab)
                 if module is models:  # what is loaded and who uses it, as of when the tab is opened

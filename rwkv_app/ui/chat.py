@@ -87,9 +87,14 @@ def wire(ctx, refresh, c):
     show = [chatbot, state]
     sending = [c["message"], *knobs, c["system"], c["user"], c["bot"], *extra, c["thinking"], state]
     page = page_callbacks(ctx)
-    for trigger in (c["send"].click, c["message"].submit):  # a click while a reply streams runs when it ends
-        refresh.append(trigger(page["send"], sending, [c["message"], chatbot, state], api_visibility="private",
-                               concurrency_limit=None, trigger_mode="always_last"))
+    # One event for Send and Enter, "once": a second click (a double click) or Enter while the message is being
+    # sent and answered is dropped by the browser, so it neither sends again nor warns of an empty box. Send is
+    # greyed while its reply streams (Stop, beside it, works) and the box keeps whatever is typed meanwhile.
+    taking = [c["message"], chatbot, c["send"], state]
+    sent = gr.on([c["send"].click, c["message"].submit], page["send"], sending, taking, api_visibility="private",
+                 concurrency_limit=None, trigger_mode="once", show_progress_on=[chatbot])
+    refresh.append(sent)
+    sent.then(lambda: gr.update(interactive=True), None, c["send"], api_visibility="private", show_progress="hidden")
     refresh.append(chatbot.retry(page["retry"], [*knobs, *extra, state], show, api_visibility="private",
                                  concurrency_limit=None))
     refresh.append(chatbot.undo(page["undo"], [state], [*show, c["message"]], api_visibility="private"))

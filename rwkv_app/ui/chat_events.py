@@ -107,16 +107,17 @@ def page_callbacks(ctx) -> dict:
     @warned
     def send(text, preset, temperature, top_p, top_k, penalty, length, system, user, bot, presence, frequency,
              thinking, session, request: gr.Request):
-        """The box is emptied when its message is taken (never while a reply streams), then left alone."""
+        """The box is emptied and Send greyed when the message is taken (never while another reply streams), then
+        both are left alone (the event's next step gives Send back)."""
         knobs = (preset, temperature, top_p, top_k, penalty, length, system, user, bot, presence, frequency, thinking)
         session = ctx.ensure(session, request)
         session.check_text(text)
         if not session.wait_idle(QUEUE_WAIT_S):
             raise InputError("the previous reply is still being written: press Stop or wait, then send again")
-        box = ""
+        taken = ("", gr.update(interactive=False))
         for messages, session in chat(text, *knobs, session=session, request=request):
-            yield box, messages, session
-            box = gr.skip()
+            yield taken[0], messages, taken[1], session
+            taken = (gr.skip(), gr.skip())
 
     @warned
     def undo(session, request: gr.Request):

@@ -29,20 +29,23 @@ def ago(seconds: float) -> str:
     return "just now"
 
 
-def choices(session) -> list[tuple[str, str]]:
-    """The list's rows: "name · model · last used" (the open one marked), valued by conversation id."""
-    now = time.time()
-    rows = []
+def list_update(session):
+    """The list's rows, "name · model · last used" valued by conversation id, the open one marked and selected."""
+    now, rows, current = time.time(), [], None
     for c in service.listing(session):
         mark = "▶ " if c["current"] else ""
         rows.append((f"{mark}{c['name']} · {c['model']} · {ago(now - c['updated'])}", c["id"]))
-    return rows
-
-
-def list_update(session):
-    rows = choices(session)
-    current = next((value for label, value in rows if label.startswith("▶ ")), None)
+        current = c["id"] if c["current"] else current
     return gr.update(choices=rows, value=current)
+
+
+def follow_tab(ctx, tab, pick) -> None:
+    """Select the open conversation in `pick` each time its tab is opened. Gradio 6.31 draws a Radio first shown in a
+    tab opened later with the value it was built with: choices sent while the tab was closed arrive, the value does
+    not, and sending the same value again changes nothing. So the value is cleared, then set (two steps: a change
+    either way, whenever the tab's components mount)."""
+    cleared = tab.select(lambda: gr.update(value=None), None, pick, api_visibility="private", show_progress="hidden")
+    cleared.then(list_update, [ctx.state], pick, api_visibility="private", show_progress="hidden")
 
 
 def identify(ctx, key, session, request, profile):
