@@ -6,13 +6,14 @@ WKV state) stays float32; only the matrix product runs in bfloat16 activations:
 
 - decode (up to KERNEL_MAX_ROWS rows) on x86 with AVX512-BF16: kernels/int8_cpu, a C++ kernel built at first use
   that widens each int8 weight to bfloat16 once per call and multiplies it into every row (VDPBF16PS). It reads
-  each weight byte once for the whole batch: 1.5x torch's kernels at 1 row and 1.4x the bfloat16 GEMM at 16 (docs/BENCHMARKS.md, fifth pass);
+  each weight byte once for the whole batch: 2.5x int8pack at 1 row, 1.35x the bfloat16 GEMM at 8 rows, even
+  with it at 16 (docs/BENCHMARKS.md, fifth pass);
 - elsewhere, few rows (batch-1 decode, B*T <= PACK_MAX_ROWS): `torch.ops.aten._weight_int8pack_mm`, which reads
   the int8 weight directly (a quarter of float32's bytes; what gpt-fast and torchao use on CPU);
-- more rows (batched decode in the engine, prefill): one bfloat16 GEMM through oneDNN on a bfloat16 copy of the
-  int8 values (exact) in oneDNN's blocked layout, packed once on first use and kept (then 3 bytes per weight,
-  under float32's 4), the per-channel scales applied to the GEMM's output. The int8 kernel's cost grows with
-  every row (16 rows cost ~3x 1 row), a bfloat16 GEMM's barely grows; the prepacked weight halves the GEMM's
+- more rows (prefill; batched decode where our kernel does not run): one bfloat16 GEMM through oneDNN on a
+  bfloat16 copy of the int8 values (exact) in oneDNN's blocked layout, packed once on first use and kept (then 3
+  bytes per weight, under float32's 4), the per-channel scales applied to the GEMM's output. int8pack's cost grows
+  with every row (16 rows cost ~3x 1 row), a bfloat16 GEMM's barely grows; the prepacked weight halves the GEMM's
   time against F.linear on the same bfloat16 weight, which repacks it on every call (measured, 169M shape, 2
   threads: a batch-8 decode forward 23 ms against 32, batch 16 30 ms against 41). Where oneDNN has no bfloat16
   (`packed_bf16_supported()`), the plain bfloat16 weight and F.linear.
