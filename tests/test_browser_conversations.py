@@ -2,6 +2,7 @@
 folder (issue 20): a chat shows up in the list; reloading the page brings the conversation back (the visitor key
 is kept in the browser); New starts an empty one and Open brings the old one back; another browser (another
 visitor) sees none of it. Writes docs/screenshots/conversations.png and mobile-conversations.png."""
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,18 @@ pytest.importorskip("playwright.sync_api")
 from .test_browser_files import upload  # noqa: E402
 
 BOX = "#chat-message textarea"
+
+
+@contextlib.contextmanager
+def desktop_page(tmp_path):
+    """(page, playground): the app on a SQLite store in tmp_path, one visitor's page at 1366 x 900, ready."""
+    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
+    with served_app(store=store) as (url, playground), chromium() as browser:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.wait_for_selector(BOX)
+        wait_idle(page)
+        yield page, playground
 
 
 def chat_list(page):
@@ -91,14 +104,9 @@ def panel(page) -> dict:
 def test_the_conversation_panel_shows_the_open_conversations_settings(tmp_path):
     """After a reload, New, and Open: the panel shows the open chat's system prompt and names; RWKV-4 (the demo
     model) has no thinking format, so no Thinking choice."""
-    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
     darcy = {"system": "You are Elizabeth Bennet.", "user": "Darcy", "bot": "Elizabeth", "thinking": False}
     fresh = {"system": "", "user": "User", "bot": "Bot", "thinking": False}
-    with served_app(store=store) as (url, _), chromium() as browser:
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.goto(url)
-        page.wait_for_selector(BOX)
-        wait_idle(page)
+    with desktop_page(tmp_path) as (page, _):
         assert panel(page) == fresh
         for field, value in (("system", darcy["system"]), ("user", "Darcy"), ("bot", "Elizabeth")):
             page.fill(f"#chat-{field} textarea", value)
@@ -122,12 +130,7 @@ def test_the_conversation_panel_shows_the_open_conversations_settings(tmp_path):
 
 
 def test_deleting_a_conversation_or_all_data_asks_first(tmp_path):
-    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
-    with served_app(store=store) as (url, _), chromium() as browser:
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.goto(url)
-        page.wait_for_selector(BOX)
-        wait_idle(page)
+    with desktop_page(tmp_path) as (page, _):
         for text in ("First letter", "Second letter"):
             send(page, text)
             page.locator(".conv-new").first.click()
@@ -178,12 +181,7 @@ def test_the_list_selects_the_open_conversation_on_both_tabs(tmp_path):
     """Chat, New, Open, an import, each followed by opening the other tab: each list's radio marks the conversation
     the visitor is in. Before, the Playground's list (first drawn when its tab opened) showed none selected, or the
     one it was first drawn with: Gradio 6.31 drops a Radio's value sent while its tab is closed."""
-    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
-    with served_app(store=store) as (url, playground), chromium() as browser:
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.goto(url)
-        page.wait_for_selector(BOX)
-        wait_idle(page)
+    with desktop_page(tmp_path) as (page, playground):
 
         def open_one() -> str:
             return browser_session(playground).saved.id
@@ -243,12 +241,7 @@ def test_the_list_selects_the_open_conversation_on_both_tabs(tmp_path):
 
 
 def test_new_inside_the_playground_tab_clears_its_lists_selection(tmp_path):
-    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
-    with served_app(store=store) as (url, _), chromium() as browser:
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.goto(url)
-        page.wait_for_selector(BOX)
-        wait_idle(page)
+    with desktop_page(tmp_path) as (page, _):
         send(page, "Good morning")  # sent while the Playground's list is not drawn yet
         generate(page, "It was a fine morning")  # its tab opens: the list is drawn, then redrawn
         page.locator(".conv-new").nth(1).click()

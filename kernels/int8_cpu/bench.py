@@ -4,29 +4,18 @@ kernels/int8_cpu against torch's int8 kernels on the same int8 weights, side by 
 own thread count: `_weight_int8pack_mm`, and the oneDNN bfloat16 GEMM on a prepacked exact bfloat16 copy (what
 Int8Linear uses above 3 rows without our kernel). Shapes: forty 3072 x 768 projections (94 MB of int8, more than
 any cache, as a decode step streams them) and three 50277 x 768 heads. Rounds alternate between contenders and
-the median is kept. Prints ms per pass over all the weights, and each contender's time over the kernel's.
+the best is kept. Prints ms per pass over all the weights, and each contender's time over the kernel's.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from ..rwkv7.bench import best_of_alternating
 from . import int8_bf16_mm, load, pack_weight
 
 SHAPES = ((3072, 768, 40), (50277, 768, 3))  # (N, K, how many distinct weights)
-
-
-def seconds(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def contenders(n: int, k: int, count: int, rows: torch.Tensor) -> dict:
@@ -53,11 +42,7 @@ def main(argv=None) -> int:
     for n, k, count in SHAPES:
         for m in args.rows:
             runs = contenders(n, k, count, torch.randn(m, k).to(torch.bfloat16))
-            times = {name: [] for name in runs}
-            for _ in range(args.repeats):
-                for name, run in runs.items():
-                    times[name].append(seconds(run, 1))
-            ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
+            ms = {name: 1000 * t for name, t in best_of_alternating(runs, args.repeats).items()}
             mine = ms["kernels/int8_cpu"]
             print(f"{count} x ({n} x {k}), {m:2d} rows: " + "; ".join(
                 f"{name} {t:.2f}" + ("" if name == "kernels/int8_cpu" else f" ({t / mine:.2f}x)")
