@@ -65,6 +65,8 @@ def test_the_kernel_checks_its_inputs():
         int8_cpu.int8_bf16_mm(bf16_rows(2, 64), packed, scales[:3])
     with pytest.raises(RuntimeError, match="packed"):
         int8_cpu.int8_bf16_mm(bf16_rows(2, 32), packed, scales)
+    with pytest.raises(RuntimeError, match="CPU tensors only"):
+        int8_cpu.int8_bf16_mm(bf16_rows(2, 64).to("meta"), packed, scales)
 
 
 def test_cpu_flags_are_whole_words_of_the_flags_line():

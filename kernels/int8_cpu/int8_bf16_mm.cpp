@@ -43,6 +43,8 @@ constexpr std::array<BlockFn, sizeof...(R)> block_table(std::integer_sequence<in
 // rows (M, K) float32 or bfloat16 (rounded to bfloat16 here), packed (ceil(N/16), K/2, 16, 2) int8, scales (N,)
 // float32 -> (M, N) float32.
 torch::Tensor int8_bf16_mm(const torch::Tensor& input, const torch::Tensor& packed, const torch::Tensor& scales) {
+  TORCH_CHECK(input.device().is_cpu() && packed.device().is_cpu() && scales.device().is_cpu(),
+              "the int8 CPU kernel takes CPU tensors only");
   TORCH_CHECK(input.dim() == 2 && (input.scalar_type() == torch::kBFloat16 || input.scalar_type() == torch::kFloat),
               "rows: (M, K) float32 or bfloat16");
   const torch::Tensor rows = input.to(torch::kBFloat16).contiguous();
