@@ -13,6 +13,7 @@ from huggingface_hub import is_offline_mode
 from safetensors import safe_open
 
 from rwkv_app import RwkvConfig, RwkvForCausalLM, RwkvTokenizer, Rwkv7ForCausalLM
+from rwkv_app.errors import InputError
 from rwkv_app.services.default_model import DEFAULT_REPO, DEMO7_DIR, DEMO_DIR, best_demo, choose_default_model, is_cached
 from rwkv_app.services.manager import ModelManager
 from rwkv_app.core.sampling import SamplingSettings
@@ -141,6 +142,8 @@ def test_both_bundled_demos_are_on_offer_and_switchable(tmp_path):
         rows = {row["name"]: row for row in playground.model_table()}
         assert rows["demo"]["params"] == 4525824 and rows["demo-rwkv4"]["params"] == 4468736
         assert {"demo", "demo-rwkv4"} <= set(playground.model_choices())
+        with pytest.raises(InputError, match=r"choose one of the presets or demos \(.*demo-rwkv4"):
+            playground.check_source("someone/x")  # the refusal names what can be loaded, demos included
         session = playground.new_session()
         session.switch_model("demo-rwkv4")
         assert list(session.generate("It was", "balanced", 4, 1))[-1]

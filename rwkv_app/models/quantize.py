@@ -95,6 +95,11 @@ class ManyRowsWeight:
         return F.linear(rows, weight)  # (M, N)
 
 
+def int8_kernel_off() -> str:
+    """Why kernels/int8_cpu does not run on this machine ("" where it does or will, once built); no build."""
+    return int8_cpu.unsupported_reason()
+
+
 def kernel_runs(quantized: torch.Tensor) -> bool:
     """Whether kernels/int8_cpu is built here and takes this weight."""
     return int8_cpu.takes(quantized) and int8_cpu.load() is not None

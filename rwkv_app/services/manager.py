@@ -31,7 +31,7 @@ from ..weights.hub import resolve_model_dir, resolve_model_file
 from .model_presets import ModelPreset, load_model_presets
 from ..models.cpu_dtype import AUTO, cpu_default_dtype
 from ..core.openmp import release_thread_pool
-from ..models.quantize import many_rows_bytes
+from ..models.quantize import int8_kernel_off, many_rows_bytes
 from ..models.variants import RWKV4
 from ..weights.pretrained import load_dtype, resolve_device
 from ..weights.progress import Progress, progress_tqdm_class
@@ -137,8 +137,9 @@ class ModelManager:
                      "dtype": m.key.dtype, "bytes": m.nbytes, "in_use": m.users} for m in self._loaded.values()]
 
     def cpu_default(self) -> dict[str, str]:
-        """The dtype presets marked `cpu: auto` load in on this machine, and why (plain data for the Models tab)."""
-        return cpu_default_dtype()
+        """The dtype presets marked `cpu: auto` load in on this machine, and why, and why kernels/int8_cpu would not
+        run here ("" where it does): plain data for the Models tab."""
+        return {**cpu_default_dtype(), "int8_kernel_off": int8_kernel_off()}
 
     def bytes_in_use(self) -> int:
         with self._lock:

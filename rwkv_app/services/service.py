@@ -23,12 +23,14 @@ from .default_model import bundled_demos, public_name  # public_name: the UI's n
 from ..engine import Engine
 from ..errors import InputError, NotCachedError, RwkvError
 from ..models.family import family_of
-from .manager import LoadedModel, ModelManager, ModelKey, gib
+from .manager import LoadedModel, ModelManager, ModelKey, auto_dtype, gib
 from ..core.presets import list_sampling_presets
 from ..state_tree import SessionTree, StateBudget
 
 MIB = 2 ** 20
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Bytes a parameter takes once loaded. int8: the int8 weight (1) plus the bfloat16 copy prefill builds on first use
+# (2; rwkv_app/models/quantize.py, many_rows_bytes).
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 3}
 FIT_FRACTION = 0.8  # a model "fits" when its weights take at most this share of the machine's memory
 
 
@@ -95,8 +97,8 @@ class Playground:
         if source in bundled_demos():
             return source  # always on offer (they need no network); the manager resolves the name to its folder
         if not self.options.allow_any_model:
-            raise InputError(f"unknown model {source[:80]!r}: choose one of the presets "
-                             f"({', '.join(self.manager.presets)}); loading other repo ids or server paths is "
+            raise InputError(f"unknown model {source[:80]!r}: choose one of the presets or demos "
+                             f"({', '.join(self.model_choices())}); loading other repo ids or server paths is "
                              "off on this server (the operator enables it with --allow-any-model)")
         if "/" not in source and not Path(source).exists():
             raise InputError(f"unknown model {source[:80]!r}: not a preset, a Hub repo id 'org/name' or a directory")
@@ -129,30 +131,45 @@ class Playground:
 
     def model_table(self) -> list[dict]:
         """The models a visitor may load, as plain data: {name, params, download_gb, dtype, memory_gb, fits,
-        loaded, sessions}. `fits`: whether the weights take at most FIT_FRACTION of this machine's memory."""
-        device, total = self.device_type(), machine_memory(self.device_type())
-        loaded = {}
+        loaded, sessions}. `dtype`: what it loads in here (a preset's `cpu: auto` resolved for this machine);
+        `memory_gb`: what it holds when loaded, else what it would (parameters x bytes per parameter);
+        `fits`: whether that is at most FIT_FRACTION of this machine's memory."""
+        total = machine_memory(self.device_type())
+        held, users = {}, {}
         for m in self.memory_report():
-            loaded.setdefault(m["name"], 0)
-            loaded[m["name"]] += m["in_use"]
-        rows = []
+            held[m["name"]] = m["bytes"]
+            users[m["name"]] = users.get(m["name"], 0) + m["in_use"]
+        entries = {}  # name -> (params, download_gb, dtype)
         if self.default_source and public_name(self.default_source) not in self.manager.presets:
-            bytes_ = next((m["bytes"] for m in self.memory_report() if m["source"] == self.default_source), 0)
             demo = bundled_demos().get(public_name(self.default_source), {})
-            rows.append({"name": public_name(self.default_source), "params": demo.get("params"), "download_gb": None,
-                         "dtype": self.options.dtype or "", "memory_gb": bytes_ / 2 ** 30, "fits": True})
+            entries[public_name(self.default_source)] = (demo.get("params"), None, self.dtype_here(None))
         for name, demo in bundled_demos().items():
-            if all(row["name"] != name for row in rows):
-                rows.append({"name": name, "params": demo["params"], "download_gb": None,
-                             "dtype": self.options.dtype or "", "memory_gb": 0.0, "fits": True})
+            entries.setdefault(name, (demo["params"], None, self.dtype_here(None)))
         for name, preset in self.manager.presets.items():
-            dtype = self.options.dtype or preset.dtype_for(device)
-            need = preset.params * DTYPE_BYTES.get(dtype, 4)
-            rows.append({"name": name, "params": preset.params, "download_gb": preset.download_gb, "dtype": dtype,
-                         "memory_gb": need / 2 ** 30, "fits": need <= FIT_FRACTION * total})
-        for row in rows:
-            row["loaded"], row["sessions"] = row["name"] in loaded, loaded.get(row["name"], 0)
+            entries[name] = (preset.params, preset.download_gb, self.dtype_here(preset))
+        rows = []
+        for name, (params, download_gb, dtype) in entries.items():
+            need = held.get(name, (params or 0) * DTYPE_BYTES.get(dtype, 4))
+            rows.append({"name": name, "params": params, "download_gb": download_gb, "dtype": dtype,
+                         "memory_gb": need / 2 ** 30, "fits": need <= FIT_FRACTION * total,
+                         "loaded": name in held, "sessions": users.get(name, 0)})
         return rows
+
+    def dtype_here(self, preset) -> str:
+        """The dtype a model loads in on this server: the operator's --dtype, else the preset's for this device."""
+        return self.options.dtype or auto_dtype(torch.device(self.device_type()), preset)
+
+    def cpu_note(self) -> str:
+        """On a CPU server: the CPU default dtype and why, and whether the int8 decode kernel runs (plain text)."""
+        if self.device_type() != "cpu":
+            return ""
+        default = self.manager.cpu_default()
+        note = f"CPU default dtype (presets marked `cpu: auto`): {default['dtype']}, because {default['reason']}."
+        if default["dtype"] == "int8":
+            why_not = default["int8_kernel_off"]
+            note += (" int8 decode runs this project's kernel (kernels/int8_cpu; built once per machine, about 30 s, "
+                     "at the first int8 load)." if not why_not else f" int8 decode runs torch's kernels ({why_not}).")
+        return note
 
     def machine_summary(self) -> str:
         return f"{self.device_type()} with {machine_memory(self.device_type()) / 2 ** 30:.0f} GiB"

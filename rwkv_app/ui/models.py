@@ -13,7 +13,9 @@ from .common import guarded
 def count(params) -> str:
     if params is None:
         return "–"
-    return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
+    if params >= 1e9:
+        return f"{params / 1e9:.1f}B"
+    return f"{params / 1e6:.1f}M" if params < 1e7 else f"{params / 1e6:.0f}M"
 
 
 def table_markdown(ctx) -> str:
@@ -34,8 +36,9 @@ def info_markdown(ctx, session) -> str:
         current = f"{public_name(key.source)} ({key.dtype} on {key.device})"
     else:
         current = public_name(ctx.playground.default_source or "") + " (the default model)"
+    note = ctx.playground.cpu_note()
     return (f"This session uses **{current}**. This machine: {ctx.playground.machine_summary()}.\n\n"
-            + table_markdown(ctx))
+            + (f"{note}\n\n" if note else "") + table_markdown(ctx))
 
 
 def build(ctx, refresh):
