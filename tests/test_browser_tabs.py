@@ -287,10 +287,12 @@ def test_models_tab_shows_sizes_fit_and_live_use_without_server_paths(app, page)
     assert "169M" in table and "0.68 GB" in table
     demo_row = next(line for line in table.splitlines() if line.startswith("demo"))
     assert "1 (loaded)" in demo_row  # this visitor's session, without pressing Refresh
+    assert " 0.00 GiB" not in demo_row  # what the loaded model holds
+    assert "auto" not in table and "CPU default dtype" in text  # presets at the dtype they load in here, and why
     page.fill("#models-choice input", "someone/unknown")
     page.keyboard.press("Enter")
     page.click("#models-load")
-    wait_toast(page, "nknown model")
+    wait_toast(page, "demo-rwkv4")  # the refusal names what can be loaded, the demos included
     assert error_badges(page) == 0 and page.locator("#models-info table").is_visible()
 
 
