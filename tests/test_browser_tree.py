@@ -125,3 +125,18 @@ def test_a_row_shows_the_preset_and_seed_whole_and_shortens_the_text(app, browse
             assert any(rows[n]["snipCut"] for n in siblings)  # the preview is what gets shortened
     finally:
         page.close()
+
+
+# ---- 4: a continuation that branches still says it continues the row above -------------------------------
+def test_a_branching_continuation_keeps_its_mark(app, page):
+    generate(page, "It was a fine morning, and", seed="1")
+    page.fill("#pg-extra textarea", " Then she said,")
+    act(page, "#pg-continue")  # text under the generation, and a generation under the text
+    session = browser_session(app[1])
+    added = next(row["id"] for row in session.api_tree_rows() if row["role"] == "text" and "Then she" in row["text"])
+    select_row(page, added)
+    page.fill("#pg-extra textarea", "")
+    act(page, "#pg-continue")  # a second generation under the added text: it branches
+    marks = page.inner_text(f"#pg-tree .tn[data-id='{added}']")
+    assert "↳" in marks and "▾" in marks, marks  # continues the generation above, and folds its two children
+    page.locator("#pg-tree").screenshot(path=str(SHOTS / "tree-branching-continuation.png"))

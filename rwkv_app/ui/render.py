@@ -52,6 +52,15 @@ def legend_svg(low: float, high: float, width: int = 240, steps: int = 24) -> st
 
 
 INDENT_PX = 16
+CHAIN_MARK = '<span class="tog-space chain" title="continues the node above">↳</span>'
+FOLD_MARK = '<span class="tog" title="fold or unfold this branch">▾</span>'
+
+
+def tree_marks(branches: bool, chained: bool) -> str:
+    """A row's leading marks: ↳ when it continues the row above (kept when it also branches, so a branching
+    continuation is not mistaken for a sibling of the row above), ▾ (the fold toggle) when it branches."""
+    marks = (CHAIN_MARK if chained else "") + (FOLD_MARK if branches else "")
+    return marks or '<span class="tog-space"></span>'
 
 
 def tree_html(rows: list[dict]) -> str:
@@ -63,9 +72,7 @@ def tree_html(rows: list[dict]) -> str:
     parts = []
     for row in rows:
         classes = "tn" + (" current" if row["current"] else "") + (" on-path" if row["on_path"] else "")
-        toggle = ('<span class="tog" title="fold or unfold this branch">▾</span>' if row["branches"] > 1 else
-                  '<span class="tog-space chain" title="continues the node above">↳</span>' if row.get("chained")
-                  else '<span class="tog-space"></span>')
+        toggle = tree_marks(row["branches"] > 1, bool(row.get("chained")))
         extra = f' <span class="extra">{html.escape(" · ".join(row["extra"]))}</span>' if row["extra"] else ""
         role = "" if row["depth"] == 0 else f'<span class="role role-{html.escape(row["role"])}">{html.escape(row["role"])}</span> '
         parts.append(f'<div class="{classes}" data-id="{html.escape(row["id"])}" data-indent="{row["indent"]}" '
