@@ -1,8 +1,9 @@
 """What a third new-visitor walkthrough of the Playground's session tree found, checked in headless Chromium on the
 bundled demo model: the Continuation box follows the tree's selection (it kept the last generation's text, from
 another branch); Delete on the root refuses at once with a toast (it asked "Yes, delete it" first); a row shows
-its preset and seed whole, the text preview being what is shortened (siblings looked identical).
-Writes docs/screenshots/tree-selection.png, tree-rows.png and mobile-tree-rows.png."""
+its preset and seed whole, the text preview being what is shortened (siblings looked identical); a continuation
+that branches keeps its ↳ (a fourth walkthrough: it looked like a sibling of the row it continues).
+Writes docs/screenshots/tree-selection.png, tree-rows.png, mobile-tree-rows.png, tree-branching-continuation.png."""
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
