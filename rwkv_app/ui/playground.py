@@ -103,7 +103,7 @@ def build(ctx, refresh):
                 node = gr.Textbox("", label="Node id (set by the tree; API clients pass ids from /tree)",
                                   max_lines=1, elem_id="pg-node")
                 token = gr.Number(None, label="Token id to force (set by the alternatives)", precision=0)
-                details = gr.JSON(label="Selected node")
+                details = gr.JSON(label="Selected node", elem_id="pg-node-json")
                 show_tree = gr.Button("Show the tree as data")
                 tree_data = gr.JSON(label="Tree (depth first)")
     wire(ctx, refresh, locals())
