@@ -4,7 +4,8 @@ another branch); Delete on the root refuses at once with a toast (it asked "Yes,
 its preset and seed whole, the text preview being what is shortened (siblings looked identical); the "Node details"
 JSON describes the current node after Generate and Continue, its seed digit for digit and its model by name (it
 kept the previous node, rounded the seed and showed the server's path); Rewind with no token clicked says to click one.
-Writes docs/screenshots/tree-selection.png, tree-rows.png, mobile-tree-rows.png and node-details.png."""
+Writes docs/screenshots/tree-selection.png, tree-rows.png, mobile-tree-rows.png, node-details.png,
+mobile-node-details.png and rewind-no-token.png."""
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -154,6 +155,21 @@ def test_node_details_describe_the_current_node_with_its_exact_seed(app, page):
     assert session.current != first and page.input_value("#pg-node input") == session.current
     page.wait_for_function("id => document.querySelector('#pg-node-json').innerText.includes(id)", arg=session.current)
     assert first not in details_text(page)
+
+
+def test_node_details_on_a_phone(app, browser):
+    page = open_page(browser, app[0], **PHONE)
+    try:
+        open_tab(page, "Playground")
+        page.get_by_text("Node details", exact=True).click()
+        generate(page, "Emma smiled", seed=BIG_SEED)
+        current = browser_session(app[1]).current
+        page.wait_for_function("id => document.querySelector('#pg-node-json').innerText.includes(id)", arg=current)
+        assert BIG_SEED in details_text(page)
+        page.locator("#pg-node-json").scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "mobile-node-details.png"))
+    finally:
+        page.close()
 
 
 # ---- 5: Rewind with no token clicked ---------------------------------------------------------------------------
