@@ -187,3 +187,13 @@ def test_a_refused_new_chat_is_a_warning_and_keeps_the_conversation(app, page):
     refused(page, "#chat-new", "user name has 70 characters")
     assert page.inner_text("#chatbot") == shown
     assert page.input_value("#chat-user textarea") == "U" * 70  # the visitor's text stays to be fixed
+
+
+# ---- 7: Compare from the start of the tree says where to select a node ----------------------------------------
+def test_compare_from_the_start_says_where_to_select_a_node(app, page):
+    open_tab(page, "Compare")
+    refused(page, "#cmp-run", "Nothing to compare at the start of the tree: select a node with text in the Playground "
+                              "tab (or chat first)")
+    assert not any("give some text" in t for t in toasts(page))
+    assert all(page.input_value(f"#cmp-text-{i} textarea") == "" for i in range(3))
+    page.screenshot(path=str(SHOTS / "compare-at-start.png"))

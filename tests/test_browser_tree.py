@@ -2,15 +2,18 @@
 bundled demo model: the Continuation box follows the tree's selection (it kept the last generation's text, from
 another branch); Delete on the root refuses at once with a toast (it asked "Yes, delete it" first); a row shows
 its preset and seed whole, the text preview being what is shortened (siblings looked identical); a continuation
-that branches keeps its ↳ (a fourth walkthrough: it looked like a sibling of the row it continues).
-Writes docs/screenshots/tree-selection.png, tree-rows.png, mobile-tree-rows.png, tree-branching-continuation.png."""
+that branches keeps its ↳ (a fourth walkthrough: it looked like a sibling of the row it continues); the "Node
+details" JSON describes the current node after Generate and Continue, its seed digit for digit and its model by
+name (it kept the previous node, rounded the seed and showed the server's path); Rewind with no token clicked
+says to click one. Writes docs/screenshots/tree-selection.png, tree-rows.png, mobile-tree-rows.png,
+tree-branching-continuation.png, node-details.png, mobile-node-details.png and rewind-no-token.png."""
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 pytest.importorskip("playwright.sync_api")
 
-from .browser_helpers import (SHOTS, act, browser_session, generate, open_page, toasts, wait_idle,  # noqa: E402
-                              wait_toast)
+from .browser_helpers import (SHOTS, act, browser_session, generate, open_page, open_tab, toasts,  # noqa: E402
+                              wait_idle, wait_toast)
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
@@ -128,7 +131,63 @@ def test_a_row_shows_the_preset_and_seed_whole_and_shortens_the_text(app, browse
         page.close()
 
 
-# ---- 4: a continuation that branches still says it continues the row above -------------------------------
+# ---- 4: "Node details" follows the current node, its seed exact, its model by name ---------------------------
+BIG_SEED = "3007010865544379428"  # over 2**53: a browser's number shows 3007010865544379400
+
+
+def details_text(page) -> str:
+    return page.inner_text("#pg-node-json")
+
+
+def test_node_details_describe_the_current_node_with_its_exact_seed(app, page):
+    open_tab(page, "Playground")
+    page.get_by_text("Node details", exact=True).click()  # open before anything: it fills on Generate, no tree click
+    generate(page, "It was a fine morning, and", seed=BIG_SEED)
+    session = browser_session(app[1])
+    page.wait_for_function("id => document.querySelector('#pg-node-json').innerText.includes(id)", arg=session.current)
+    shown = details_text(page)
+    assert BIG_SEED in shown and "3007010865544379400" not in shown
+    assert "demo-rwkv4" in shown and app[1].default_source not in shown  # the model by name, not its folder
+    page.locator("#pg-node-json").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "node-details.png"))
+    first = session.current
+    page.fill("#pg-extra textarea", " Then")
+    act(page, "#pg-continue")  # no tree click: the details move with the node id box
+    assert session.current != first and page.input_value("#pg-node input") == session.current
+    page.wait_for_function("id => document.querySelector('#pg-node-json').innerText.includes(id)", arg=session.current)
+    assert first not in details_text(page)
+
+
+def test_node_details_on_a_phone(app, browser):
+    page = open_page(browser, app[0], **PHONE)
+    try:
+        open_tab(page, "Playground")
+        page.get_by_text("Node details", exact=True).click()
+        generate(page, "Emma smiled", seed=BIG_SEED)
+        current = browser_session(app[1]).current
+        page.wait_for_function("id => document.querySelector('#pg-node-json').innerText.includes(id)", arg=current)
+        assert BIG_SEED in details_text(page)
+        page.locator("#pg-node-json").scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "mobile-node-details.png"))
+    finally:
+        page.close()
+
+
+# ---- 5: Rewind with no token clicked ---------------------------------------------------------------------------
+def test_rewind_without_a_clicked_token_says_to_click_one(app, page):
+    generate(page, "The rain", seed="3")
+    session = browser_session(app[1])
+    nodes = set(session.tree.nodes)
+    page.click("#pg-rewind")
+    wait_toast(page, "Click a token of the selected node first (the rewind point)")
+    wait_idle(page)
+    assert not any("Position must be" in t for t in toasts(page))
+    assert set(session.tree.nodes) == nodes
+    page.locator("#pg-rewind").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "rewind-no-token.png"))
+
+
+# ---- 6: a continuation that branches still says it continues the row above -------------------------------
 def test_a_branching_continuation_keeps_its_mark(app, page):
     generate(page, "It was a fine morning, and", seed="1")
     page.fill("#pg-extra textarea", " Then she said,")

@@ -227,7 +227,7 @@ def open_conversation(session, conversation: str, switch_model: bool = False) ->
         session.switch_model(stored.info.model, resume=False)  # InputError/ModelLoadError say why it cannot
     loaded = session.loaded
     members = {TREE_MEMBER: stored.tree, STATES_MEMBER: merged_states(stored.states)}
-    tree = session_from_members(members, loaded.model, loaded.tokenizer, model_id=loaded.key.source,
+    tree = session_from_members(members, loaded.model, loaded.tokenizer, model_id=session.model_id(),
                                 budget=session.playground.state_budget())
     session.adopt(tree)
     session.saved = Saved(session.saved.owner, stored.info.id, stored.info.version, stored.info.name,

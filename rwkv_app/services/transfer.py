@@ -51,5 +51,5 @@ def import_from(session, path):
                          f"{session.options.max_upload_mb:g} MiB")
     limits = ArchiveLimits(max_json_bytes=limit, max_states_bytes=limit)
     loaded = session.loaded
-    return import_session(path, loaded.model, loaded.tokenizer, model_id=loaded.key.source, limits=limits,
+    return import_session(path, loaded.model, loaded.tokenizer, model_id=session.model_id(), limits=limits,
                           budget=session.playground.state_budget())

@@ -15,6 +15,7 @@ from ..state_tree import Branch, ChatSession, SessionError, SessionTree
 from ..state_tree.continuation import resolve_sampling
 from ..state_tree.nodes import GENERATED, STARTS, TEXT
 from . import conversations, state_inspector, transfer, views
+from .default_model import public_name
 from .conversations import Saved, saves
 from .runner import Job, stream_rows, stream_texts
 from .user_chat import ChatActions
@@ -42,8 +43,15 @@ class UserSession(ChatActions):
 
     def new_tree(self, loaded=None) -> SessionTree:
         loaded = loaded or self.loaded
-        return SessionTree(loaded.model, loaded.tokenizer, model_id=loaded.key.source,
+        return SessionTree(loaded.model, loaded.tokenizer, model_id=self.model_id(loaded),
                            budget=self.playground.state_budget())
+
+    def model_id(self, loaded=None) -> str:
+        """The model (default: the session's) as its trees record it, in their nodes' meta and a session file's
+        tree.json: the name a visitor sees (default_model.public_name: a local folder by its own name, never where
+        the server keeps it). Informational only: an import is checked against the identity of the weights
+        (dtype, sizes, weights fingerprint: state_tree/identity.py), never against this name."""
+        return public_name((loaded or self.loaded).key.source)
 
     @property
     def start(self) -> str:
@@ -178,12 +186,17 @@ class UserSession(ChatActions):
         return views.alternatives(self.tree, node_id, position)
 
     def node_details(self, node_id: str) -> dict:
-        """{id, role, tokens, text, meta (without the sampling settings), children}; {} for an unknown id."""
+        """{id, role, tokens, text, meta (without the sampling settings), children}; {} for an unknown id. Seeds
+        and any whole number a browser would round are strings (views.exact_json); the model is named as the
+        visitor sees it (default_model.public_name), never by where the server keeps it."""
         if not self.has_node(node_id):
             return {}
         node = self.tree.node(node_id)
-        return {"id": node.id, "role": node.role, "tokens": len(node.tokens), "text": node.text,
-                "meta": {k: v for k, v in node.meta.items() if k != "sampling"}, "children": len(node.children)}
+        meta = {k: v for k, v in node.meta.items() if k != "sampling"}
+        if isinstance(meta.get("model"), str):  # a conversation saved before model ids were public names
+            meta["model"] = public_name(meta["model"])
+        return views.exact_json({"id": node.id, "role": node.role, "tokens": len(node.tokens), "text": node.text,
+                                 "meta": meta, "children": len(node.children)})
 
     def api_tree_rows(self) -> list[dict]:
         """The tree for API clients: {id, parent, depth, role, text, tokens, current} per node, depth first."""
@@ -222,13 +235,20 @@ class UserSession(ChatActions):
         self.current = self.tree.node(node_id).id
 
     @saves
-    def rewind(self, node_id: str, position: int) -> str:
-        """Rewind to the state after the node's first `position` tokens; that point becomes current."""
+    def rewind(self, node_id: str, position: int | None) -> str:
+        """Rewind to the state after the node's first `position` tokens; that point becomes current. No position
+        (no token clicked) is refused in the visitor's words."""
+        if position is None:
+            raise InputError("click a token of the selected node first (the rewind point)")
         self.current = self.tree.fork(node_id, int(position)).node
         return self.current
 
     @saves
-    def force(self, node_id: str, position: int, token: int) -> str:
+    def force(self, node_id: str, position: int | None, token: int | None) -> str:
+        """Put `token` in place of the node's token at `position` (a new sibling branch); that point becomes
+        current. No position or no token (nothing clicked or picked) is refused in the visitor's words."""
+        if position is None or token is None:
+            raise InputError("click a token, then pick one of its alternatives first")
         self.current = self.tree.force_token(node_id, int(position), int(token)).node
         return self.current
 
@@ -254,7 +274,9 @@ class UserSession(ChatActions):
     def compare(self, node_id: str | None, columns: list[tuple], max_new_tokens=None) -> Iterator[list[str]]:
         """2 to 4 continuations of the node, each (preset, seed); yields every column's text so far."""
         node_id = node_id or self.current
-        self.tree.node(node_id)
+        if self.tree.node(node_id).role in STARTS:  # no text yet: nothing a continuation could follow
+            raise InputError("nothing to compare at the start of the tree: select a node with text in the "
+                             "Playground tab (or chat first)")
         if not 2 <= len(columns) <= 4:
             raise InputError(f"compare takes 2 to 4 columns, got {len(columns)}")
         branches = [self.branch(preset, max_new_tokens, seed) for preset, seed in columns]

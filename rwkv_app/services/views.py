@@ -9,6 +9,7 @@ from ..state_tree.nodes import BOT, GENERATED
 BUCKETS = ((0.5, "p ≥ 0.5"), (0.2, "p ≥ 0.2"), (0.05, "p ≥ 0.05"), (0.0, "p < 0.05"))
 PREVIEW = 48
 TAIL = 160
+JS_EXACT = 2 ** 53 - 1  # the largest whole number a browser's JSON (a double) holds exactly
 WRITTEN = (GENERATED, BOT)  # the roles of the text the model wrote (the others were typed, or are starts)
 
 
@@ -37,6 +38,19 @@ def file_name(path) -> str:
     """An uploaded file's name as a message shows it (a long name cut in the middle)."""
     name = path.name
     return name if len(name) <= 60 else f"{name[:40]}…{name[-19:]}"
+
+
+def exact_json(value, key: str | None = None):
+    """`value` (JSON data) as a browser shows it digit for digit: every seed, and any other whole number beyond
+    ±(2**53 - 1) (a double rounds 3007010865544379428 to ...400), becomes its decimal string; a seed copied from
+    it replays the generation. Seeds are strings whatever their size, so the field keeps one type."""
+    if isinstance(value, dict):
+        return {k: exact_json(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [exact_json(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and (key == "seed" or abs(value) > JS_EXACT):
+        return str(value)
+    return value
 
 
 def node_extra(node) -> list[str]:

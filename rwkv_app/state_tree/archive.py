@@ -119,7 +119,7 @@ def session_from_members(members: dict[str, bytes], model, tokenizer=None, *, mo
     try:
         tensors = safetensors.torch.load(members[STATES_MEMBER])
     except Exception as err:  # the Rust side raises its own error types
-        fail(f"states.safetensors cannot be read ({type(err).__name__}: {str(err)[:100]})")
+        fail(f"states.safetensors cannot be read ({str(err).strip()[:100] or 'damaged'})")
     tree.nodes = {node["id"]: Node.from_json(node) for node in doc["nodes"]}
     tree.meta = doc["meta"]
     tree.store.pinned |= state_nodes  # before any put: the budget never drops them
@@ -148,14 +148,22 @@ def read_members(source, json_limit: int, states_limit: int) -> dict[str, bytes]
         with zipfile.ZipFile(open_source(source, total)) as archive:
             infos = archive.infolist()
             if sorted(info.filename for info in infos) != sorted(limits):
-                names = ", ".join(repr(info.filename[:60]) for info in infos[:5])
+                names = ", ".join(repr(info.filename[:60]) for info in infos[:5]) or "none (the zip is empty)"
                 fail(f"expected exactly the members {sorted(limits)}, found {names}{' ...' if len(infos) > 5 else ''}")
             return {info.filename: read_member(archive, info, limits[info.filename]) for info in infos}
     except SessionFileError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, ValueError,
             NotImplementedError, RuntimeError) as err:
-        fail(f"not a readable session zip ({type(err).__name__}: {str(err)[:100]})")
+        fail(unreadable_zip(err))
+
+
+def unreadable_zip(err: BaseException) -> str:
+    """Why a file is not a readable zip, in plain words (no Python exception names)."""
+    if isinstance(err, zipfile.BadZipFile) and "not a zip file" in str(err):
+        return "this is not a zip file"
+    detail = str(err).strip()[:100]
+    return "the zip file is damaged or cannot be read" + (f" ({detail})" if detail else "")
 
 
 def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:

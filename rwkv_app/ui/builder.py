@@ -88,7 +88,8 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
                                api_visibility="private", show_progress="hidden")
         outputs = [parts["playground.tree"], parts["playground.tokens"], parts["chat.branches"], parts["chat.chatbot"],
                    parts["state.node"], parts["state.other"], parts["compare.source"], parts["playground.node"],
-                   parts["playground.position"], parts["playground.alternative"], parts["playground.output"]]
+                   parts["playground.position"], parts["playground.alternative"], parts["playground.output"],
+                   parts["playground.details"]]
         lists = [c for c in lists if c is not None]
         for event in refresh + [loaded]:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
@@ -118,4 +119,5 @@ def redraw(session):
             gr.update(choices=nodes, value=session.current if session else None),
             gr.update(choices=nodes, value=None), source, session.current if session is not None else "",
             None, gr.update(choices=[], value=None),  # the token position and alternatives of the old node
-            playground.continuation_value(session))  # the Continuation box follows the selected node
+            playground.continuation_value(session),  # the Continuation box follows the selected node
+            playground.node_details(session, session.current if session is not None else None))  # and so does the JSON

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..errors import InputError
 from . import personas
 from .common import QUIET, gpu, guarded, length_slider, length_value, number, seed_value, warned
 from .render import tree_html
@@ -104,12 +103,12 @@ def build(ctx, refresh):
                 node = gr.Textbox("", label="Node id (set by the tree; API clients pass ids from /tree)",
                                   max_lines=1, elem_id="pg-node")
                 token = gr.Number(None, label="Token id to force (set by the alternatives)", precision=0)
-                details = gr.JSON(label="Selected node")
+                details = gr.JSON(label="Selected node", elem_id="pg-node-json")
                 show_tree = gr.Button("Show the tree as data")
                 tree_data = gr.JSON(label="Tree (depth first)")
     wire(ctx, refresh, locals())
     return {"tree": tree, "tokens": tokens, "node": node, "position": position, "alternative": alternative,
-            "output": output}
+            "output": output, "details": details}
 
 
 def continuation_value(session) -> str:
@@ -118,6 +117,7 @@ def continuation_value(session) -> str:
 
 
 def node_details(session, node_id):
+    """The "Selected node" JSON: the node's id, role, size, text and meta ({} before the session's first action)."""
     return {} if session is None or not node_id else session.node_details(node_id)
 
 
@@ -153,7 +153,7 @@ def generation_callbacks(ctx):
     def rewind(node_id, position, preset, length, seed, session, request: gr.Request):
         session = ctx.ensure(session, request)
         session.branch(preset, length_value(length), seed_value(seed))  # bad settings fail before the tree changes
-        point = session.rewind(node_id or session.current, number(position, -1, "the token position"))
+        point = session.rewind(node_id or session.current, number(position, what="the token position"))
         for value in session.continue_from(point, None, preset, length_value(length), seed_value(seed)):
             yield value, session
 
@@ -161,10 +161,8 @@ def generation_callbacks(ctx):
     @guarded
     def force(node_id, position, token, preset, length, seed, session, request: gr.Request):
         session = ctx.ensure(session, request)
-        if token is None or token == "":
-            raise InputError("click a token, then pick one of its alternatives first")
         session.branch(preset, length_value(length), seed_value(seed))  # bad settings fail before the tree changes
-        point = session.force(node_id or session.current, number(position, -1, "the token position"),
+        point = session.force(node_id or session.current, number(position, what="the token position"),
                               number(token, what="the token id"))
         for value in session.continue_from(point, None, preset, length_value(length), seed_value(seed)):
             yield value, session
