@@ -5,7 +5,8 @@ Every action that changes the tree ends with `commit` (at the end of each genera
 UserSession.busy ends, even when the tab has gone meanwhile; the `@saves` decorator on the other methods: edit,
 undo, delete...): one store transaction with the tree's JSON and the states of the conversation's tips (the current
 nodes and the leaves still kept in memory, at most SAVED_STATES), each node's state written once. A state not stored
-is rebuilt from the tokens when needed, as the tree always does. Nothing is saved before the visitor is identified (services/identity.py) or while the tree is empty.
+is rebuilt from the tokens when needed, as the tree always does. Nothing is saved before the visitor is identified
+(services/identity.py) or while the tree is empty.
 """
 from __future__ import annotations
 
