@@ -1,17 +1,17 @@
 """A visitor's conversations in the session store: saving a UserSession's tree as it changes, the list, open,
 rename, delete, new, delete all.
 
-Every action that changes the tree ends with `commit` (the `@saves` decorator on UserSession's methods: at the
-end of each generation, chat turn, edit, undo, delete...): one store transaction with the tree's JSON and the
-states of the conversation's tips (the current nodes and the leaves still kept in memory, at most SAVED_STATES),
-each node's state written once. A state not stored is rebuilt from the tokens when needed, as the tree always
-does. Nothing is saved before the visitor is identified (services/identity.py) or while the tree is empty.
+Every action that changes the tree ends with `commit` (at the end of each generation, chat turn or comparison, as
+UserSession.busy ends, even when the tab has gone meanwhile; the `@saves` decorator on the other methods: edit,
+undo, delete...): one store transaction with the tree's JSON and the states of the conversation's tips (the current
+nodes and the leaves still kept in memory, at most SAVED_STATES), each node's state written once. A state not stored
+is rebuilt from the tokens when needed, as the tree always does. Nothing is saved before the visitor is identified
+(services/identity.py) or while the tree is empty.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import itertools
 import secrets
 import threading
@@ -57,17 +57,8 @@ class OtherModel(InputError):
 
 
 def saves(method):
-    """Commit the session's tree to the store once `method` is done (a generator: when its stream ends, however it
-    ends). A plain method called while the session generates leaves the commit to that generation's end."""
-    if inspect.isgeneratorfunction(method):
-        @functools.wraps(method)
-        def stream(self, *args, **kwargs):
-            try:
-                yield from method(self, *args, **kwargs)
-            finally:
-                commit(self)
-        return stream
-
+    """Commit the session's tree to the store once `method` is done. Called while the session generates, it leaves
+    the commit to that generation's end (a generation commits as it ends: UserSession.busy)."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         result = method(self, *args, **kwargs)
@@ -84,9 +75,11 @@ def commit_unless_generating(session) -> None:
 
 def commit(session) -> None:
     """Write the session's tree (if it changed) in one transaction. Over the quota, the tree is saved without new
-    states, else QuotaExceeded; changed elsewhere since it was read, it is saved as a copy (and the visitor told)."""
+    states, else QuotaExceeded; changed elsewhere since it was read, it is saved as a copy (and the visitor told).
+    A session closed while it generated still commits as that generation ends (what was streamed is kept); once its
+    tree is freed there is nothing to write."""
     store, saved = session.playground.store, session.saved
-    if store is None or saved.owner is None or session.closed or len(session.tree.nodes) < 2:
+    if store is None or saved.owner is None or session.tree is None or len(session.tree.nodes) < 2:
         return
     with saved.lock:
         session.tree.meta[CURRENT], session.tree.meta[START] = session.current, session.start
@@ -192,6 +185,7 @@ def resume_latest(session) -> None:
     """Open the owner's most recently used conversation made with the session's model, if there is one."""
     if session.playground.store is None or session.saved.owner is None:
         return
+    session.playground.wait_saved(session.saved.owner)  # a tab of theirs reloaded mid-stream saves what it streamed
     for info in session.playground.store.list(session.saved.owner):
         if info.model == session.source:
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ MIB = 2 ** 20
 # (2; rwkv_app/models/quantize.py, many_rows_bytes).
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 3}
 FIT_FRACTION = 0.8  # a model "fits" when its weights take at most this share of the machine's memory
+SAVE_WAIT_S = 3.0  # the most a reopening waits for the visitor's closed tabs to save their last generation (a
+# cancelled stream ends within one engine step, or runner.STOP_WAIT_S when the engine is slow to retire it)
 
 
 def machine_memory(device_type: str) -> int:
@@ -66,6 +69,7 @@ class Playground:
         self._lock = threading.Lock()
         self.sessions = 0  # live sessions (tests check that closing frees them)
         self._clients: dict[str, object] = {}  # browser session id -> its live UserSession
+        self._ending: set = set()  # closed UserSessions whose generation is still ending (it saves as it ends)
 
     # ---- models --------------------------------------------------------------------------------------
     def start(self, source: str, progress=None) -> LoadedModel:
@@ -245,10 +249,27 @@ class Playground:
         return self.manager.acquire(self.default_source, device=self.options.device, dtype=self.options.dtype)
 
     def session_closed(self, session=None) -> None:
+        """A session was closed; it is `ending` until its tree is freed (`session_freed`: at once when idle, else
+        once its running generation has ended and saved what it streamed)."""
         with self._lock:
             self.sessions -= 1
-            if session is not None and self._clients.get(session.client) is session:
-                del self._clients[session.client]
+            if session is not None:
+                self._ending.add(session)
+                if self._clients.get(session.client) is session:
+                    del self._clients[session.client]
+
+    def session_freed(self, session) -> None:
+        with self._lock:
+            self._ending.discard(session)
+
+    def wait_saved(self, owner: str, timeout: float = SAVE_WAIT_S) -> None:
+        """Wait (at most `timeout`) until the owner's closed sessions have ended their generations: a tab reloaded
+        mid-stream saves what it streamed as its generation ends, so the reloaded page reopens it."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            ending = [session for session in self._ending if session.saved.owner == owner]
+        for session in ending:
+            session.wait_idle(max(0.0, deadline - time.monotonic()))
 
     def stats(self) -> dict:
         """For the operator (app.py --stats, the soak test): live sessions and each engine's counters."""

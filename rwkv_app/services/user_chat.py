@@ -54,7 +54,6 @@ class ChatActions:
         self.require_chat().to_user_turn()
         return self._reply(branch)
 
-    @saves
     def _reply(self, branch: Branch, add_turn=None) -> Iterator[list[dict]]:
         """Stream a bot turn under the chat's current node (the chat's reply_branch, run on the engine);
         `add_turn` (the user's message) runs first, under the session's lock, so a turn is never added while

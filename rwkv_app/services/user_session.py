@@ -38,7 +38,8 @@ class UserSession(ChatActions):
         self.last_run: list[str] = []  # nodes the last generation added (the state tab's "over the last generation")
         self.job = Job()
         self.exports: list[tuple[Path, bool]] = []  # (exported file, folder made for it): removed on close
-        self._busy = threading.Lock()
+        self._busy = threading.Lock()  # held while a generation runs (`busy`)
+        self._closing = threading.Lock()  # `close` runs once, however many callers end the session
         self.closed = False
 
     def new_tree(self, loaded=None) -> SessionTree:
@@ -74,28 +75,46 @@ class UserSession(ChatActions):
         return self.playground.engine_for(self.loaded)
 
     def close(self) -> None:
-        """Free everything this session holds: called when its browser session ends (the tab closed: Gradio's
-        unload event; or its state expired: the delete callback). A running generation is cancelled."""
-        if self.closed:
-            return
-        self.closed = True
+        """Free everything this session holds: called when its browser session ends (the tab closed or reloaded:
+        Gradio's unload event; or its state expired: the delete callback). A running generation is cancelled, and
+        its end (`busy`) saves what it streamed before the tree is freed; an idle session's tree goes at once."""
+        with self._closing:
+            if self.closed:
+                return
+            self.closed = True
         self.job.cancel()
         self.job = Job()  # the closed session (kept by Gradio's state a while) holds no engine handle
         self.playground.manager.release(self.loaded)
-        self.tree = self.chat = None
         self.drop_exports()
         self.playground.session_closed(self)
+        if not self.generating:  # else the generation's end frees it (`closed` is set before this check)
+            self.free_tree()
+
+    def free_tree(self) -> None:
+        self.tree = self.chat = None
+        self.playground.session_freed(self)
 
     # ---- checks --------------------------------------------------------------------------------------
     @contextmanager
     def busy(self):
+        """The session's one running generation: yields its Job (Stop cancels it). Its end, however it ends, saves
+        the tree (conversations.commit), also when the session was closed meanwhile (a tab reloaded or closed
+        mid-stream keeps what was streamed, as after Stop); a closed session's tree is freed after that save."""
         if not self._busy.acquire(blocking=False):
             raise InputError("this session is already generating: wait for it or press Stop")
+        self.job = Job()  # before the check below, so a close from now on cancels this job
+        if self.closed:  # closed as this action began (its tab went): nothing runs
+            self._busy.release()
+            raise InputError("this session has ended (its tab was closed or reloaded): reload the page")
         try:
-            self.job = Job()
             yield self.job
         finally:
-            self._busy.release()
+            try:
+                conversations.commit(self)
+            finally:
+                self._busy.release()
+                if self.closed:  # close() saw the generation running and left the tree to this end
+                    self.free_tree()
 
     def check_text(self, text, what: str = "message") -> str:
         if not isinstance(text, str) or not text.strip():
@@ -140,7 +159,6 @@ class UserSession(ChatActions):
         branch = self.branch(preset, max_new_tokens, seed)
         return self._continue(node_id, text, branch)
 
-    @saves
     def _continue(self, node_id: str, text: str | None, branch: Branch) -> Iterator[str]:
         with self.busy() as job:
             if text:
@@ -282,7 +300,6 @@ class UserSession(ChatActions):
         branches = [self.branch(preset, max_new_tokens, seed) for preset, seed in columns]
         return self._compare(node_id, branches)
 
-    @saves
     def _compare(self, node_id: str, branches: list[Branch]) -> Iterator[list[str]]:
         with self.busy() as job:
             try:
