@@ -177,40 +177,52 @@ def marked(page, expected=None) -> list[list[str]]:
     return page.evaluate(MARKED)
 
 
+def open_one(playground) -> str:
+    """The id of the conversation the (one) browser session is in."""
+    return browser_session(playground).saved.id
+
+
+def both(page, playground, tab) -> tuple:
+    """Open `tab`: (the open conversation, what its list marks, once that is it or the wait runs out). The other
+    tab's list is put right when that tab is opened."""
+    open_tab(page, tab)
+    wait_idle(page)
+    index = ["Chat", "Playground"].index(tab)
+    expected = [open_one(playground)]
+    try:
+        page.wait_for_function(f"([i, e]) => JSON.stringify(({MARKED})()[i]) === JSON.stringify(e)",
+                               arg=[index, expected])
+    except Exception:  # noqa: BLE001 (the assertion that follows shows what the list holds)
+        pass
+    return expected, marked(page)[index]
+
+
+def resume_export(page, playground, folder) -> None:
+    """Export the open conversation and resume the file from the Session tab: a new, imported conversation."""
+    saved = browser_session(playground).export(folder)
+    open_tab(page, "Session")
+    upload(page, Path(saved))
+    page.click("#session-load")
+    page.wait_for_function("() => document.querySelector('#session-status').innerText.includes('Resumed')")
+    wait_idle(page)
+
+
 def test_the_list_selects_the_open_conversation_on_both_tabs(tmp_path):
     """Chat, New, Open, an import, each followed by opening the other tab: each list's radio marks the conversation
     the visitor is in. Before, the Playground's list (first drawn when its tab opened) showed none selected, or the
     one it was first drawn with: Gradio 6.31 drops a Radio's value sent while its tab is closed."""
     with desktop_page(tmp_path) as (page, playground):
-
-        def open_one() -> str:
-            return browser_session(playground).saved.id
-
-        def both(tab) -> tuple:
-            """Open `tab`: (the open conversation, what its list marks, once that is it or the wait runs out). The
-            other tab's list is put right when that tab is opened."""
-            open_tab(page, tab)
-            wait_idle(page)
-            index = ["Chat", "Playground"].index(tab)
-            expected = [open_one()]
-            try:
-                page.wait_for_function(f"([i, e]) => JSON.stringify(({MARKED})()[i]) === JSON.stringify(e)",
-                                       arg=[index, expected])
-            except Exception:  # noqa: BLE001 (the assertion that follows shows what the list holds)
-                pass
-            return expected, marked(page)[index]
-
         send(page, "Good morning, Miss Bennet")
-        assert marked(page, [[open_one()]]) == [[open_one()]]
-        first = open_one()
-        expected, shown = both("Playground")
+        assert marked(page, [[open_one(playground)]]) == [[open_one(playground)]]
+        first = open_one(playground)
+        expected, shown = both(page, playground, "Playground")
         assert shown == expected
         open_tab(page, "Chat")
         page.locator(".conv-new").first.click()  # New: nothing saved yet, nothing selected
         wait_idle(page)
         send(page, "A second letter")
-        assert open_one() != first
-        expected, shown = both("Playground")
+        assert open_one(playground) != first
+        expected, shown = both(page, playground, "Playground")
         assert shown == expected
         open_tab(page, "Chat")
         page.wait_for_function("() => document.querySelector('.conv-list').innerText.includes('▶ A second letter')")
@@ -219,20 +231,15 @@ def test_the_list_selects_the_open_conversation_on_both_tabs(tmp_path):
         page.wait_for_function("() => document.querySelector('.conv-list label.selected').innerText.includes('Bennet')")
         page.locator(".conv-open").first.click()
         wait_idle(page)
-        assert open_one() == first, page.locator(".conv-status").first.inner_text()
-        expected, shown = both("Playground")
+        assert open_one(playground) == first, page.locator(".conv-status").first.inner_text()
+        expected, shown = both(page, playground, "Playground")
         assert shown == expected
         page.screenshot(path=str(SHOTS / "conversations-selected.png"), full_page=True)
 
-        saved = browser_session(playground).export(tmp_path / "export")
-        open_tab(page, "Session")
-        upload(page, Path(saved))
-        page.click("#session-load")
-        page.wait_for_function("() => document.querySelector('#session-status').innerText.includes('Resumed')")
-        wait_idle(page)
-        assert open_one() not in (first, None)
+        resume_export(page, playground, tmp_path / "export")
+        assert open_one(playground) not in (first, None)
         for tab in ("Chat", "Playground"):
-            expected, shown = both(tab)
+            expected, shown = both(page, playground, tab)
             assert shown == expected, tab
         page.set_viewport_size({"width": 390, "height": 844})  # the same list on a phone
         page.locator(".conv-list").nth(1).scroll_into_view_if_needed()
