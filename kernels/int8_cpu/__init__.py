@@ -29,7 +29,9 @@ import torch
 from ..cpu_flags import cpu_flags
 
 MAX_ROWS = 16  # rows the kernel takes per pass (kMaxRows); more rows loop, but a GEMM is faster there
-SOURCE = Path(__file__).with_name("int8_bf16_mm.cpp")
+# The extension's sources; they share int8_bf16_mm.h and rwkv7_step.h (torch rebuilds on a change to a source
+# file only: a change to a header alone needs a touch of a .cpp).
+SOURCES = [Path(__file__).with_name(name) for name in ("int8_bf16_mm.cpp", "rwkv7_step.cpp")]
 CPU_FLAG = "avx512_bf16"
 OFF_SWITCH = "RWKV_INT8_KERNEL"  # "0": never build or use the kernel
 
@@ -84,7 +86,7 @@ def load():
         log.info("loading the int8 CPU kernel (built once per machine, ~30 s, then cached)")
         try:
             from torch.utils.cpp_extension import load as build
-            return build("rwkv_int8_bf16_mm", [str(SOURCE)], verbose=False,
+            return build("rwkv_int8_cpu", [str(source) for source in SOURCES], verbose=False,
                          extra_cflags=["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"])
         except Exception as error:  # no compiler, no ninja, a failed build: torch's kernels instead
             log.warning("int8 CPU kernel could not be built (%s); int8 models use torch's kernels",
@@ -98,3 +100,12 @@ def unsupported_reason() -> str:
     if CPU_FLAG not in cpu_flags():
         return f"this CPU lacks {CPU_FLAG}"
     return ""
+
+
+def rwkv7_layer_step(*args) -> None:
+    """One RWKV-7 layer for one token per row, in place (kernels/int8_cpu/rwkv7_step.cpp; its caller and the
+    arguments' meaning: rwkv_app/models/rwkv7/cpu_decode.py). Requires `load()`."""
+    extension = load()
+    if extension is None:
+        raise RuntimeError("the int8 kernel is not available here (see kernels.int8_cpu.load)")
+    extension.rwkv7_layer_step(*args)

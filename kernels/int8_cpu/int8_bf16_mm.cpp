@@ -6,10 +6,16 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
-namespace {
+#include <cmath>
+#include <cstring>
 
-constexpr int64_t kBlock = 16;    // output channels per packed block: one register of float32 sums
-constexpr int64_t kMaxRows = 16;  // rows per pass: one register of sums each
+#include "int8_bf16_mm.h"
+#include "rwkv7_step.h"
+
+using int8_cpu::kBlock;
+using int8_cpu::kMaxRows;
+
+namespace {
 
 // One block of 16 output channels for ROWS rows: weight (K/2, 16, 2) int8, rows (ROWS, K) bfloat16 bits.
 template <int ROWS>
@@ -40,6 +46,34 @@ constexpr std::array<BlockFn, sizeof...(R)> block_table(std::integer_sequence<in
 
 }  // namespace
 
+void int8_cpu::int8_bf16_rows(const uint16_t* x, int64_t M, int64_t K, const int8_t* weight, int64_t blocks,
+                              const float* scale, int64_t N, float* y) {
+  static const auto table = block_table(std::make_integer_sequence<int, kMaxRows>{});
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) {
+      const int64_t n0 = b * kBlock;
+      const auto valid = static_cast<__mmask16>((1u << std::min<int64_t>(kBlock, N - n0)) - 1);
+      for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {  // the block's weights stay in cache across row passes
+        const int64_t count = std::min<int64_t>(kMaxRows, M - m0);
+        table[count - 1](weight + n0 * K, x + m0 * K, K, scale + n0, y + m0 * N + n0, N, valid);
+      }
+    }
+  });
+}
+
+void int8_cpu::float_to_bf16(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256bh packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), reinterpret_cast<const __m256i&>(packed));
+  }
+  for (; i < n; ++i) {  // the tail, rounded the same way (finite values; NaN stays NaN)
+    uint32_t bits;
+    std::memcpy(&bits, src + i, 4);
+    dst[i] = std::isnan(src[i]) ? 0x7FC0 : static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+  }
+}
+
 // rows (M, K) float32 or bfloat16 (rounded to bfloat16 here), packed (ceil(N/16), K/2, 16, 2) int8, scales (N,)
 // float32 -> (M, N) float32.
 torch::Tensor int8_bf16_mm(const torch::Tensor& input, const torch::Tensor& packed, const torch::Tensor& scales) {
@@ -54,24 +88,12 @@ torch::Tensor int8_bf16_mm(const torch::Tensor& input, const torch::Tensor& pack
   TORCH_CHECK(packed.size(1) * 2 == K && packed.size(2) == kBlock && packed.size(3) == 2, "packed: (N/16, K/2, 16, 2)");
   TORCH_CHECK(N > (blocks - 1) * kBlock && N <= blocks * kBlock, "scales: one per output channel");
   auto out = torch::empty({M, N}, rows.options().dtype(torch::kFloat));
-  static const auto table = block_table(std::make_integer_sequence<int, kMaxRows>{});
-  const auto* weight = packed.data_ptr<int8_t>();
-  const auto* x = reinterpret_cast<const uint16_t*>(rows.data_ptr());
-  const float* scale = scales.data_ptr<float>();
-  float* y = out.data_ptr<float>();
-  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) {
-      const int64_t n0 = b * kBlock;
-      const auto valid = static_cast<__mmask16>((1u << std::min<int64_t>(kBlock, N - n0)) - 1);
-      for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {  // the block's weights stay in cache across row passes
-        const int64_t count = std::min<int64_t>(kMaxRows, M - m0);
-        table[count - 1](weight + n0 * K, x + m0 * K, K, scale + n0, y + m0 * N + n0, N, valid);
-      }
-    }
-  });
+  int8_cpu::int8_bf16_rows(reinterpret_cast<const uint16_t*>(rows.data_ptr()), M, K, packed.data_ptr<int8_t>(),
+                           blocks, scales.data_ptr<float>(), N, out.data_ptr<float>());
   return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("int8_bf16_mm", &int8_bf16_mm, "int8 weights (packed) x rows in bfloat16 -> float32 (M, N)");
+  m.def("rwkv7_layer_step", &rwkv7_layer_step, "one RWKV-7 layer, one token per row (see rwkv7_step.cpp)");
 }

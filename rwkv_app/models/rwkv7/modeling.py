@@ -21,6 +21,7 @@ from ...core.generation import GenerationMixin
 from ..rwkv4.modeling import RwkvModel, causal_lm_loss, token_shift
 from ..quantize import project
 from ...core.outputs import RwkvCausalLMOutput, RwkvOutput
+from . import cpu_decode
 from .config import DECAY_SCALE, Rwkv7Config
 from .family import RWKV7_FAMILY
 from .init import init_model_weights
@@ -208,6 +209,7 @@ class Rwkv7ForCausalLM(GenerationMixin, Rwkv7PretrainedMixin, nn.Module):
         if not self.lm_head.weight.is_meta:
             nn.init.orthogonal_(self.lm_head.weight, gain=0.5 * math.sqrt(max(config.vocab_size / config.hidden_size, 1)))
         self.tie_weights()
+        self.cpu_decode = "fused"  # one-token steps of int8 models on x86: "fused" | "ops"; see cpu_decode.py
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:
@@ -224,6 +226,14 @@ class Rwkv7ForCausalLM(GenerationMixin, Rwkv7PretrainedMixin, nn.Module):
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, state=None, labels=None,
                 use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
                 logits_to_keep: int = 0, **kwargs):
+        as_dict = self.config.return_dict if return_dict is None else return_dict
+        if not output_attentions and cpu_decode.applies(self, input_ids, inputs_embeds, state, labels,
+                                                        output_hidden_states, attention_mask,
+                                                        [k for k, v in kwargs.items() if v is not None]):
+            logits, state = cpu_decode.decode_step(self, input_ids, state,
+                                                   self.model._resolve_use_cache(use_cache, state))
+            output = RwkvCausalLMOutput(logits=logits, state=state)  # int8 on x86, one token: the C++ layer step
+            return output if as_dict else output.to_tuple()
         base = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                           state=state, use_cache=use_cache, output_attentions=output_attentions,
                           output_hidden_states=output_hidden_states, return_dict=True, **kwargs)
@@ -233,7 +243,6 @@ class Rwkv7ForCausalLM(GenerationMixin, Rwkv7PretrainedMixin, nn.Module):
         logits = self.lm_head(hidden)  # (B, T or K, V)
         loss = None if labels is None else causal_lm_loss(logits, labels, self.config.vocab_size)
         output = RwkvCausalLMOutput(loss=loss, logits=logits, state=base.state, hidden_states=base.hidden_states)
-        as_dict = self.config.return_dict if return_dict is None else return_dict
         return output if as_dict else output.to_tuple()
 
 
