@@ -32,6 +32,7 @@ from .timing import interleaved, interleaved_values
 ROOT = Path(__file__).resolve().parents[1]
 GREEDY_SEED = 7
 TORCH_INT8 = "int8, torch kernels"  # quantize_model(kernel=False): the side-by-side for kernels/int8_cpu
+PER_OP = "int8, per-op path"  # cpu_decode = "ops": the side-by-side for the C++ layer steps (models/cpu_decode.py)
 NOISE_CONTROLS = (1e-4, 1e-3)  # relative weight noise of the float32 controls (bfloat16 rounds at ~2e-3)
 
 
@@ -124,6 +125,7 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
     f32, hf = build_models(base)
     int8 = quantize_model(copy.deepcopy(f32))
     int8_torch = quantize_model(copy.deepcopy(f32), kernel=False)
+    int8_ops = per_op(int8)
     bf16 = cast(f32, torch.bfloat16)
     default = cpu_default_dtype()["dtype"]
     fast = int8 if default == "int8" else f32
@@ -141,8 +143,8 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
             blink = rwkv_pip_style(RWKV(str(pth)[:-len(".pth")], "cpu fp32i8", verbose=False))
             theirs = [dataclasses.replace(blink, name="rwkv fp32i8")]
         log("RWKV-4 decode")
-        contenders = [hf_style(int8, "int8"), hf_style(int8_torch, TORCH_INT8), hf_style(f32, "float32"),
-                      hf_style(bf16, "bfloat16")]
+        contenders = [hf_style(int8, "int8"), hf_style(int8_ops, PER_OP), hf_style(int8_torch, TORCH_INT8),
+                      hf_style(f32, "float32"), hf_style(bf16, "bfloat16")]
         contenders += [hf_style(hf, "transformers")] if hf is not None else []
         out["decode"] = decode_rates(contenders + theirs, short, s.decode_tokens, s.repeats)
     log("RWKV-4 prefill")
@@ -158,10 +160,18 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
     out["sampler"] = {n: sampler_times(base.vocab_size, n, s.repeats) for n in (8, 16)}
     out["engine"] = engine_rates(fast, s, base.vocab_size)
     if fast is int8:
+        out["engine_per_op"] = engine_rates(int8_ops, s, base.vocab_size, labels=("greedy",))
         out["engine_torch_int8"] = engine_rates(int8_torch, s, base.vocab_size, labels=("greedy",))
     out["demo_bpc"] = demo_bits_per_char()
     log(f"RWKV-4 results: {out}")
     return out
+
+
+def per_op(int8_model):
+    """A copy of an int8 model that decodes through the per-op path (the C++ layer step's reference)."""
+    copied = copy.deepcopy(int8_model)
+    copied.cpu_decode = "ops"
+    return copied
 
 
 def demo_bits_per_char() -> dict[str, float]:

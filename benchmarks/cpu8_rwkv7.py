@@ -17,7 +17,7 @@ import torch
 
 from rwkv_app.models.cpu_dtype import cpu_default_dtype
 from rwkv_app.models.quantize import quantize_model
-from .cpu8 import TORCH_INT8, Cpu8Settings, engine_rates, greedy_matches, greedy_prompts, log
+from .cpu8 import PER_OP, TORCH_INT8, Cpu8Settings, engine_rates, greedy_matches, greedy_prompts, log, per_op
 from .rwkv7 import Rwkv7BenchSettings, build, decode_ours, decode_theirs
 from .memory import use_app_malloc
 from .timing import interleaved
@@ -30,6 +30,7 @@ def measure_rwkv7(s: Cpu8Settings) -> dict:
         f32, theirs = build(shape, Path(tmp))
         int8 = quantize_model(copy.deepcopy(f32))
         int8_torch = quantize_model(copy.deepcopy(f32), kernel=False)
+        int8_ops = per_op(int8)
         default = cpu_default_dtype()["dtype"]
         fast = int8 if default == "int8" else f32
         prompt = torch.randint(0, shape.vocab_size, (1, s.prefill_len), generator=torch.Generator().manual_seed(0))
@@ -39,7 +40,7 @@ def measure_rwkv7(s: Cpu8Settings) -> dict:
                                "float32": lambda: f32(prompt, logits_to_keep=1),
                                "rwkv fp32": lambda: theirs.forward(tokens, None)}, s.repeats)
         log("RWKV-7 decode")
-        models = {"int8": int8, TORCH_INT8: int8_torch, "float32": f32}
+        models = {"int8": int8, PER_OP: int8_ops, TORCH_INT8: int8_torch, "float32": f32}
         starts = {name: model(prompt[:, :16]).state for name, model in models.items()}
         theirs_start = theirs.forward(tokens[:16], None)[1]
         n = s.decode_tokens
@@ -55,6 +56,7 @@ def measure_rwkv7(s: Cpu8Settings) -> dict:
     try:
         out["engine"] = engine_rates(fast, s, shape.vocab_size)
         if fast is int8:
+            out["engine_per_op"] = engine_rates(int8_ops, s, shape.vocab_size, labels=("greedy",))
             out["engine_torch_int8"] = engine_rates(int8_torch, s, shape.vocab_size, labels=("greedy",))
     except RuntimeError as err:  # the engine's family interface may not cover RWKV-7 yet
         out["engine_error"] = str(err)[:160]

@@ -9,7 +9,7 @@ import torch
 
 from rwkv_app.models.cpu_dtype import cpu_bf16_flags, cpu_default_dtype
 from rwkv_app.services.malloc import DEFAULT_ARENAS, DEFAULT_HEAP_BLOCK_MB
-from .cpu8 import TORCH_INT8
+from .cpu8 import PER_OP, TORCH_INT8
 
 GOALS = {"decode": 2.5, "prefill": 2.5, "engine/8": 5.0, "engine/16": 8.0}  # issue 18's targets
 GREEDY_GOAL = 32  # issue 18: int8's greedy continuation on random 169M weights equals float32's this long
@@ -57,14 +57,24 @@ def engine_rows(engine: dict, family: str) -> list[str]:
     return lines
 
 
+SIDE_BY_SIDE = (  # (result key of the other engine runs, decode key, what ours is, what it is set beside)
+    ("engine_per_op", PER_OP, "C++ layer step", "per-op path"),
+    ("engine_torch_int8", TORCH_INT8, "kernels/int8_cpu", "torch's int8 kernels"),
+)
+
+
 def kernel_rows(r: dict, family: str) -> list[str]:
-    """kernels/int8_cpu against torch's int8 kernels (quantize_model(kernel=False)), same weights, same run."""
-    d, torch_int8 = r["decode"], r.get("engine_torch_int8", {})
-    lines = [row(f"{family} decode batch 1, int8: kernels/int8_cpu vs torch's int8 kernels (tokens/s)", d["int8"],
-                 d.get(TORCH_INT8), None)] if TORCH_INT8 in d else []
-    for n in sorted(int(key.split("/")[1]) for key in torch_int8):
-        lines.append(row(f"{family} engine, {n} concurrent, greedy: kernels/int8_cpu vs torch's int8 kernels "
-                         "(total tokens/s)", r["engine"][f"greedy/{n}"], torch_int8[f"greedy/{n}"], None))
+    """The int8 model as it runs against itself with one part swapped back, same weights, same run: the per-op path
+    (cpu_decode = "ops") and torch's int8 kernels (quantize_model(kernel=False))."""
+    lines, d = [], r["decode"]
+    for engine_key, decode_key, ours, theirs in SIDE_BY_SIDE:
+        if decode_key in d:
+            lines.append(row(f"{family} decode batch 1, int8: {ours} vs {theirs} (tokens/s)", d["int8"],
+                             d[decode_key], None))
+        other = r.get(engine_key, {})
+        for n in sorted(int(key.split("/")[1]) for key in other):
+            lines.append(row(f"{family} engine, {n} concurrent, greedy: {ours} vs {theirs} (total tokens/s)",
+                             r["engine"][f"greedy/{n}"], other[f"greedy/{n}"], None))
     return lines
 
 

@@ -12,6 +12,10 @@ to 16 rows with VDPBF16PS (float32 sums), so a decode step reads each weight byt
 `rwkv_app.models.quantize.int8_linear_reference` (dequantize, float32 F.linear), and tests/test_int8_kernel.py
 holds the kernel to it.
 
+The same extension holds the one-token layer steps built on that kernel (rwkv4_step.cpp, rwkv7_step.cpp, sharing
+layer_step.h): a whole block for one token per row in one call; their callers and reference are in
+rwkv_app/models/cpu_decode.py.
+
 `load()` builds the extension with torch.utils.cpp_extension (a C++ compiler and ninja; cached under
 TORCH_EXTENSIONS_DIR, ~25 s the first time) and returns None, after one log line, where it cannot: not x86 Linux
 with AVX512-BF16, no compiler, or RWKV_INT8_KERNEL=0 in the environment. Callers then keep torch's kernels.
@@ -29,9 +33,9 @@ import torch
 from ..cpu_flags import cpu_flags
 
 MAX_ROWS = 16  # rows the kernel takes per pass (kMaxRows); more rows loop, but a GEMM is faster there
-# The extension's sources; they share int8_bf16_mm.h and rwkv7_step.h (torch rebuilds on a change to a source
-# file only: a change to a header alone needs a touch of a .cpp).
-SOURCES = [Path(__file__).with_name(name) for name in ("int8_bf16_mm.cpp", "rwkv7_step.cpp")]
+# The extension's sources; they share the headers beside them (torch rebuilds on a change to a source file only:
+# a change to a header alone needs a touch of a .cpp).
+SOURCES = [Path(__file__).with_name(name) for name in ("int8_bf16_mm.cpp", "rwkv4_step.cpp", "rwkv7_step.cpp")]
 CPU_FLAG = "avx512_bf16"
 OFF_SWITCH = "RWKV_INT8_KERNEL"  # "0": never build or use the kernel
 
@@ -69,10 +73,7 @@ def int8_bf16_mm(rows: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor)
     """(M, K) float32 or bfloat16 rows (rounded to bfloat16 inside), a pack_weight result, (N,) contiguous float32
     scales -> (M, N) float32: rows @ (q * scales).T, float32 sums. Requires `load()`. The argument checks are
     the extension's (one call from Python per product: this runs ~85 times a decode step)."""
-    extension = load()
-    if extension is None:
-        raise RuntimeError("the int8 kernel is not available here (see kernels.int8_cpu.load)")
-    return extension.int8_bf16_mm(rows, packed, scales)  # (M, N)
+    return _extension().int8_bf16_mm(rows, packed, scales)  # (M, N)
 
 
 @functools.cache
@@ -102,10 +103,20 @@ def unsupported_reason() -> str:
     return ""
 
 
+def rwkv4_layer_step(*args) -> None:
+    """One RWKV-4 layer for one token per row, in place (kernels/int8_cpu/rwkv4_step.cpp; its caller and the
+    arguments' meaning: rwkv_app/models/rwkv4/cpu_decode.py). Requires `load()`."""
+    _extension().rwkv4_layer_step(*args)
+
+
 def rwkv7_layer_step(*args) -> None:
     """One RWKV-7 layer for one token per row, in place (kernels/int8_cpu/rwkv7_step.cpp; its caller and the
     arguments' meaning: rwkv_app/models/rwkv7/cpu_decode.py). Requires `load()`."""
+    _extension().rwkv7_layer_step(*args)
+
+
+def _extension():
     extension = load()
     if extension is None:
         raise RuntimeError("the int8 kernel is not available here (see kernels.int8_cpu.load)")
-    extension.rwkv7_layer_step(*args)
+    return extension

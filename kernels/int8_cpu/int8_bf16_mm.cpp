@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "int8_bf16_mm.h"
+#include "rwkv4_step.h"
 #include "rwkv7_step.h"
 
 using int8_cpu::kBlock;
@@ -95,5 +96,6 @@ torch::Tensor int8_bf16_mm(const torch::Tensor& input, const torch::Tensor& pack
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("int8_bf16_mm", &int8_bf16_mm, "int8 weights (packed) x rows in bfloat16 -> float32 (M, N)");
+  m.def("rwkv4_layer_step", &rwkv4_layer_step, "one RWKV-4 layer, one token per row (see rwkv4_step.cpp)");
   m.def("rwkv7_layer_step", &rwkv7_layer_step, "one RWKV-7 layer, one token per row (see rwkv7_step.cpp)");
 }

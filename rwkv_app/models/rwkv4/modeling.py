@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 import kernels
 
-from . import cuda_graph, fused_decode
+from . import cpu_decode, cuda_graph, fused_decode
 from .config import RwkvConfig
 from ...errors import InputError, check_token_range
 from ...core.generation import GenerationMixin
@@ -276,6 +276,7 @@ class RwkvForCausalLM(GenerationMixin, HfApiMixin, PretrainedMixin, nn.Module):
             nn.init.normal_(self.head.weight, std=0.5 / math.sqrt(config.hidden_size))
         self.tie_weights()
         self.cuda_decode = "graph"  # one-token steps on CUDA: "graph" | "fused" | "ops"; see fused_decode.py
+        self.cpu_decode = "fused"  # one-token steps of int8 models on x86: "fused" | "ops"; see cpu_decode.py
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:
@@ -300,6 +301,12 @@ class RwkvForCausalLM(GenerationMixin, HfApiMixin, PretrainedMixin, nn.Module):
                                                           output_hidden_states, attention_mask):
             logits, state = cuda_graph.causal_lm_step(self, input_ids, state)  # CUDA, one token: fused kernels
             output = RwkvCausalLMOutput(logits=logits, state=state)
+            return output if as_dict else output.to_tuple()
+        if not output_attentions and cpu_decode.applies(self, input_ids, inputs_embeds, state, labels,
+                                                        output_hidden_states, attention_mask, logits_to_keep):
+            logits, state = cpu_decode.decode_step(self, input_ids, state,
+                                                   self.rwkv._resolve_use_cache(use_cache, state))
+            output = RwkvCausalLMOutput(logits=logits, state=state)  # int8 on x86, one token: the C++ layer step
             return output if as_dict else output.to_tuple()
         base = self.rwkv(input_ids, attention_mask, inputs_embeds, state, use_cache, output_attentions,
                          output_hidden_states, return_dict=True)

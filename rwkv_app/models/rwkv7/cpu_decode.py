@@ -1,66 +1,40 @@
-"""One-token decode for int8 RWKV-7 models on x86 CPUs: one C++ call per layer instead of ~90 torch ops.
+"""One-token decode for int8 RWKV-7 models on x86 CPUs: kernels/int8_cpu/rwkv7_step.cpp, one C++ call per block.
 
-kernels/int8_cpu/rwkv7_step.cpp runs a whole Rwkv7Block for one token per row: the layer norms, the six token-shift
-mixes, the int8 projections (the same kernel the per-op path calls), the low-rank branches (float32 at::linear, as
-there), the delta-rule state update, the GroupNorm, the bonus and the gate, the feed-forward. modeling.py's per-op
-forward is its reference: tests/test_cpu_decode7.py holds the two together, and `model.cpu_decode = "ops"` (or
-RWKV_INT8_KERNEL=0) runs the reference.
-
-Why: at batch 1 the 0.1B shape read its 140 MB of int8 weights in ~6 ms but spent ~10 ms more dispatching torch
-ops on 768-wide vectors (docs/BENCHMARKS.md, "sixth pass"). Where it applies: `forward` under no_grad (or with
-parameters that need none), one token per row, ids in, nothing asked that only the per-op path computes, every
-projection an Int8Linear in kernels/int8_cpu's layout, and the extension built.
+The step runs a whole Rwkv7Block: the layer norms, the six token-shift mixes, the int8 projections (the kernel the
+per-op path calls), the low-rank branches (float32, as there), the delta-rule state update, the GroupNorm, the bonus,
+the gate and the feed-forward. When it applies and why: rwkv_app/models/cpu_decode.py. Its reference is modeling.py's
+per-op forward (tests/test_cpu_decode.py).
 """
 from __future__ import annotations
-
-import weakref
 
 import torch
 import torch.nn.functional as F
 
 from kernels import int8_cpu
 
-from ...errors import InputError
-from ..quantize import Int8Linear
+from .. import cpu_decode
 from .config import DECAY_SCALE
 from .state import check_state7, init_state7
 
-MODES = ("fused", "ops")  # Rwkv7ForCausalLM.cpu_decode: the C++ layer step, or the per-op path
 HEAD_ALIGN = 16  # the step's head size must be a multiple of this (its vector width)
 
 
 def applies(model, input_ids, inputs_embeds, state, labels, output_hidden_states, attention_mask, extra) -> bool:
-    """Whether forward() takes the fused CPU step (see the module docstring)."""
-    mode = getattr(model, "cpu_decode", "ops")
-    if mode not in MODES:
-        raise InputError(f"model.cpu_decode must be one of {MODES}, got {mode!r}")
-    if mode == "ops" or getattr(model, "weight_dtype", None) != "int8" or model.training:
-        return False
-    if getattr(model.lm_head, "reference", False):  # quantize.set_reference: the float32 oracle, model-wide
-        return False
-    if torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()):
-        return False
-    if inputs_embeds is not None or labels is not None or attention_mask is not None or extra:
-        return False
-    if output_hidden_states or (output_hidden_states is None and model.config.output_hidden_states):
-        return False
-    one_token = isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.size(1) == 1
-    return one_token and model.wkv_impl in ("auto", "cpu") and model.config.head_dim % HEAD_ALIGN == 0 \
-        and int8_cpu.load() is not None and plan_for(model) is not None
+    return cpu_decode.applies(model, model.lm_head, input_ids, inputs_embeds, labels, output_hidden_states,
+                              attention_mask, extra) \
+        and model.wkv_impl in ("auto", "cpu") and model.config.head_dim % HEAD_ALIGN == 0 and PLANS.get(model) is not None
 
 
-def all_packed(model) -> bool:
-    """Every projection of every block, and the head, in kernels/int8_cpu's layout."""
-    linears = [model.lm_head] + [m for layer in model.model.layers
-                                 for m in (layer.attn.r_proj, layer.attn.k_proj, layer.attn.v_proj,
-                                           layer.attn.o_proj, layer.ffn.key, layer.ffn.value)]
-    return all(isinstance(m, Int8Linear) and m.packed for m in linears)
+def projections(model) -> list:
+    return [model.lm_head] + [m for layer in model.model.layers
+                              for m in (layer.attn.r_proj, layer.attn.k_proj, layer.attn.v_proj,
+                                        layer.attn.o_proj, layer.ffn.key, layer.ffn.value)]
 
 
 def layer_weights(block) -> list[torch.Tensor]:
     """One block's tensors in the order of rwkv7_step.cpp's `enum Weight`."""
     att, ffn, none = block.attn, block.ffn, torch.empty(0)
-    v_lora = att.v_lora.lora if block.layer_idx else (None, None, None)
+    v_lora = att.v_lora.lora if block.layer_idx else None
     return [
         block.attn_norm.weight, block.attn_norm.bias,
         att.x_r, att.x_w, att.x_k, att.x_v, att.x_a, att.x_g, att.k_k, att.k_a, att.r_k,
@@ -68,35 +42,21 @@ def layer_weights(block) -> list[torch.Tensor]:
         att.w_lora.lora[0].weight, att.w_lora.lora[2].weight, att.w_lora.lora[2].bias,
         att.a_lora.lora[0].weight, att.a_lora.lora[2].weight, att.a_lora.lora[2].bias,
         att.g_lora.lora[0].weight, att.g_lora.lora[2].weight,
-        *((v_lora[0].weight, v_lora[2].weight, v_lora[2].bias) if block.layer_idx else (none, none, none)),
+        *((v_lora[0].weight, v_lora[2].weight, v_lora[2].bias) if v_lora else (none, none, none)),
         att.g_norm.weight, att.g_norm.bias,
         block.ffn_norm.weight, block.ffn_norm.bias, ffn.x_k,
         ffn.key.stored_int8, ffn.key.scales, ffn.value.stored_int8, ffn.value.scales,
     ]
 
 
-_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (signature, per-layer weights)
-
-
-def signature(model) -> tuple:
-    """Where a few of the weights live, as for RWKV-4's fused CUDA step: moving the model or replacing the embedding,
-    head, or the first or last layer's modules changes it; in-place updates (load_state_dict) keep the tensors the
-    plan holds. Code that swaps a middle layer's modules after a fused step clears the plan: `_PLANS.pop(model)`."""
+def probes(model) -> list[torch.Tensor]:
     first, last = model.model.layers[0], model.model.layers[-1]
-    probes = (model.model.embeddings.weight, model.lm_head.stored_int8, first.attn.r_proj.stored_int8,
-              first.attn.w_lora.lora[0].weight, last.ffn.value.stored_int8, last.attn.x_g)
-    return tuple(p.data_ptr() for p in probes)
+    return [model.model.embeddings.weight, model.lm_head.stored_int8, first.attn.r_proj.stored_int8,
+            first.attn.w_lora.lora[0].weight, last.ffn.value.stored_int8, last.attn.x_g]
 
 
-def plan_for(model) -> list[list[torch.Tensor]] | None:
-    """Every layer's `layer_weights`, taken once per model (nn.Module lookups cost ~0.5 ms a step at 12 layers);
-    None where a projection is not in kernels/int8_cpu's layout (`all_packed`)."""
-    key = signature(model)
-    cached = _PLANS.get(model)
-    if cached is None or cached[0] != key:
-        layers = [layer_weights(block) for block in model.model.layers] if all_packed(model) else None
-        cached = _PLANS[model] = (key, layers)
-    return cached[1]
+PLANS = cpu_decode.Plans(probes, lambda model: [layer_weights(block) for block in model.model.layers]
+                         if cpu_decode.all_packed(projections(model)) else None)
 
 
 def row_major(t: torch.Tensor) -> torch.Tensor:
@@ -123,7 +83,7 @@ def decode_step(model, input_ids: torch.Tensor, state, use_cache: bool):
     v_first = torch.empty(batch, C)  # (B, C): layer 0's value, mixed into the later layers'
     att_out, ffn_out = torch.empty(batch, L, C), torch.empty(batch, L, C)  # (B, L, C) each
     wkv_out = torch.empty(L, batch, H, N, N)  # (L, B, H, N, N): layer-major, as the per-op path's buffer
-    for index, weights in enumerate(plan_for(model)):
+    for index, weights in enumerate(PLANS.get(model)):
         int8_cpu.rwkv7_layer_step(
             x, v_first, row_major(att_in[:, index]), row_major(ffn_in[:, index]), row_major(wkv_in[:, index]),
             att_out[:, index], ffn_out[:, index], wkv_out[index], weights, H, index == 0,
