@@ -33,8 +33,7 @@ import torch
 from ..cpu_flags import cpu_flags
 
 MAX_ROWS = 16  # rows the kernel takes per pass (kMaxRows); more rows loop, but a GEMM is faster there
-# The extension's sources; they share the headers beside them (torch rebuilds on a change to a source file only:
-# a change to a header alone needs a touch of a .cpp).
+# The extension's sources; they share the headers beside them (ninja rebuilds what a changed header reaches).
 SOURCES = [Path(__file__).with_name(name) for name in ("int8_bf16_mm.cpp", "rwkv4_step.cpp", "rwkv7_step.cpp")]
 CPU_FLAG = "avx512_bf16"
 OFF_SWITCH = "RWKV_INT8_KERNEL"  # "0": never build or use the kernel

@@ -63,13 +63,17 @@ inline float dot(const float* a, const float* b, int64_t n) {  // float32 sums i
   return _mm512_reduce_add_ps(acc);
 }
 
-// A low-rank branch's float32 product: x (M, K) @ weight (N, K).T (+ bias (N,)) -> (M, N). Each weight row is
-// read once for all rows (at::linear's GEMM took ~100 us for 16 x 768 x 64 on 2 cores, ten times this loop).
+// A low-rank branch's float32 product: x (M, K) @ weight (N, K).T (+ bias (N,)) -> (M, N). Up to kFewRows rows, a
+// dot product per output (reads each weight row once for all rows; at 1 row 2-3x at::linear's ~25 us on 2 cores);
+// more rows, at::linear (MKL's GEMM: the dot products' horizontal sums cost more than they save at K = 32..128).
+constexpr int64_t kFewRows = 3;
+
 inline Tensor linear_f32(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) == K, "layer step: a low-rank weight is (N, ", K, ")");
   const float *in = x.data_ptr<float>(), *w = vec(weight, N * K, "a low-rank weight");
   const float* b = bias.defined() ? vec(bias, N, "a low-rank bias") : nullptr;
+  if (M > kFewRows) return bias.defined() ? at::addmm(bias, x, weight.t()) : at::mm(x, weight.t());
   Tensor out = at::empty({M, N}, x.options());
   float* y = out.data_ptr<float>();
   const int64_t grain = std::max<int64_t>(1, kSerialWork / std::max<int64_t>(1, M * K));  // small: one thread
@@ -79,7 +83,6 @@ inline Tensor linear_f32(const Tensor& x, const Tensor& weight, const Tensor& bi
   });
   return out;
 }
-
 
 // e^x for 16 floats: x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor polynomial to r^7 (error below float32's
 // last bit), times 2^n by VSCALEFPS. Inputs are clamped to [-110, 88.7]: below, e^x is 0 in float32; above, inf.
