@@ -1,7 +1,9 @@
 """The Conversations list in headless Chromium on the bundled demo model, with the SQLite store in a temporary
 folder (issue 20): a chat shows up in the list; reloading the page brings the conversation back (the visitor key
 is kept in the browser); New starts an empty one and Open brings the old one back; another browser (another
-visitor) sees none of it. Writes docs/screenshots/conversations.png and mobile-conversations.png."""
+visitor) sees none of it; a reload after opening an older conversation reopens that one. Writes
+docs/screenshots/conversations.png and mobile-conversations.png (and reopened.png, mobile-reopened.png into the
+reopen test's temporary folder)."""
 import contextlib
 from pathlib import Path
 
@@ -254,3 +256,48 @@ def test_new_inside_the_playground_tab_clears_its_lists_selection(tmp_path):
         page.locator(".conv-new").nth(1).click()
         wait_idle(page)
         assert marked(page, [[], []]) == [[], []]
+
+
+def reloaded(page) -> None:
+    """After page.reload(): the page ready and the visitor's conversation reopened in the Chat tab."""
+    page.wait_for_selector(BOX)
+    page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"user\"]').length > 0")
+    wait_idle(page)
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1366, "height": 900}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_a_reload_reopens_the_conversation_last_opened_not_the_last_saved(tmp_path, viewport):
+    """A visitor opens an older conversation from the list to read it, generates nothing, and reloads: the same
+    conversation is open again (before: the one saved last), marked and first in the list, also after a second
+    reload."""
+    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
+    with served_app(store=store) as (url, playground), chromium() as browser:
+        page = browser.new_context(viewport=viewport).new_page()
+        page.goto(url)
+        page.wait_for_selector(BOX)
+        wait_idle(page)
+        send(page, "First letter")
+        first = open_one(playground)
+        page.locator(".conv-new").first.click()
+        page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"user\"]').length === 0")
+        wait_idle(page)
+        send(page, "Second letter")
+        page.wait_for_function("() => document.querySelector('.conv-list').innerText.includes('▶ Second letter')")
+        wait_idle(page)
+        assert [label.split(" · ")[0] for label in chat_list(page)] == ["▶ Second letter", "First letter"]
+        page.locator(".conv-list").first.locator("label", has_text="First letter").click()
+        page.wait_for_function("() => document.querySelector('.conv-list label.selected').innerText.includes('First')")
+        page.locator(".conv-open").first.click()  # opened to read: nothing generated, nothing saved
+        page.wait_for_function("() => document.querySelector('.conv-list').innerText.includes('▶ First letter')")
+        wait_idle(page)
+        assert messages(page) == ["First letter"] and open_one(playground) == first
+        for _ in range(2):
+            page.reload()
+            reloaded(page)
+            assert messages(page) == ["First letter"]
+            assert [label.split(" · ")[0] for label in chat_list(page)] == ["▶ First letter", "Second letter"]
+            assert marked(page, [[first]]) == [[first]]
+        page.locator(".conv-list").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / f"{'mobile-' * (viewport['width'] < 500)}reopened.png"), full_page=True)
+        assert page.locator(".toast-body.error").count() == 0

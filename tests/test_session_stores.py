@@ -49,13 +49,14 @@ def make_store(request, tmp_path):
 
 def test_a_conversation_round_trips_with_its_states(make_store):
     store = make_store()
-    version = store.save("alice", "c1", "First", "demo", b'{"tree": 1}', {"n1": b"s1", "n2": b"s2"}, set(), 0)
-    assert version == 1
+    info = store.save("alice", "c1", "First", "demo", b'{"tree": 1}', {"n1": b"s1", "n2": b"s2"}, set(), 0)
+    assert (info.id, info.name, info.version) == ("c1", "First", 1) and store.list("alice") == [info]
     stored = store.load("alice", "c1")
     assert stored.tree == b'{"tree": 1}' and stored.states == {"n1": b"s1", "n2": b"s2"}
     assert (stored.info.name, stored.info.model, stored.info.version) == ("First", "demo", 1)
     # the next commit adds one state, keeps one, drops the other; the name stays
-    assert store.save("alice", "c1", "ignored", "demo", b'{"tree": 2}', {"n3": b"s3"}, {"n1"}, 1) == 2
+    info = store.save("alice", "c1", "ignored", "demo", b'{"tree": 2}', {"n3": b"s3"}, {"n1"}, 1, mark="")
+    assert (info.name, info.version) == ("First", 2) and store.list("alice") == [info]
     stored = store.load("alice", "c1")
     assert stored.tree == b'{"tree": 2}' and stored.states == {"n1": b"s1", "n3": b"s3"}
     assert stored.info.name == "First" and stored.info.nbytes >= 4
@@ -135,6 +136,53 @@ def test_the_list_is_most_recently_used_first_and_rename_sticks(make_store):
     store.save("alice", "c0", "n0", "demo", b"{}", {}, set(), 1)
     assert [i.id for i in store.list("alice")] == ["c0", "c2", "c1"]
     assert store.rename("alice", "c1", "Renamed") and store.list("alice")[-1].name == "Renamed"
+
+
+def test_opening_a_conversation_puts_it_first_and_keeps_its_version(make_store):
+    """touch: what the services call when a visitor opens a conversation, so the list (and a reload) finds the one
+    last opened; the version stays, so the tab that has it open still saves in place; a restart sees it."""
+    clock = Clock()
+    store = make_store(clock=clock)
+    for i in range(3):
+        clock.now += 10
+        store.save("alice", f"c{i}", f"n{i}", "demo", b"{}", {"n": b"s"}, set(), 0)
+    clock.now += 10
+    assert store.touch("alice", "c0")
+    assert [i.id for i in store.list("alice")] == ["c0", "c2", "c1"] and store.list("alice")[0].updated == clock.now
+    assert not store.touch("bob", "c0") and not store.touch("alice", "gone") and store.load("bob", "c0") is None
+    assert [i.id for i in make_store(clock=clock).list("alice")] == ["c0", "c2", "c1"]  # a restart or a replica
+    clock.now += 10
+    assert store.save("alice", "c0", "n0", "demo", b"v2", {}, {"n"}, 1).version == 2  # no conflict
+    assert store.load("alice", "c0").states == {"n": b"s"}
+    store.delete("alice", "c1")
+    assert not store.touch("alice", "c1") and [i.id for i in store.list("alice")] == ["c0", "c2"]
+
+
+def test_new_conversations_saved_at_the_same_instant_get_distinct_names(make_store):
+    """Two tabs (or replicas) of one visitor naming new conversations at once: the name is chosen inside the save's
+    transaction, against every name stored before it, so no two are alike. A name given without a mark is kept."""
+    store = make_store()
+    store.save("alice", "typed", "Hello", "demo", b"{}", {}, set(), 0)  # a name the visitor typed: taken
+    start = threading.Barrier(4)
+    names, errors = [], []
+
+    def save(i):
+        start.wait()
+        try:
+            names.append(store.save("alice", f"c{i}", "Hello", "demo", b"{}", {f"n{i}": b"s"}, set(), 0,
+                                    mark="").name)
+        except Exception as err:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(err)
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and sorted(names) == ["Hello (2)", "Hello (3)", "Hello (4)", "Hello (5)"]
+    assert sorted(i.name for i in store.list("alice")) == ["Hello", *sorted(names)]
+    copy = store.save("alice", "c9", "Hello", "demo", b"{}", {}, set(), 0, mark="copy")
+    assert copy.name == "Hello (copy)" and store.save("bob", "b1", "Hello", "demo", b"{}", {}, set(), 0,
+                                                       mark="").name == "Hello"  # per visitor
 
 
 def test_secrets_are_made_once_and_shared(make_store):

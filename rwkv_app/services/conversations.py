@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -24,11 +23,10 @@ from ..state_tree.archive import STATES_MEMBER, TREE_MEMBER, session_from_member
 from ..state_tree.nodes import TEXT, USER
 from ..state_tree.validate import SessionFileError
 from .default_model import public_name
-from .session_store import QuotaExceeded, StoreConflict
+from .session_store import NAME_CHARS, QuotaExceeded, StoreConflict
 from .views import preview
 
 SAVED_STATES = 8  # states stored per conversation: its tips, most recently used first
-NAME_CHARS = 60
 CURRENT = "playground_current"  # tree.meta key: the Playground's node, so a reopened conversation is where it was
 START = "playground_start"  # tree.meta key: where the Playground's prompts start (the root or a state root)
 NOT_SAVED = "Conversations are not saved on this server (it runs without a session store)."
@@ -37,7 +35,10 @@ NOT_SAVED = "Conversations are not saved on this server (it runs without a sessi
 @dataclass
 class Saved:
     """Where a session's tree lives in the store: owner, conversation id, the version it was read or written at,
-    the node ids whose states are stored, and a digest of the tree last written (an unchanged tree is not)."""
+    its name, the node ids whose states are stored, and a digest of the tree last written (an unchanged tree is not).
+    Until its first save, `mark` says how the store names it, in the save's transaction: apart from the owner's other
+    conversations (session_store.distinct_name of `name`, else of the first thing typed, marked "(mark)"), or, None,
+    `name` as the visitor typed it."""
 
     owner: str | None = None
     id: str = field(default_factory=lambda: secrets.token_hex(8))
@@ -46,6 +47,7 @@ class Saved:
     states: set[str] = field(default_factory=set)
     digest: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    mark: str | None = ""
 
 
 class OtherModel(InputError):
@@ -91,8 +93,7 @@ def commit(session) -> None:
             write(session, data, tips(session))
         except StoreConflict:
             old = saved.name or default_name(session)
-            session.saved = saved = Saved(saved.owner, lock=saved.lock)
-            saved.name = distinct_name(session, old, "copy")
+            session.saved = saved = Saved(saved.owner, name=old, lock=saved.lock, mark="copy")
             write(session, data, tips(session))
             raise StoreConflict(f"\"{old}\" was changed elsewhere (another tab or server) since you opened it: "
                                 f"this version is saved beside it as \"{saved.name}\"") from None
@@ -101,14 +102,12 @@ def commit(session) -> None:
 
 def write(session, data: bytes, keep: list[str]) -> None:
     store, saved = session.playground.store, session.saved
-    if not saved.name:  # named once, as it is first saved: the first thing typed, told apart from the others
-        saved.name = distinct_name(session, default_name(session))
-    args = (saved.owner, saved.id, saved.name, session.source, data)
+    args = (saved.owner, saved.id, saved.name or default_name(session), session.source, data)
 
     def save(nodes):
         add = {n: safetensors.torch.save(state_tensors(session.tree, [n])) for n in nodes if n not in saved.states}
-        saved.version = store.save(*args, add, set(nodes), saved.version)
-        saved.states = set(nodes)
+        info = store.save(*args, add, set(nodes), saved.version, mark=saved.mark)  # named there, once, if new
+        saved.version, saved.name, saved.mark, saved.states = info.version, info.name, None, set(nodes)
     try:
         save(keep)
     except QuotaExceeded:  # the tips' states only save recomputation: try without them before refusing
@@ -136,26 +135,6 @@ def default_name(session) -> str:
     return "Untitled"
 
 
-def imported_name(session) -> str:
-    """An imported session file's conversation: its default name, marked, so the list tells it from the
-    conversation it was exported from (and from the other imports of the same file)."""
-    return distinct_name(session, default_name(session), "imported")
-
-
-def distinct_name(session, base: str, mark: str = "") -> str:
-    """The one rule for the names the app gives (a new conversation's, an import's, a conflict's copy): `base`, marked
-    "(mark)" and numbered from 2 when the visitor already has a conversation of that name ("Hello", "Hello (2)";
-    "Hello (imported)", "Hello (imported 2)"), the base shortened to keep it within NAME_CHARS. A name the visitor
-    types (rename) is theirs, kept as typed."""
-    taken = {info.name for info in listed(session) if info.id != session.saved.id}
-    for count in itertools.count(1):
-        words = " ".join(word for word in (mark, str(count) if count > 1 else "") if word)
-        suffix = f" ({words})" if words else ""
-        name = preview(base, NAME_CHARS - len(suffix)) + suffix
-        if name not in taken:
-            return name
-
-
 def listed(session) -> list:
     """The owner's stored conversations (none without a store or an identified visitor)."""
     store, owner = session.playground.store, session.saved.owner
@@ -172,8 +151,8 @@ def store_of(session):
 
 
 def identify(session, owner: str) -> None:
-    """The session belongs to `owner` from now on; an empty session reopens the owner's latest conversation on
-    its model."""
+    """The session belongs to `owner` from now on; an empty session (a page load) reopens the conversation the owner
+    last used on its model (resume_latest)."""
     if session.saved.owner == owner:
         return
     session.saved = Saved(owner)  # what the session holds (if anything) becomes a new conversation of the owner
@@ -182,7 +161,8 @@ def identify(session, owner: str) -> None:
 
 
 def resume_latest(session) -> None:
-    """Open the owner's most recently used conversation made with the session's model, if there is one."""
+    """Open the owner's most recently used conversation made with the session's model, if there is one: the one
+    last opened (open_conversation touches it) or saved, in any tab; the first of the list on this model."""
     if session.playground.store is None or session.saved.owner is None:
         return
     session.playground.wait_saved(session.saved.owner)  # a tab of theirs reloaded mid-stream saves what it streamed
@@ -225,7 +205,8 @@ def open_conversation(session, conversation: str, switch_model: bool = False) ->
                                 budget=session.playground.state_budget())
     session.adopt(tree)
     session.saved = Saved(session.saved.owner, stored.info.id, stored.info.version, stored.info.name,
-                          set(stored.states), hashlib.sha256(stored.tree).hexdigest())
+                          set(stored.states), hashlib.sha256(stored.tree).hexdigest(), mark=None)
+    store.touch(session.saved.owner, stored.info.id)  # used now: first in the list, what a reload reopens
 
 
 def merged_states(blobs: dict[str, bytes]) -> bytes:
@@ -256,7 +237,7 @@ def rename(session, conversation: str, name) -> None:
     store = store_of(session)
     found = store.rename(session.saved.owner, str(conversation), name)
     if conversation == session.saved.id:
-        session.saved.name = name  # also names the open conversation before its first save
+        session.saved.name, session.saved.mark = name, None  # also names the open one before its first save, as typed
     elif not found:
         raise InputError("no such conversation: it was deleted, it expired, or it is not yours")
 

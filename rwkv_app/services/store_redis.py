@@ -3,8 +3,10 @@
 Keys (prefix `rwkv:`): `conv:<owner>:<id>` a hash (name, model, created, updated, version, nbytes, tree: zlib JSON),
 `states:<owner>:<id>` a hash node id -> safetensors blob, `owner:<owner>` a sorted set of the owner's ids by last
 use, `secret:<name>` a string. A save WATCHes the conversation and its owner's set and writes in one MULTI/EXEC,
-so a writer that read an older version gets StoreConflict and nothing of it is written. Every key of a
-conversation expires ttl_s after its last save (Redis removes it; the owner's list skips ids already gone).
+so a writer that read an older version gets StoreConflict and nothing of it is written; when a watched key changed
+but the version did not (another conversation of the owner's was saved, one was opened or renamed), the save runs
+again on fresh reads, so a new conversation's name is chosen against every name stored before it. Every key of a
+conversation expires ttl_s after its last save or open (Redis removes it; the owner's list skips ids already gone).
 """
 from __future__ import annotations
 
@@ -69,63 +71,95 @@ class RedisStore(SessionStore):
             return None
         return Stored(info, zlib.decompress(values[-1]), {k.decode(): bytes(v) for k, v in states.items()})
 
-    def save(self, owner, conversation, name, model, tree, add, keep, expect) -> int:
+    def _watched(self, work):
+        """Run `work(pipe)` (WATCH, reads, MULTI, writes, EXEC) again on fresh reads while a watched key changes
+        under it: a save's own version check then tells a real conflict from another write of the owner's."""
+        while True:
+            with self.db.pipeline(transaction=True) as pipe:
+                try:
+                    return work(pipe)
+                except redis.WatchError:
+                    continue
+
+    def _keep_alive(self, pipe, *keys: str) -> None:
+        for key in keys:
+            pipe.expire(key, max(1, int(self.ttl_s)))
+
+    def save(self, owner, conversation, name, model, tree, add, keep, expect, mark=None) -> Info:
         conv, states, listed = self._conv(owner, conversation), self._states(owner, conversation), self._owner(owner)
         packed = zlib.compress(tree, 6)
-        with self.db.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(conv, states, listed)
-                version, created, stored_name = pipe.hmget(conv, ("version", "created", "name"))
-                if int(version or 0) != expect:
-                    raise self.conflict(conversation)
-                sizes = {k.decode(): int(v) for k, v in self._blob_sizes(pipe, states).items()}
-                drop = [n for n in sizes if n not in keep or n in add]
-                state_bytes = sum(v for n, v in sizes.items() if n not in drop) + sum(map(len, add.values()))
-                others = self._others(pipe, owner, conversation)
-                nbytes = len(packed) + state_bytes
-                self.check_quota(owner, others, nbytes)
-                now = self.clock()
-                pipe.multi()
-                pipe.hset(conv, mapping={"name": stored_name or name,  # a save never undoes a rename
-                                         "model": model, "created": created or now, "updated": now,
-                                         "version": expect + 1, "nbytes": nbytes, "tree": packed})
-                if drop:
-                    pipe.hdel(states, *drop)
-                if add:
-                    pipe.hset(states, mapping=add)
-                pipe.zadd(listed, {conversation: now})
-                for key in (conv, states, listed):
-                    pipe.expire(key, max(1, int(self.ttl_s)))
-                pipe.execute()
-            except redis.WatchError:
-                raise self.conflict(conversation) from None
-        return expect + 1
+
+        def work(pipe):
+            pipe.watch(conv, states, listed)  # the owner's list too: a new conversation's name and the quota
+            version, created, stored_name = pipe.hmget(conv, ("version", "created", "name"))
+            if int(version or 0) != expect:
+                raise self.conflict(conversation)
+            sizes = {k.decode(): int(v) for k, v in self._blob_sizes(pipe, states).items()}
+            drop = [n for n in sizes if n not in keep or n in add]
+            state_bytes = sum(v for n, v in sizes.items() if n not in drop) + sum(map(len, add.values()))
+            others = self._others(pipe, owner, conversation)
+            nbytes = len(packed) + state_bytes
+            self.check_quota(owner, sum(size for _, size in others), nbytes)
+            now = self.clock()
+            created = float(created) if created else now
+            stored = stored_name.decode() if stored_name else self.new_name(name, mark, (n for n, _ in others))
+            pipe.multi()
+            pipe.hset(conv, mapping={"name": stored,  # a save never undoes a rename
+                                     "model": model, "created": created, "updated": now,
+                                     "version": expect + 1, "nbytes": nbytes, "tree": packed})
+            if drop:
+                pipe.hdel(states, *drop)
+            if add:
+                pipe.hset(states, mapping=add)
+            pipe.zadd(listed, {conversation: now})
+            self._keep_alive(pipe, conv, states, listed)
+            pipe.execute()
+            return Info(conversation, stored, model, created, now, expect + 1, nbytes)
+        return self._watched(work)
 
     def _blob_sizes(self, pipe, states: str) -> dict:
         """node id -> blob size, without fetching the blobs (HSTRLEN per field)."""
         nodes = pipe.hkeys(states)
         return {node: pipe.hstrlen(states, node) for node in nodes}
 
-    def _others(self, pipe, owner: str, conversation: str) -> int:
-        total = 0
+    def _others(self, pipe, owner: str, conversation: str) -> list[tuple[str, int]]:
+        """(name, bytes) of each of the owner's other conversations (read under WATCH of the owner's list)."""
+        found = []
         for other in pipe.zrange(self._owner(owner), 0, -1):
             if other.decode() != conversation:
-                total += int(pipe.hget(self._conv(owner, other.decode()), "nbytes") or 0)
-        return total
+                name, nbytes = pipe.hmget(self._conv(owner, other.decode()), ("name", "nbytes"))
+                if name is not None:  # else expired by Redis
+                    found.append((name.decode(), int(nbytes or 0)))
+        return found
+
+    def touch(self, owner: str, conversation: str) -> bool:
+        conv, listed = self._conv(owner, conversation), self._owner(owner)
+
+        def work(pipe):
+            pipe.watch(conv)  # deleted meanwhile: not brought back as a husk
+            if not pipe.exists(conv):
+                return False
+            now = self.clock()
+            pipe.multi()
+            pipe.hset(conv, "updated", now)
+            pipe.zadd(listed, {conversation: now})
+            self._keep_alive(pipe, conv, self._states(owner, conversation), listed)
+            pipe.execute()
+            return True
+        return self._watched(work)
 
     def rename(self, owner: str, conversation: str, name: str) -> bool:
         conv = self._conv(owner, conversation)
-        with self.db.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(conv)
-                if not pipe.exists(conv):
-                    return False
-                pipe.multi()
-                pipe.hset(conv, "name", name)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                return self.rename(owner, conversation, name)
+
+        def work(pipe):
+            pipe.watch(conv)
+            if not pipe.exists(conv):
+                return False
+            pipe.multi()
+            pipe.hset(conv, "name", name)
+            pipe.execute()
+            return True
+        return self._watched(work)
 
     def delete(self, owner: str, conversation: str) -> bool:
         pipe = self.db.pipeline(transaction=True)

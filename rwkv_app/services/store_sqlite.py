@@ -71,12 +71,12 @@ class SqliteStore(SessionStore):
             return Stored(Info(*row[:-1]), zlib.decompress(row[-1]), {node: bytes(blob) for node, blob in states})
         return self._transaction(work)
 
-    def save(self, owner, conversation, name, model, tree, add, keep, expect) -> int:
+    def save(self, owner, conversation, name, model, tree, add, keep, expect, mark=None) -> Info:
         self._sweep()
         packed = zlib.compress(tree, 6)
 
         def work(db):
-            row = db.execute("SELECT version, created FROM conversations WHERE owner = ? AND id = ?",
+            row = db.execute("SELECT version, created, name FROM conversations WHERE owner = ? AND id = ?",
                              (owner, conversation)).fetchone()
             if (row[0] if row else 0) != expect:
                 raise self.conflict(conversation)
@@ -88,17 +88,21 @@ class SqliteStore(SessionStore):
                            [(owner, conversation, node, blob) for node, blob in add.items()])
             (state_bytes,) = db.execute("SELECT COALESCE(SUM(LENGTH(blob)), 0) FROM states WHERE owner = ? AND "
                                         "conversation = ?", (owner, conversation)).fetchone()
-            (others,) = db.execute("SELECT COALESCE(SUM(nbytes), 0) FROM conversations WHERE owner = ? AND id != ?",
-                                   (owner, conversation)).fetchone()
+            others = db.execute("SELECT name, nbytes FROM conversations WHERE owner = ? AND id != ?",
+                                (owner, conversation)).fetchall()
             nbytes = len(packed) + state_bytes
-            self.check_quota(owner, others, nbytes)
-            now = self.clock()
+            self.check_quota(owner, sum(size for _, size in others), nbytes)
+            now, stored = self.clock(), row[2] if row else self.new_name(name, mark, (n for n, _ in others))
             db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, id) DO "
                        "UPDATE SET model = excluded.model, updated = excluded.updated, version = excluded.version, "
                        "nbytes = excluded.nbytes, tree = excluded.tree",
-                       (owner, conversation, name, model, row[1] if row else now, now, expect + 1, nbytes, packed))
-            return expect + 1
+                       (owner, conversation, stored, model, row[1] if row else now, now, expect + 1, nbytes, packed))
+            return Info(conversation, stored, model, row[1] if row else now, now, expect + 1, nbytes)
         return self._transaction(work)
+
+    def touch(self, owner: str, conversation: str) -> bool:
+        return self._transaction(lambda db: db.execute("UPDATE conversations SET updated = ? WHERE owner = ? AND "
+                                                       "id = ?", (self.clock(), owner, conversation)).rowcount > 0)
 
     def rename(self, owner: str, conversation: str, name: str) -> bool:
         return self._transaction(lambda db: db.execute("UPDATE conversations SET name = ? WHERE owner = ? AND id = ?",

@@ -349,8 +349,7 @@ class UserSession(ChatActions):
     def load_file(self, path) -> None:
         """Resume an uploaded session file; it becomes a new conversation of this visitor."""
         self.adopt(transfer.import_from(self, path))
-        self.saved = Saved(self.saved.owner)
-        self.saved.name = conversations.imported_name(self)
+        self.saved = Saved(self.saved.owner, mark="imported")  # named at its first save, apart from the original
 
     def adopt(self, tree: SessionTree) -> None:
         """Make `tree` (imported, opened from the store, or new) this session's, at the node it was left at."""

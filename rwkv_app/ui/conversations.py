@@ -4,7 +4,8 @@ name, model and when it was last used; open, rename, delete, new, and "delete al
 
 Who the visitor is comes from a random key kept in the browser (gr.BrowserState; its storage key and secret live
 in the session store, so a restart or another replica reads it), or the signed-in Hugging Face user on a Space
-with sign-in. `identify` runs when the page loads and reopens the visitor's latest conversation.
+with sign-in. `identify` runs when the page loads and reopens the conversation the visitor last used (opened or
+saved) on the session's model; the list is in that order too.
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def build(ctx, refresh, api: bool) -> dict:
             wire_api(ctx, refresh)
         return {}
     with gr.Accordion("Conversations", open=True, elem_classes=["conversations"]):
-        pick = gr.Radio([], label="Your saved conversations (most recent first)", elem_classes=["conv-list"],
+        pick = gr.Radio([], label="Your saved conversations (last used first)", elem_classes=["conv-list"],
                         info="Each chat and generation is saved as it ends; this browser finds them again.")
         with gr.Row():
             open_ = gr.Button("Open", size="sm", elem_classes=["conv-open"])
