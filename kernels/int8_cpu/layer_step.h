@@ -63,17 +63,14 @@ inline float dot(const float* a, const float* b, int64_t n) {  // float32 sums i
   return _mm512_reduce_add_ps(acc);
 }
 
-// A low-rank branch's float32 product: x (M, K) @ weight (N, K).T (+ bias (N,)) -> (M, N). Up to kFewRows rows, a
-// dot product per output (reads each weight row once for all rows; at 1 row 2-3x at::linear's ~25 us on 2 cores);
-// more rows, at::linear (MKL's GEMM: the dot products' horizontal sums cost more than they save at K = 32..128).
-constexpr int64_t kFewRows = 3;
-
+// A low-rank branch's float32 product: x (M, K) @ weight (N, K).T (+ bias (N,)) -> (M, N), a dot product per output,
+// so each row's result is the same alone or in any batch (at::linear's GEMM sums in an order that depends on M).
+// At 1 row it reads each weight row once at memory speed (2-3x at::linear's ~25 us on 2 cores).
 inline Tensor linear_f32(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) == K, "layer step: a low-rank weight is (N, ", K, ")");
   const float *in = x.data_ptr<float>(), *w = vec(weight, N * K, "a low-rank weight");
   const float* b = bias.defined() ? vec(bias, N, "a low-rank bias") : nullptr;
-  if (M > kFewRows) return bias.defined() ? at::addmm(bias, x, weight.t()) : at::mm(x, weight.t());
   Tensor out = at::empty({M, N}, x.options());
   float* y = out.data_ptr<float>();
   const int64_t grain = std::max<int64_t>(1, kSerialWork / std::max<int64_t>(1, M * K));  // small: one thread

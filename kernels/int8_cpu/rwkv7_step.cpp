@@ -115,8 +115,12 @@ void rwkv7_layer_step(Tensor x, Tensor v_first, const Tensor& att_in, const Tens
   float *del_a = vectors.data_ptr<float>(), *del_b = del_a + B * C, *out = del_b + B * C;
   Tensor decays_t = at::empty({B, C}, x.options());
   float* decays = decays_t.data_ptr<float>();
-  const float log_scale = static_cast<float>(-decay_scale);
-  for (int64_t i = 0; i < B * C; ++i) decays[i] = std::exp(log_scale * decay.data_ptr<float>()[i]);  // log_w < 0
+  const __m512 log_scale = _mm512_set1_ps(static_cast<float>(-decay_scale));
+  for (int64_t i = 0; i < B * C; i += 16) {  // exp(log_w), log_w = -decay_scale * sigmoid(.) in (-0.61, 0)
+    const __mmask16 valid = static_cast<__mmask16>((1u << std::min<int64_t>(16, B * C - i)) - 1);
+    const __m512 log_w = _mm512_mul_ps(log_scale, _mm512_maskz_loadu_ps(valid, decay.data_ptr<float>() + i));
+    _mm512_mask_storeu_ps(decays + i, valid, exp16(log_w));
+  }
   const float *key_norm = f(kKeyNorm, C), *key_rate = f(kKeyRate, C);
   for (int64_t row = 0; row < B; ++row) {
     float* vf = v_first.data_ptr<float>() + row * v_first.stride(0);
