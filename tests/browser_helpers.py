@@ -87,9 +87,12 @@ def wait_toast(page, text):
 
 def error_badges(page) -> int:
     """Gradio's "Error" badges drawn over outputs of a failed event (visible ones only): the status tracker's error
-    label, whatever the tracker's variant (a full-size one over a Chatbot, a translucent one over a Markdown)."""
-    return page.evaluate("() => [...document.querySelectorAll('[data-testid=status-tracker] .error')]"
-                         ".filter(e => e.offsetParent && e.innerText.trim() === 'Error').length")
+    label, whatever the tracker's variant (a full-size one over a Chatbot, a translucent one over a Markdown); a tracker
+    hidden by show_progress="hidden" keeps an invisible label, not counted."""
+    return page.evaluate("() => [...document.querySelectorAll('[data-testid=status-tracker] .error')].filter(e => {"
+                         " const t = e.closest('[data-testid=status-tracker]');"  # hidden (show_progress hidden): not seen
+                         " return e.offsetParent && e.innerText.trim() === 'Error' && !t.classList.contains('hide')"
+                         " && getComputedStyle(t).opacity !== '0'; }).length")
 
 
 def tree_html(page) -> str:
