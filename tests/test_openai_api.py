@@ -203,6 +203,7 @@ def test_bad_requests_get_openai_errors_while_others_stream(served, client):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x" * 100_000}])
     assert err.value.body["code"] == "context_length_exceeded" and err.value.body["param"] == "messages"
+    assert err.value.body["message"].startswith("the messages have 100,000 characters;")  # not "the messages is"
     with pytest.raises(openai.AuthenticationError) as err:
         openai.OpenAI(base_url=served.url + "/v1", api_key="wrong", max_retries=0).models.list()
     assert err.value.status_code == 401 and err.value.body["code"] == "invalid_api_key"

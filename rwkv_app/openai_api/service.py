@@ -96,7 +96,8 @@ class ApiService:
         param = "messages" if request.chat else "prompt"
         chars = sum(len(m["content"]) for m in request.messages) if request.chat else len(request.prompt)
         if chars > options.max_prompt_chars:
-            raise bad_request(f"the {param} is {chars:,} characters; this server takes at most "
+            what = "the messages have" if request.chat else "the prompt has"
+            raise bad_request(f"{what} {chars:,} characters; this server takes at most "
                               f"{options.max_prompt_chars:,}", param, "context_length_exceeded")
         if request.max_tokens is not None and request.max_tokens > options.max_new_tokens:
             raise bad_request(f"max_tokens is {request.max_tokens}; this server generates at most "
