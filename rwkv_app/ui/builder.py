@@ -52,7 +52,8 @@ MOBILE_CSS = """
   .rwkv-tree { max-height: 40vh; }
   .rwkv-tree .tn { flex-wrap: wrap; }
   .rwkv-tree .tn > .snip { flex: 1 1 0; }
-  .rwkv-tree .tn > .extra { flex: 0 0 100%; margin-left: 0; padding-left: 1.2em; box-sizing: border-box; }
+  .rwkv-tree .tn > .extra { flex: 0 0 100%; margin-left: 0; padding-left: 1.2em; box-sizing: border-box;
+    white-space: normal; overflow-wrap: anywhere; }  /* a deep row's "· forced ..." / "· stopped" wraps, not cut */
 }
 """
 PHONE_ORDER = ("pg-prompt", "pg-actions", "pg-settings", "pg-output", "pg-tree", "pg-extra", "pg-delete", "pg-confirm",
