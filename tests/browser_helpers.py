@@ -90,7 +90,7 @@ def error_badges(page) -> int:
     label, whatever the tracker's variant (a full-size one over a Chatbot, a translucent one over a Markdown); a tracker
     hidden by show_progress="hidden" keeps an invisible label, not counted."""
     return page.evaluate("() => [...document.querySelectorAll('[data-testid=status-tracker] .error')].filter(e => {"
-                         " const t = e.closest('[data-testid=status-tracker]');"  # hidden (show_progress hidden): not seen
+                         " const t = e.closest('[data-testid=status-tracker]');"  # show_progress hidden: unseen
                          " return e.offsetParent && e.innerText.trim() === 'Error' && !t.classList.contains('hide')"
                          " && getComputedStyle(t).opacity !== '0'; }).length")
 

@@ -95,8 +95,8 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
         for event in refresh + [loaded]:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
             if lists:
-                # one update per list: Gradio pops "value" from an update dict as it applies it, so one dict sent to both
-                # lists reached the second without its value (the Playground's list showed nothing selected)
+                # one update per list: Gradio pops "value" from an update dict as it applies it, so one dict sent
+                # to both lists reached the second without its value (the Playground's list showed none selected)
                 event.then(lambda s: [conversations.list_update(s) for _ in lists], [ctx.state], lists,
                            api_visibility="private", show_progress="hidden")
         for event in ctx.reopened + [loaded]:  # the Chat tab's panel: the settings of the conversation now open
