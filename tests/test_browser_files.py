@@ -76,3 +76,15 @@ def test_the_current_node_state_downloads_as_a_state_file(page, tmp_path):
     download.value.save_as(saved)
     tensors = load_file(str(saved))
     assert any(name.startswith("blocks.0.") for name in tensors) and error_badges(page) == 0
+
+
+def test_a_refusal_shows_the_visitors_text_as_typed(page):
+    """A walkthrough: a toast drew what the visitor typed as HTML, so a node id "<b>x" showed as a bold x and
+    "a<script>" as "a", the tag and the closing quote gone. Toasts now show it as typed."""
+    open_tab(page, "Session")
+    for typed in ("<b>x", "a<script>"):
+        page.fill("#state-file-node textarea", typed)
+        page.click("#state-file-export")
+        page.wait_for_function("t => [...document.querySelectorAll('.toast-body')].some(e => e.innerText.includes(t))",
+                               arg=f"Unknown node id '{typed}'")
+        assert not page.locator(".toast-body b").count() and error_badges(page) == 0
