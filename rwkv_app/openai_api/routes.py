@@ -1,7 +1,7 @@
 """The /v1 routes: a FastAPI app (mounted under /v1 beside the Gradio app) with OpenAI's endpoints and the
 state extensions. Every error is an OpenAI error object with its HTTP status.
 
-    GET  /v1/models                 the served model and the presets
+    GET  /v1/models                 the served model, the presets and the bundled demos
     POST /v1/completions            prompt -> text (stream: true for server-sent events)
     POST /v1/chat/completions       messages -> reply, in the model family's chat format
     GET  /v1/states/{id}            a kept state's metadata (its node in the key's session tree)

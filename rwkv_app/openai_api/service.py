@@ -55,14 +55,15 @@ class ApiService:
         return DEMO_NAME if Path(source).resolve() == Path(resolve_demo(DEMO_NAME)).resolve() else Path(source).name
 
     def model_names(self) -> list[str]:
-        names = [self.default_name()] + list(self.playground.manager.presets)
+        """The served model, then what the Models tab offers: the presets and the bundled demos."""
+        names = [self.default_name()] + self.playground.model_choices()
         return list(dict.fromkeys(n for n in names if n))
 
     def acquire(self, name: str):
         """The named model, borrowed; 404 for a name this server does not serve (the Models tab's rules)."""
         if name == self.default_name():
             return self.playground.acquire_default()
-        if name not in self.playground.manager.presets and not self.playground.options.allow_any_model:
+        if name not in self.model_names() and not self.playground.options.allow_any_model:
             raise not_found(f"The model {name!r:.80} does not exist on this server: use one of "
                             f"{', '.join(self.model_names())} (GET /v1/models)", "model", "model_not_found")
         return self.playground.acquire(name)
