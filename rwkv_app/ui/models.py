@@ -69,11 +69,12 @@ def wire(ctx, refresh, c):
         def report(stage, fraction, detail):
             progress(fraction if fraction is not None else 0.0, desc=f"{stage}: {detail}")
 
-        session.switch_model(source, report)
-        key = session.loaded.key
-        return (f"Loaded {public_name(key.source)}; this session resumes your latest conversation on it (or starts "
-                "a new one); those of other models stay in the Conversations list.",
-                info_markdown(ctx, session), session)
+        switched = session.switch_model(source, report)
+        name = public_name(session.loaded.key.source)
+        text = (f"Loaded {name}; this session resumes your latest conversation on it (or starts a new one); those "
+                "of other models stay in the Conversations list." if switched else
+                f"This session already runs {name}: nothing changed, the open conversation stays open.")
+        return text, info_markdown(ctx, session), session
     # The page's click shows the progress bar over the status line, and a refusal is a toast that leaves the tab as
     # it was (a failed event would draw Gradio's Error badge over the status line); /load_model, on a hidden
     # trigger, raises the message to its caller. The endpoint first: the page's event would take the name.
