@@ -41,6 +41,10 @@ def test_models_lists_the_served_model_and_the_presets(client):
     names = [m.id for m in client.models.list()]
     assert names[0] == "demo" and "rwkv-4-169m-pile" in names
     assert not any("/" in name for name in names)  # the demo model's server path stays private
+    assert client.models.retrieve("demo").id == "demo"  # a walkthrough: GET /v1/models/demo was a 404
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("gpt-4o")
+    assert err.value.body["code"] == "model_not_found"
 
 
 def test_the_other_bundled_demo_is_served_by_name_as_in_the_models_tab(client):

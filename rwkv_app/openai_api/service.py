@@ -64,9 +64,12 @@ class ApiService:
         if name == self.default_name():
             return self.playground.acquire_default()
         if name not in self.model_names() and not self.playground.options.allow_any_model:
-            raise not_found(f"The model {name!r:.80} does not exist on this server: use one of "
-                            f"{', '.join(self.model_names())} (GET /v1/models)", "model", "model_not_found")
+            raise self.unknown_model(name)
         return self.playground.acquire(name)
+
+    def unknown_model(self, name: str):
+        return not_found(f"The model {name!r:.80} does not exist on this server: use one of "
+                         f"{', '.join(self.model_names())} (GET /v1/models)", "model", "model_not_found")
 
     def prepare(self, request: GenRequest, key: str) -> Prepared:
         self.states.sweep()
