@@ -15,7 +15,9 @@ class Served:
         self.playground, self.service, self.server, self.thread, self.url = playground, service, server, thread, url
 
     def engine_stats(self) -> dict:
-        (stats,) = self.playground.stats()["engines"].values()
+        """The counters of the served model's engine (a test may have loaded another model beside it)."""
+        served = f"{self.playground.default_source} ("
+        (stats,) = [s for name, s in self.playground.stats()["engines"].items() if name.startswith(served)]
         return stats
 
     def close(self):

@@ -86,9 +86,13 @@ def wait_toast(page, text):
 
 
 def error_badges(page) -> int:
-    """Gradio's "Error" badges drawn over outputs of a failed event (visible ones only)."""
-    return page.evaluate("() => [...document.querySelectorAll('.wrap.default')].filter(e => !e.classList.contains('hide')"
-                         " && e.innerText.trim() === 'Error' && e.offsetParent).length")
+    """Gradio's "Error" badges drawn over outputs of a failed event (visible ones only): the status tracker's error
+    label, whatever the tracker's variant (a full-size one over a Chatbot, a translucent one over a Markdown); a tracker
+    hidden by show_progress="hidden" keeps an invisible label, not counted."""
+    return page.evaluate("() => [...document.querySelectorAll('[data-testid=status-tracker] .error')].filter(e => {"
+                         " const t = e.closest('[data-testid=status-tracker]');"  # show_progress hidden: unseen
+                         " return e.offsetParent && e.innerText.trim() === 'Error' && !t.classList.contains('hide')"
+                         " && getComputedStyle(t).opacity !== '0'; }).length")
 
 
 def tree_html(page) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from rwkv_app.services.stores import open_store
 
-from .browser_helpers import SHOTS, browser_session, chromium, generate, open_tab, served_app, wait_idle
+from .browser_helpers import SHOTS, act, browser_session, chromium, generate, open_tab, served_app, wait_idle
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 pytest.importorskip("playwright.sync_api")
@@ -301,3 +301,16 @@ def test_a_reload_reopens_the_conversation_last_opened_not_the_last_saved(tmp_pa
         page.locator(".conv-list").first.scroll_into_view_if_needed()
         page.screenshot(path=str(tmp_path / f"{'mobile-' * (viewport['width'] < 500)}reopened.png"), full_page=True)
         assert page.locator(".toast-body.error").count() == 0
+
+
+def test_a_first_generation_in_the_playground_is_selected_in_its_list(tmp_path):
+    """A fifth walkthrough: a new visitor who starts in the Playground saw the conversation of their first generation
+    in its list, unselected (and still after Continue), though the Chat's list selected it. Both lists were sent one
+    update dict, which Gradio consumes for the first list; each list now gets its own."""
+    with desktop_page(tmp_path) as (page, playground):
+        generate(page, "It was a fine morning")  # the Playground's list is drawn empty as its tab opens
+        one = open_one(playground)
+        assert marked(page, [[one], [one]]) == [[one], [one]]
+        act(page, "#pg-continue")  # redrawn again while its tab stays open
+        assert marked(page, [[one], [one]]) == [[one], [one]]
+        page.locator(".conv-list").nth(1).screenshot(path=str(SHOTS / "conversations-playground-first.png"))

@@ -62,17 +62,29 @@ def test_session_export_import_and_a_refused_import(page, tmp_path):
 
 
 def test_the_current_node_state_downloads_as_a_state_file(page, tmp_path):
-    """Issue 17: a persona built by prompting is shared as a state file (the Session tab, the current node)."""
+    """Issue 17: a persona built by prompting is shared as a state file (the Session tab, the current node). One
+    click on "Download the node's state" downloads it, as "Download this session" does (a walkthrough found the
+    file only offered in the box beside the button)."""
     from safetensors.torch import load_file
 
     generate(page, "You are Mr. Darcy.")
     open_tab(page, "Session")
     page.fill("#state-file-node textarea", "")
-    page.click("#state-file-export")
-    link = page.wait_for_selector("#state-file-download a")
     with page.expect_download() as download:
-        link.click()
+        page.click("#state-file-export")
     saved = tmp_path / "state.safetensors"
     download.value.save_as(saved)
     tensors = load_file(str(saved))
     assert any(name.startswith("blocks.0.") for name in tensors) and error_badges(page) == 0
+
+
+def test_a_refusal_shows_the_visitors_text_as_typed(page):
+    """A walkthrough: a toast drew what the visitor typed as HTML, so a node id "<b>x" showed as a bold x and
+    "a<script>" as "a", the tag and the closing quote gone. Toasts now show it as typed."""
+    open_tab(page, "Session")
+    for typed in ("<b>x", "a<script>"):
+        page.fill("#state-file-node textarea", typed)
+        page.click("#state-file-export")
+        page.wait_for_function("t => [...document.querySelectorAll('.toast-body')].some(e => e.innerText.includes(t))",
+                               arg=f"Unknown node id '{typed}'")
+        assert not page.locator(".toast-body b").count() and error_badges(page) == 0

@@ -5,7 +5,8 @@ its preset and seed whole, the text preview being what is shortened (siblings lo
 that branches keeps its ↳ (a fourth walkthrough: it looked like a sibling of the row it continues); the "Node
 details" JSON describes the current node after Generate and Continue, its seed digit for digit and its model by
 name (it kept the previous node, rounded the seed and showed the server's path); Rewind with no token clicked
-says to click one. Writes docs/screenshots/tree-selection.png, tree-rows.png, mobile-tree-rows.png,
+says to click one; on a phone a deep row's meta line wraps instead of being cut off. Writes
+docs/screenshots/tree-selection.png, tree-rows.png, mobile-tree-rows.png, mobile-tree-deep-rows.png,
 tree-branching-continuation.png, node-details.png, mobile-node-details.png and rewind-no-token.png."""
 import pytest
 
@@ -200,3 +201,28 @@ def test_a_branching_continuation_keeps_its_mark(app, page):
     marks = page.inner_text(f"#pg-tree .tn[data-id='{added}']")
     assert "↳" in marks and "▾" in marks, marks  # continues the generation above, and folds its two children
     page.locator("#pg-tree").screenshot(path=str(SHOTS / "tree-branching-continuation.png"))
+
+
+# ---- 7: on a phone, a deep row's whole preset · seed · forced/stopped line stays in sight ------------------------
+MAX_SEED = "18446744073709551615"  # the widest seed a row can show
+
+
+def test_a_deep_rows_meta_line_wraps_inside_the_row_on_a_phone(app, browser):
+    """A fifth walkthrough: on a phone a row's meta line ("balanced · seed <19-20 digits> · forced ' my'" or "·
+    stopped") did not wrap, so under a few levels of indent its end was cut off at the row's edge."""
+    page = open_page(browser, app[0], **PHONE)
+    try:
+        generate(page, "It was a fine morning, and", seed=MAX_SEED)
+        act(page, "#pg-continue")  # a continuation: one level deeper
+        page.locator("#pg-tokens .token").nth(-3).click()  # a token of the continuation
+        wait_idle(page)
+        page.locator("#pg-alternatives label").nth(1).click()
+        act(page, "#pg-force")  # rewound (one level deeper still), a forced sibling with the longest meta line
+        page.locator("#pg-tree").screenshot(path=str(SHOTS / "mobile-tree-deep-rows.png"))
+        rows = {r["id"]: r for r in page.eval_on_selector_all("#pg-tree .tn", ROW_BOXES)}
+        assert any("forced" in r["extraText"] for r in rows.values()), rows
+        for row in rows.values():
+            if row["extraText"]:
+                assert row["extraRight"] <= row["rowRight"] + 0.5 and not row["extraCut"], row  # all of it shown
+    finally:
+        page.close()

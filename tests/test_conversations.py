@@ -269,6 +269,21 @@ def test_switching_model_keeps_each_models_conversations(model_dirs, data_dir):
     playground.close()
 
 
+def test_loading_the_model_in_use_keeps_the_open_conversation(model_dirs, data_dir):
+    """A walkthrough: "Load for this session" on the model the session already ran moved the visitor from the
+    conversation they had opened to their latest one."""
+    playground = server(model_dirs, data_dir)
+    session = visitor(playground, owner_of(new_visitor_key()))
+    first = chat(session, "first talk") and session.saved.id
+    conversations.new_conversation(session)
+    chat(session, "second talk")
+    conversations.open_conversation(session, first)
+    assert session.switch_model(str(model_dirs[0])) is False  # the model it runs: nothing to switch
+    assert session.saved.id == first and session.chat.messages()[0]["content"] == "first talk"
+    assert session.switch_model(str(model_dirs[1])) is True and session.source == str(model_dirs[1])
+    playground.close()
+
+
 def test_a_model_this_server_does_not_offer_is_named_when_opening(model_dirs, data_dir):
     playground = server(model_dirs, data_dir)
     session = visitor(playground, owner_of(new_visitor_key()))

@@ -41,6 +41,18 @@ def test_models_lists_the_served_model_and_the_presets(client):
     names = [m.id for m in client.models.list()]
     assert names[0] == "demo" and "rwkv-4-169m-pile" in names
     assert not any("/" in name for name in names)  # the demo model's server path stays private
+    assert client.models.retrieve("demo").id == "demo"  # a walkthrough: GET /v1/models/demo was a 404
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("gpt-4o")
+    assert err.value.body["code"] == "model_not_found"
+
+
+def test_the_other_bundled_demo_is_served_by_name_as_in_the_models_tab(client):
+    """A walkthrough: the Models tab loads `demo-rwkv4` (a bundled demo, no network needed), but /v1 answered 404
+    for it and did not list it."""
+    other = next(name for name in ("demo-rwkv4", "demo-rwkv7") if name in [m.id for m in client.models.list()])
+    reply = client.completions.create(model=other, prompt=PROMPT, temperature=0, max_tokens=4)
+    assert reply.model == other and reply.usage.completion_tokens == 4
 
 
 def test_completion_whole_and_streamed_agree(client):
@@ -203,6 +215,7 @@ def test_bad_requests_get_openai_errors_while_others_stream(served, client):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x" * 100_000}])
     assert err.value.body["code"] == "context_length_exceeded" and err.value.body["param"] == "messages"
+    assert err.value.body["message"].startswith("the messages have 100,000 characters;")  # not "the messages is"
     with pytest.raises(openai.AuthenticationError) as err:
         openai.OpenAI(base_url=served.url + "/v1", api_key="wrong", max_retries=0).models.list()
     assert err.value.status_code == 401 and err.value.body["code"] == "invalid_api_key"

@@ -1,7 +1,8 @@
 """The /v1 routes: a FastAPI app (mounted under /v1 beside the Gradio app) with OpenAI's endpoints and the
 state extensions. Every error is an OpenAI error object with its HTTP status.
 
-    GET  /v1/models                 the served model and the presets
+    GET  /v1/models                 the served model, the presets and the bundled demos
+    GET  /v1/models/{id}            one of them (404 for another name)
     POST /v1/completions            prompt -> text (stream: true for server-sent events)
     POST /v1/chat/completions       messages -> reply, in the model family's chat format
     GET  /v1/states/{id}            a kept state's metadata (its node in the key's session tree)
@@ -33,6 +34,7 @@ def build_api(playground, options) -> FastAPI:
     api.add_exception_handler(HTTPException, http_error)
     api.add_exception_handler(Exception, lambda request, err: error_response(as_api_error(err)))
     api.add_api_route("/models", list_models, methods=["GET"])
+    api.add_api_route("/models/{model_id:path}", get_model, methods=["GET"])
     api.add_api_route("/completions", completions, methods=["POST"])
     api.add_api_route("/chat/completions", chat_completions, methods=["POST"])
     api.add_api_route("/states/{state_id}", get_state, methods=["GET"])
@@ -79,10 +81,21 @@ async def read_json(request: Request) -> dict:
     return parse_json(bytes(body))
 
 
+def model_card(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "rwkv-playground"}
+
+
 async def list_models(request: Request):
     service, _ = request.app.state.service, client_key(request)
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "rwkv-playground"}
-                                       for name in service.model_names()]}
+    return {"object": "list", "data": [model_card(name) for name in service.model_names()]}
+
+
+async def get_model(model_id: str, request: Request):
+    """OpenAI's "retrieve model" (`client.models.retrieve(name)`): a name GET /v1/models lists."""
+    service, _ = request.app.state.service, client_key(request)
+    if model_id not in service.model_names():
+        raise service.unknown_model(model_id)
+    return model_card(model_id)
 
 
 async def get_state(state_id: str, request: Request):

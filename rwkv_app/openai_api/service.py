@@ -55,17 +55,21 @@ class ApiService:
         return DEMO_NAME if Path(source).resolve() == Path(resolve_demo(DEMO_NAME)).resolve() else Path(source).name
 
     def model_names(self) -> list[str]:
-        names = [self.default_name()] + list(self.playground.manager.presets)
+        """The served model, then what the Models tab offers: the presets and the bundled demos."""
+        names = [self.default_name()] + self.playground.model_choices()
         return list(dict.fromkeys(n for n in names if n))
 
     def acquire(self, name: str):
         """The named model, borrowed; 404 for a name this server does not serve (the Models tab's rules)."""
         if name == self.default_name():
             return self.playground.acquire_default()
-        if name not in self.playground.manager.presets and not self.playground.options.allow_any_model:
-            raise not_found(f"The model {name!r:.80} does not exist on this server: use one of "
-                            f"{', '.join(self.model_names())} (GET /v1/models)", "model", "model_not_found")
+        if name not in self.model_names() and not self.playground.options.allow_any_model:
+            raise self.unknown_model(name)
         return self.playground.acquire(name)
+
+    def unknown_model(self, name: str):
+        return not_found(f"The model {name!r:.80} does not exist on this server: use one of "
+                         f"{', '.join(self.model_names())} (GET /v1/models)", "model", "model_not_found")
 
     def prepare(self, request: GenRequest, key: str) -> Prepared:
         self.states.sweep()
@@ -96,7 +100,8 @@ class ApiService:
         param = "messages" if request.chat else "prompt"
         chars = sum(len(m["content"]) for m in request.messages) if request.chat else len(request.prompt)
         if chars > options.max_prompt_chars:
-            raise bad_request(f"the {param} is {chars:,} characters; this server takes at most "
+            what = "the messages have" if request.chat else "the prompt has"
+            raise bad_request(f"{what} {chars:,} characters; this server takes at most "
                               f"{options.max_prompt_chars:,}", param, "context_length_exceeded")
         if request.max_tokens is not None and request.max_tokens > options.max_new_tokens:
             raise bad_request(f"max_tokens is {request.max_tokens}; this server generates at most "

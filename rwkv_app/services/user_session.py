@@ -359,11 +359,16 @@ class UserSession(ChatActions):
         self.current = left_at if left_at in tree.nodes else self.chat.current if self.chat else tree.root
         self._start = tree.meta.get(conversations.START, tree.root)  # `start` falls back to the root if not a start
 
-    def switch_model(self, source: str, progress=None, resume: bool = True) -> None:
+    def switch_model(self, source: str, progress=None, resume: bool = True) -> bool:
         """Load (or borrow) another model; the session resumes its latest conversation on that model (`resume`),
-        else starts a new tree on it. The conversation it leaves stays in the store. On error nothing changes."""
+        else starts a new tree on it. The conversation it leaves stays in the store. On error nothing changes; for
+        the model the session already runs nothing changes either (the open conversation stays open): False."""
         source = self.playground.check_source(source)
         loaded = self.playground.acquire(source, progress)  # a failed download or load raises here
+        if loaded.key == self.loaded.key:  # (under the name asked for, as a switch would record it)
+            self.playground.manager.release(loaded)
+            self.source = source
+            return False
         try:
             if self._busy.locked():
                 raise InputError("stop the running generation before switching model")
@@ -377,3 +382,4 @@ class UserSession(ChatActions):
         self.saved = Saved(self.saved.owner)
         if resume:
             conversations.resume_latest(self)
+        return True

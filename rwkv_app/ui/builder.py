@@ -52,7 +52,8 @@ MOBILE_CSS = """
   .rwkv-tree { max-height: 40vh; }
   .rwkv-tree .tn { flex-wrap: wrap; }
   .rwkv-tree .tn > .snip { flex: 1 1 0; }
-  .rwkv-tree .tn > .extra { flex: 0 0 100%; margin-left: 0; padding-left: 1.2em; box-sizing: border-box; }
+  .rwkv-tree .tn > .extra { flex: 0 0 100%; margin-left: 0; padding-left: 1.2em; box-sizing: border-box;
+    white-space: normal; overflow-wrap: anywhere; }  /* a deep row's "· forced ..." / "· stopped" wraps, not cut */
 }
 """
 PHONE_ORDER = ("pg-prompt", "pg-actions", "pg-settings", "pg-output", "pg-tree", "pg-extra", "pg-delete", "pg-confirm",
@@ -94,7 +95,9 @@ def build_app(playground_service, message: str = "") -> gr.Blocks:
         for event in refresh + [loaded]:
             event.then(redraw, [ctx.state], outputs, api_visibility="private")
             if lists:
-                event.then(lambda s: [conversations.list_update(s)] * len(lists), [ctx.state], lists,
+                # one update per list: Gradio pops "value" from an update dict as it applies it, so one dict sent
+                # to both lists reached the second without its value (the Playground's list showed none selected)
+                event.then(lambda s: [conversations.list_update(s) for _ in lists], [ctx.state], lists,
                            api_visibility="private", show_progress="hidden")
         for event in ctx.reopened + [loaded]:  # the Chat tab's panel: the settings of the conversation now open
             event.then(lambda s: chat.settings_values(ctx, s), [ctx.state], parts["chat.settings"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
 
@@ -61,6 +62,12 @@ def message(err: BaseException) -> str:
     return public_message(err)  # no server paths in what the browser sees
 
 
+def toast(text: str) -> None:
+    """A warning toast showing `text` as written: Gradio draws a toast's text as HTML, so a visitor's "<b>x</b>" or
+    "a<script>" echoed in a message (a node id, a file or conversation name) would be drawn or dropped."""
+    gr.Warning(html.escape(text, quote=False))
+
+
 def refuse(err: BaseException, where: str) -> gr.Error:
     """A visitor's bad input (or an expected failure, such as a model that cannot load): one log line, a warning
     toast in the browser, and a hidden gr.Error so the event stops, outputs unchanged and API clients get the text.
@@ -68,7 +75,7 @@ def refuse(err: BaseException, where: str) -> gr.Error:
     text = message(err)
     log.warning("refused %s: %s", where, text)
     if LocalContext.event_id.get(None) is not None:  # inside a Gradio event: the toast goes to that browser
-        gr.Warning(text)
+        toast(text)
     return gr.Error(text, visible=False, print_exception=False)
 
 
@@ -113,7 +120,7 @@ def skip_output(err: BaseException, where: str):
     """A page event's refused input: one log line, a warning toast, and every output left as it was."""
     text = message(err)
     log.warning("refused %s: %s", where, text)
-    gr.Warning(text)
+    toast(text)
     return gr.skip()
 
 

@@ -7,7 +7,7 @@ import gradio as gr
 
 from ..errors import InputError
 from ..services.service import public_name
-from .common import guarded
+from .common import QUIET, guarded, warned
 
 
 def count(params) -> str:
@@ -61,7 +61,6 @@ def build(ctx, refresh):
 
 
 def wire(ctx, refresh, c):
-    @guarded
     def load(source, session, request: gr.Request, progress=gr.Progress()):
         if not isinstance(source, str):
             raise InputError("choose a model from the list first")
@@ -70,14 +69,21 @@ def wire(ctx, refresh, c):
         def report(stage, fraction, detail):
             progress(fraction if fraction is not None else 0.0, desc=f"{stage}: {detail}")
 
-        session.switch_model(source, report)
-        key = session.loaded.key
-        return (f"Loaded {public_name(key.source)}; this session resumes your latest conversation on it (or starts "
-                "a new one); those of other models stay in the Conversations list.",
-                info_markdown(ctx, session), session)
-    # the progress bar shows over the status line only; a failure leaves the table as it was (a toast says why)
-    switched = c["load"].click(load, [c["model"], ctx.state], [c["status"], c["info"], ctx.state],
-                               api_name="load_model", concurrency_limit=2, show_progress_on=[c["status"]])
-    refresh.append(switched)
-    ctx.reopened.append(switched)  # another model: its latest conversation, its family's chat settings
+        switched = session.switch_model(source, report)
+        name = public_name(session.loaded.key.source)
+        text = (f"Loaded {name}; this session resumes your latest conversation on it (or starts a new one); those "
+                "of other models stay in the Conversations list." if switched else
+                f"This session already runs {name}: nothing changed, the open conversation stays open.")
+        return text, info_markdown(ctx, session), session
+    # The page's click shows the progress bar over the status line, and a refusal is a toast that leaves the tab as
+    # it was (a failed event would draw Gradio's Error badge over the status line); /load_model, on a hidden
+    # trigger, raises the message to its caller. The endpoint first: the page's event would take the name.
+    inputs, outputs = [c["model"], ctx.state], [c["status"], c["info"], ctx.state]
+    api = gr.Button(visible=False).click(guarded(load), inputs, outputs, api_name="load_model", concurrency_limit=2,
+                                         concurrency_id="load_model", show_progress=QUIET)
+    page = c["load"].click(warned(load), inputs, outputs, api_visibility="private", concurrency_id="load_model",
+                           concurrency_limit=2, show_progress_on=[c["status"]])
+    for switched in (api, page):
+        refresh.append(switched)
+        ctx.reopened.append(switched)  # another model: its latest conversation, its family's chat settings
     c["refresh_info"].click(lambda s: info_markdown(ctx, s), [ctx.state], [c["info"]], api_name="models_info")

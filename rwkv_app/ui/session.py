@@ -9,8 +9,9 @@ import gradio as gr
 
 from .common import QUIET, guarded
 
-# After the file is made, the browser follows its link at once: one click downloads the session.
-FOLLOW_LINK = "() => { const a = document.querySelector('#session-download a[download], #session-download a'); if (a) a.click(); }"
+# After the file is made, the browser follows its link at once: one click downloads the session (or the state).
+def follow_link(box: str) -> str:
+    return f"() => {{ const a = document.querySelector('#{box} a[download], #{box} a'); if (a) a.click(); }}"
 
 
 def build(ctx, refresh):
@@ -60,9 +61,11 @@ def wire(ctx, refresh, c):
 
     exported = c["export"].click(export, [ctx.state], [c["download"], ctx.state], api_name="export_session",
                                  show_progress=QUIET)
-    exported.success(None, None, None, js=FOLLOW_LINK, api_visibility="private")
-    c["export_state"].click(export_state, [c["state_node"], ctx.state], [c["state_download"], ctx.state],
-                            api_name="export_state", show_progress=QUIET)
+    exported.success(None, None, None, js=follow_link("session-download"), api_visibility="private")
+    state_exported = c["export_state"].click(export_state, [c["state_node"], ctx.state],
+                                             [c["state_download"], ctx.state], api_name="export_state",
+                                             show_progress=QUIET)
+    state_exported.success(None, None, None, js=follow_link("state-file-download"), api_visibility="private")
     cleared = c["load"].click(lambda: "", None, c["status"], api_visibility="private", show_progress="hidden")
     loaded = cleared.then(load, [c["upload"], ctx.state], [c["status"], ctx.state], api_name="import_session",
                           show_progress=QUIET)  # a refused file leaves no earlier message beside its toast
