@@ -314,3 +314,20 @@ def test_a_first_generation_in_the_playground_is_selected_in_its_list(tmp_path):
         act(page, "#pg-continue")  # redrawn again while its tab stays open
         assert marked(page, [[one], [one]]) == [[one], [one]]
         page.locator(".conv-list").nth(1).screenshot(path=str(SHOTS / "conversations-playground-first.png"))
+
+
+def test_a_renamed_conversations_status_line_shows_the_name_as_typed(tmp_path):
+    """A sixth walkthrough: the status line under the list is Markdown, so a name typed as "<b>Letters</b> *one*"
+    was drawn bold ("Renamed to "Letters one"") while the list showed it as typed."""
+    typed = "<b>Letters</b> *one* [x](y)"
+    with desktop_page(tmp_path) as (page, _):
+        send(page, "Dear Jane")
+        page.locator(".conv-name").first.locator("input, textarea").first.fill(typed)
+        page.locator(".conv-rename").first.click()
+        page.wait_for_function("() => document.querySelector('.conv-status').innerText.includes('Renamed')")
+        wait_idle(page)
+        status = page.locator(".conv-status").first
+        assert status.inner_text().strip() == f'Renamed to "{typed}".'
+        assert status.locator("b, em, strong, a").count() == 0
+        assert any(label.startswith(f"▶ {typed}") for label in chat_list(page))
+        status.screenshot(path=str(SHOTS / "conversation-renamed.png"))

@@ -5,6 +5,7 @@ import functools
 import html
 import inspect
 import logging
+import re
 
 import gradio as gr
 from gradio.context import LocalContext
@@ -66,6 +67,15 @@ def toast(text: str) -> None:
     """A warning toast showing `text` as written: Gradio draws a toast's text as HTML, so a visitor's "<b>x</b>" or
     "a<script>" echoed in a message (a node id, a file or conversation name) would be drawn or dropped."""
     gr.Warning(html.escape(text, quote=False))
+
+
+MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def as_typed(text: str) -> str:
+    """A visitor's text for a gr.Markdown line, shown as typed: HTML escaped and Markdown's punctuation
+    backslashed (a conversation named "<b>x</b>" or "*x*" was drawn bold in the status line)."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def refuse(err: BaseException, where: str) -> gr.Error:

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..services import conversations as service
 from ..services.conversations import OtherModel
 from ..services.identity import browser_secrets, check_key, new_visitor_key, owner_of
-from .common import QUIET, guarded, warned
+from .common import QUIET, as_typed, guarded, warned
 
 
 def ago(seconds: float) -> str:
@@ -168,8 +168,12 @@ def wire(ctx, refresh, c, api):
     wired(c["open_"], lambda s, i: opened(s, picked(i), False), [pick])
     wired(switch, lambda s, i: opened(s, picked(i), True), [pick])
     wired(c["new"], lambda s: (service.new_conversation(s), "Started a new conversation.")[1], [])
-    wired(c["rename"], lambda s, i, n: (service.rename(s, picked(i), n), f"Renamed to \"{' '.join(n.split())}\".")[1],
-          [pick, c["name"]], reopens=False)
+
+    def renamed(session, picked_id, name: str) -> str:
+        service.rename(session, picked(picked_id), name)
+        return f"Renamed to \"{as_typed(' '.join(name.split()))}\"."
+
+    wired(c["rename"], renamed, [pick, c["name"]], reopens=False)
     wired(c["delete_sure"], lambda s, i: (service.delete(s, picked(i)), "Deleted.")[1], [pick])
     wired(c["wipe_sure"], lambda s: deleted_text(service.delete_all(s)), [])
     for ask, sure, keep, row in ((c["delete"], c["delete_sure"], c["delete_keep"], c["delete_confirm"]),
