@@ -17,8 +17,8 @@ layer_step.h): a whole block for one token per row in one call; their callers an
 rwkv_app/models/cpu_decode.py.
 
 `load()` builds the extension with torch.utils.cpp_extension (a C++ compiler and ninja; cached under
-TORCH_EXTENSIONS_DIR, ~30 s the first time on 2 cores) and returns None, after one log line, where it cannot: not x86 Linux
-with AVX512-BF16, no compiler, or RWKV_INT8_KERNEL=0 in the environment. Callers then keep torch's kernels.
+TORCH_EXTENSIONS_DIR, ~30 s the first time on 2 cores) and returns None, after one log line, where it cannot: not
+x86 Linux with AVX512-BF16, no compiler, or RWKV_INT8_KERNEL=0 in the environment. Callers then keep torch's kernels.
 """
 from __future__ import annotations
 

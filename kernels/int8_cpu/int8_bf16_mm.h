@@ -1,5 +1,5 @@
 // The int8 x bfloat16 kernel's raw entry points, shared by the C++ files of this extension
-// (int8_bf16_mm.cpp defines them; rwkv7_step.cpp calls them between its own loops).
+// (int8_bf16_mm.cpp defines them; the layer steps call them through layer_step.h's `project`).
 #pragma once
 #include <cstdint>
 

@@ -44,7 +44,7 @@ void wkv_step(int64_t B, int64_t A, const float* k, const float* v, const float*
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t c0 = 0; c0 < A; c0 += 16) {
       const __mmask16 valid = static_cast<__mmask16>((1u << std::min<int64_t>(16, A - c0)) - 1);
-      float lanes[5][16] = {};
+      float lanes[3][16] = {};  // num, den, max of 16 channels
       for (int64_t c = c0; c < std::min(A, c0 + 16); ++c)
         for (int s = 0; s < 3; ++s) lanes[s][c - c0] = in[kNum + s](b, c);
       const __m512 num = _mm512_loadu_ps(lanes[0]), den = _mm512_loadu_ps(lanes[1]), max = _mm512_loadu_ps(lanes[2]);

@@ -1,7 +1,7 @@
 // One RWKV-7 (x070) layer for one token per row on the CPU, int8 projections: the arithmetic of
 // rwkv_app/models/rwkv7/modeling.py (Rwkv7Block at T = 1, its reference) in one call instead of ~90 torch ops.
 // Elementwise work, the delta-rule state update and the norms are plain loops (float32); the six projections
-// run the int8 x bfloat16 kernel (int8_bf16_mm.cpp) and the low-rank branches at::linear (float32, as there).
+// run the int8 x bfloat16 kernel (int8_bf16_mm.cpp), the low-rank branches a float32 dot product per output.
 // Called once per layer by rwkv_app/models/rwkv7/cpu_decode.py, which documents the weights' order.
 #include "rwkv7_step.h"
 
@@ -121,7 +121,8 @@ void rwkv7_layer_step(Tensor x, Tensor v_first, const Tensor& att_in, const Tens
     const __m512 log_w = _mm512_mul_ps(log_scale, _mm512_maskz_loadu_ps(valid, decay.data_ptr<float>() + i));
     _mm512_mask_storeu_ps(decays + i, valid, exp16(log_w));
   }
-  const float *key_norm = f(kKeyNorm, C), *key_rate = f(kKeyRate, C);
+  const float *key_norm = f(kKeyNorm, C), *key_rate = f(kKeyRate, C), *rates = rate.data_ptr<float>();
+  const float* mixed_in = first_layer ? nullptr : residual.data_ptr<float>();  // the value residual's weights
   for (int64_t row = 0; row < B; ++row) {
     float* vf = v_first.data_ptr<float>() + row * v_first.stride(0);
     for (int64_t c0 = 0; c0 < C; c0 += N) {
@@ -130,24 +131,26 @@ void rwkv7_layer_step(Tensor x, Tensor v_first, const Tensor& att_in, const Tens
       const float inv = 1.f / std::max(std::sqrt(squares), 1e-12f);
       for (int64_t c = c0; c < c0 + N; ++c) {
         const int64_t i = row * C + c;
-        const float kk = k[i] * key_norm[c] * inv, a = rate.data_ptr<float>()[i];
+        const float kk = k[i] * key_norm[c] * inv, a = rates[i];
         del_a[i] = -kk;
         del_b[i] = kk * a;
         k[i] = k[i] * (1.f + (a - 1.f) * key_rate[c]);
         if (first_layer) vf[c] = v[i];
-        else v[i] = v[i] + (vf[c] - v[i]) * residual.data_ptr<float>()[i];
+        else v[i] = v[i] + (vf[c] - v[i]) * mixed_in[i];
       }
     }
   }
   const float *group_w = f(kGroupW, C), *group_b = f(kGroupB, C), *bonus = f(kBonus, C);
+  const float* gates = gate.data_ptr<float>();
+  const float* s_in = wkv_in.data_ptr<float>();
+  float* s_out = wkv_out.data_ptr<float>();
   const int64_t grain = std::max<int64_t>(1, kSerialWork / (N * N * 4));  // a head's update: ~4 N^2 flops
   at::parallel_for(0, B * heads, grain, [&](int64_t first, int64_t last) {
     for (int64_t task = first; task < last; ++task) {
       const int64_t row = task / heads, c0 = (task % heads) * N, i = row * C + c0;
       const HeadStep head{r + i, k + i, v + i, del_a + i, del_b + i, decays + i, group_w + c0, group_b + c0,
-                          bonus + c0, gate.data_ptr<float>() + i, N, group_norm_eps};
-      head.run(wkv_in.data_ptr<float>() + row * wkv_in.stride(0) + (c0 / N) * N * N,
-               wkv_out.data_ptr<float>() + row * wkv_out.stride(0) + (c0 / N) * N * N, out + i);
+                          bonus + c0, gates + i, N, group_norm_eps};
+      head.run(s_in + row * wkv_in.stride(0) + c0 * N, s_out + row * wkv_out.stride(0) + c0 * N, out + i);
     }
   });
   project(proj_o, out, B, r, bf16);  // r is free again: the attention's output
