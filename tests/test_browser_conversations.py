@@ -21,12 +21,15 @@ from .test_browser_files import upload  # noqa: E402
 BOX = "#chat-message textarea"
 
 
+DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
+
+
 @contextlib.contextmanager
-def desktop_page(tmp_path):
-    """(page, playground): the app on a SQLite store in tmp_path, one visitor's page at 1366 x 900, ready."""
+def visitor_page(tmp_path, viewport=DESKTOP):
+    """(page, playground): the app on a SQLite store in tmp_path, one visitor's page at `viewport`, ready."""
     store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
     with served_app(store=store) as (url, playground), chromium() as browser:
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page = browser.new_context(viewport=viewport).new_page()
         page.goto(url)
         page.wait_for_selector(BOX)
         wait_idle(page)
@@ -108,7 +111,7 @@ def test_the_conversation_panel_shows_the_open_conversations_settings(tmp_path):
     model) has no thinking format, so no Thinking choice."""
     darcy = {"system": "You are Elizabeth Bennet.", "user": "Darcy", "bot": "Elizabeth", "thinking": False}
     fresh = {"system": "", "user": "User", "bot": "Bot", "thinking": False}
-    with desktop_page(tmp_path) as (page, _):
+    with visitor_page(tmp_path) as (page, _):
         assert panel(page) == fresh
         for field, value in (("system", darcy["system"]), ("user", "Darcy"), ("bot", "Elizabeth")):
             page.fill(f"#chat-{field} textarea", value)
@@ -132,7 +135,7 @@ def test_the_conversation_panel_shows_the_open_conversations_settings(tmp_path):
 
 
 def test_deleting_a_conversation_or_all_data_asks_first(tmp_path):
-    with desktop_page(tmp_path) as (page, _):
+    with visitor_page(tmp_path) as (page, _):
         for text in ("First letter", "Second letter"):
             send(page, text)
             page.locator(".conv-new").first.click()
@@ -213,7 +216,7 @@ def test_the_list_selects_the_open_conversation_on_both_tabs(tmp_path):
     """Chat, New, Open, an import, each followed by opening the other tab: each list's radio marks the conversation
     the visitor is in. Before, the Playground's list (first drawn when its tab opened) showed none selected, or the
     one it was first drawn with: Gradio 6.31 drops a Radio's value sent while its tab is closed."""
-    with desktop_page(tmp_path) as (page, playground):
+    with visitor_page(tmp_path) as (page, playground):
         send(page, "Good morning, Miss Bennet")
         assert marked(page, [[open_one(playground)]]) == [[open_one(playground)]]
         first = open_one(playground)
@@ -250,7 +253,7 @@ def test_the_list_selects_the_open_conversation_on_both_tabs(tmp_path):
 
 
 def test_new_inside_the_playground_tab_clears_its_lists_selection(tmp_path):
-    with desktop_page(tmp_path) as (page, _):
+    with visitor_page(tmp_path) as (page, _):
         send(page, "Good morning")  # sent while the Playground's list is not drawn yet
         generate(page, "It was a fine morning")  # its tab opens: the list is drawn, then redrawn
         page.locator(".conv-new").nth(1).click()
@@ -265,18 +268,12 @@ def reloaded(page) -> None:
     wait_idle(page)
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1366, "height": 900}, {"width": 390, "height": 844}],
-                         ids=["desktop", "phone"])
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_a_reload_reopens_the_conversation_last_opened_not_the_last_saved(tmp_path, viewport):
     """A visitor opens an older conversation from the list to read it, generates nothing, and reloads: the same
     conversation is open again (before: the one saved last), marked and first in the list, also after a second
     reload."""
-    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
-    with served_app(store=store) as (url, playground), chromium() as browser:
-        page = browser.new_context(viewport=viewport).new_page()
-        page.goto(url)
-        page.wait_for_selector(BOX)
-        wait_idle(page)
+    with visitor_page(tmp_path, viewport) as (page, playground):
         send(page, "First letter")
         first = open_one(playground)
         page.locator(".conv-new").first.click()
@@ -307,7 +304,7 @@ def test_a_first_generation_in_the_playground_is_selected_in_its_list(tmp_path):
     """A fifth walkthrough: a new visitor who starts in the Playground saw the conversation of their first generation
     in its list, unselected (and still after Continue), though the Chat's list selected it. Both lists were sent one
     update dict, which Gradio consumes for the first list; each list now gets its own."""
-    with desktop_page(tmp_path) as (page, playground):
+    with visitor_page(tmp_path) as (page, playground):
         generate(page, "It was a fine morning")  # the Playground's list is drawn empty as its tab opens
         one = open_one(playground)
         assert marked(page, [[one], [one]]) == [[one], [one]]
@@ -320,7 +317,7 @@ def test_a_renamed_conversations_status_line_shows_the_name_as_typed(tmp_path):
     """A sixth walkthrough: the status line under the list is Markdown, so a name typed as "<b>Letters</b> *one*"
     was drawn bold ("Renamed to "Letters one"") while the list showed it as typed."""
     typed = "<b>Letters</b> *one* [x](y)"
-    with desktop_page(tmp_path) as (page, _):
+    with visitor_page(tmp_path) as (page, _):
         send(page, "Dear Jane")
         page.locator(".conv-name").first.locator("input, textarea").first.fill(typed)
         page.locator(".conv-rename").first.click()

@@ -8,9 +8,7 @@ import contextlib
 
 import pytest
 
-from rwkv_app.services.stores import open_store
-
-from .browser_helpers import chromium, open_tab, served_app, wait_idle
+from .browser_helpers import open_tab, wait_idle
 from .fault_helpers import EngineGate, default_model, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -18,11 +16,11 @@ pytest.importorskip("playwright.sync_api")
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
+from .test_browser_conversations import BOX, DESKTOP, PHONE, visitor_page  # noqa: E402
 from .test_browser_tabs import set_slider  # noqa: E402
 
 PROMPT = "Chapter 1. It is a truth universally acknowledged"
 STREAMED_TOKENS = 60  # tokens the engine hands out before it is held: a few hundred characters on the page
-BOX = "#chat-message textarea"
 
 
 def output(page) -> str:
@@ -61,15 +59,9 @@ def kept(page, shown: str) -> None:
     assert output(page).startswith(shown)
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1366, "height": 900}, {"width": 390, "height": 844}],
-                         ids=["desktop", "phone"])
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_a_reload_while_the_playground_streams_keeps_the_prompt_and_the_partial_text(tmp_path, viewport):
-    store = open_store(str(tmp_path / "data"), ttl_s=86400.0, quota_bytes=2 ** 26)
-    with served_app(store=store) as (url, playground), chromium() as browser:
-        page = browser.new_context(viewport=viewport).new_page()
-        page.goto(url)
-        page.wait_for_selector(BOX)
-        wait_idle(page)
+    with visitor_page(tmp_path, viewport) as (page, playground):
         gate = EngineGate(default_model(playground))
         try:
             open_tab(page, "Playground")
