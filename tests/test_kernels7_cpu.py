@@ -208,9 +208,11 @@ def test_wkv7_dispatch_on_cpu(impl):
     inputs = make_inputs7(2, 11, 2, 16)
     state = prefix_state7(2, 2, 16)
     expected = (wkv7_reference if impl == "reference" else wkv7_cpu)(*inputs, state)
-    got = wkv7(*inputs, state, impl=impl)
+    with torch.enable_grad():
+        inputs = tuple(x.requires_grad_() for x in inputs)  # auto: the chunked form wherever a gradient is wanted
+        got = wkv7(*inputs, state, impl=impl)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
-    assert set(IMPLS7) == {"auto", "reference", "cpu", "triton"}
+    assert set(IMPLS7) == {"auto", "reference", "cpu", "cpp", "triton"}
 
 
 def test_wkv7_triton_refuses_cpu_tensors():

@@ -4,10 +4,11 @@
 
 r, log_w, k, v, a, b: (B, T, H, N); state: (B, H, N, N) float32 indexed [batch, head, value, key].
 See kernels/rwkv7/reference.py for the recurrence. impl: "reference" (the token loop, the oracle), "cpu" (the
-chunked WY form in torch ops, any device, differentiable; kernels/rwkv7/cpu.py), "triton" (CUDA tensors only;
-kernels/rwkv7/wkv7_triton.py, whose kernels also take CPU tensors under TRITON_INTERPRET=1 for tests), or
-"auto": triton for CUDA tensors when the triton package imports, else cpu. Nothing here imports triton until a
-CUDA tensor asks for it.
+chunked WY form in torch ops, any device, differentiable; kernels/rwkv7/cpu.py), "cpp" (the token loop in C++ on
+x86 CPUs, inference only; kernels/rwkv7/cpp.py), "triton" (CUDA tensors only; kernels/rwkv7/wkv7_triton.py, whose
+kernels also take CPU tensors under TRITON_INTERPRET=1 for tests), or "auto": triton for CUDA tensors when the
+triton package imports, cpp where it takes the call (see cpp.refusal), else cpu. Nothing here imports triton until
+a CUDA tensor asks for it.
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ import importlib.util
 
 import torch
 
+from .cpp import refusal as cpp_refusal
+from .cpp import wkv7_cpp
 from .cpu import wkv7_cpu, wkv7_cpu_step
 from .reference import initial_state7, wkv7_reference
 
-__all__ = ["IMPLS7", "check_wkv7_args", "initial_state7", "triton7_available", "wkv7", "wkv7_cpu", "wkv7_cpu_step",
-           "wkv7_reference"]
+__all__ = ["IMPLS7", "check_wkv7_args", "initial_state7", "triton7_available", "wkv7", "wkv7_cpp", "wkv7_cpu",
+           "wkv7_cpu_step", "wkv7_reference"]
 
-IMPLS7 = ("auto", "reference", "cpu", "triton")
+IMPLS7 = ("auto", "reference", "cpu", "cpp", "triton")
 DTYPES7 = (torch.float32, torch.float16, torch.bfloat16)
 NAMES = ("r", "log_w", "k", "v", "a", "b")
 
@@ -78,12 +81,22 @@ def check_wkv7_args(inputs, state, ndim: int = 4, dtypes=DTYPES7) -> None:
             raise ValueError(f"state is on {state.device}, but r is on {r.device}")
 
 
-def _pick(impl: str, r: torch.Tensor):
-    """The function that `impl` names; "auto" is triton for CUDA tensors when available, else cpu."""
+def _pick(impl: str, inputs, state):
+    """The function that `impl` names; "auto" is triton for CUDA tensors when available, else cpp where it takes
+    the call, else cpu."""
     if impl not in IMPLS7:
         raise ValueError(f"impl must be one of {IMPLS7}, got {impl!r}")
+    r = inputs[0]
     if impl == "auto":
-        impl = "triton" if r.is_cuda and _triton_impl() is not None else "cpu"
+        if r.is_cuda and _triton_impl() is not None:
+            impl = "triton"
+        else:
+            impl = "cpu" if cpp_refusal(inputs, state) else "cpp"
+    if impl == "cpp":
+        reason = cpp_refusal(inputs, state)
+        if reason:
+            raise RuntimeError(f"impl='cpp': the RWKV-7 C++ kernel cannot run this call: {reason}")
+        return wkv7_cpp
     if impl == "triton":
         if not r.is_cuda:
             raise RuntimeError(f"impl='triton': the RWKV-7 Triton kernels are not available for {r.device.type} "
@@ -106,14 +119,15 @@ def wkv7(r, log_w, k, v, a, b, state: torch.Tensor | None = None, *, impl: str =
     out_state: optional (B, H, N, N) float32 tensor, not overlapping `state`, that the final state is written
     into and returned as (the model hands each layer a slice of one layer-major buffer: no stacking copy).
     """
-    check_wkv7_args((r, log_w, k, v, a, b), state, dtypes=(*DTYPES7, torch.float64))
+    inputs = (r, log_w, k, v, a, b)
+    check_wkv7_args(inputs, state, dtypes=(*DTYPES7, torch.float64))
     check_out_state(out_state, r)
-    impl_fn = _pick(impl, r)
+    impl_fn = _pick(impl, inputs, state)
     if r.dtype == torch.float64 and impl_fn not in (wkv7_reference, wkv7_cpu):
         raise ValueError("float64 inputs are for the reference and cpu paths (gradient checks); triton takes "
                          "float32, float16 or bfloat16")
-    if impl_fn is wkv7_cpu:
-        return wkv7_cpu(r, log_w, k, v, a, b, state, out_state=out_state)
+    if impl_fn in (wkv7_cpu, wkv7_cpp):
+        return impl_fn(*inputs, state, out_state=out_state)
     output, final = impl_fn(r, log_w, k, v, a, b, state)
     return output, final if out_state is None else out_state.copy_(final)
 

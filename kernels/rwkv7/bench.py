@@ -1,9 +1,10 @@
 """`python -m kernels.rwkv7.bench [--seq-len 512] [--heads 12] [--head-size 64] [--batch 1] [--repeats 5] [--chunk 32]`
 
-The chunked CPU path against the token-loop reference, side by side in one run, float32, on the 0.1B shape by
-default (12 heads of 64), with torch's own thread count; also the decode step against a one-token reference call.
-Runs alternate between the contenders and the best of `repeats` is kept, so a machine shared with other work
-slows both alike. Target: the chunked prefill >= 5x faster than the loop at T = 512.
+The chunked CPU path and the C++ token loop (kernels/rwkv7/cpp.py, where the extension runs) against the torch
+token-loop reference, side by side in one run, float32, on the 0.1B shape by default (12 heads of 64), with torch's
+own thread count; also the decode steps against a one-token reference call. Runs alternate between the contenders
+and the best of `repeats` is kept, so a machine shared with other work slows all alike. Target: the chunked prefill
+>= 5x faster than the loop at T = 512.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .cpp import refusal, wkv7_cpp
 from .cpu import CHUNK, wkv7_cpu, wkv7_cpu_step
 from .reference import wkv7_reference
 
@@ -49,14 +51,18 @@ def run(batch: int = 1, seq_len: int = 512, heads: int = 12, size: int = 64, rep
     inputs = random_inputs(batch, seq_len, heads, size)
     state = wkv7_reference(*random_inputs(batch, 16, heads, size))[1]  # (B, H, N, N)
     step_inputs = tuple(x[:, :1] for x in inputs)  # (B, 1, H, N)
-    seconds = best_of_alternating({
+    runs = {
         "reference": lambda: wkv7_reference(*inputs, state),
         "cpu": lambda: wkv7_cpu(*inputs, state, chunk=chunk),
         "reference_step": lambda: wkv7_reference(*step_inputs, state),
         "cpu_step": lambda: wkv7_cpu_step(*(x[:, 0] for x in step_inputs), state),
-    }, repeats)
+    }
+    cpp_refusal = refusal(inputs, state)
+    if not cpp_refusal:
+        runs.update(cpp=lambda: wkv7_cpp(*inputs, state), cpp_step=lambda: wkv7_cpp(*step_inputs, state))
+    seconds = best_of_alternating(runs, repeats)
     return {"seconds": seconds, "prefill_speedup": seconds["reference"] / seconds["cpu"],
-            "step_speedup": seconds["reference_step"] / seconds["cpu_step"]}
+            "step_speedup": seconds["reference_step"] / seconds["cpu_step"], "cpp_refusal": cpp_refusal}
 
 
 def main(argv=None) -> int:
@@ -77,6 +83,12 @@ def main(argv=None) -> int:
           f"{'met' if result['prefill_speedup'] >= TARGET else 'missed'})")
     print(f"  decode   reference (T=1)      {s['reference_step'] * 1e6:8.1f} us   cpu step    "
           f"{s['cpu_step'] * 1e6:8.1f} us   {result['step_speedup']:.1f}x")
+    if result["cpp_refusal"]:
+        print(f"  C++ token loop: not run ({result['cpp_refusal']})")
+        return 0
+    print(f"  prefill  C++ token loop      {s['cpp'] * 1e3:8.2f} ms   {s['cpu'] / s['cpp']:.1f}x the chunked cpu path")
+    print(f"  decode   C++ token loop (T=1) {s['cpp_step'] * 1e6:8.1f} us   {s['cpu_step'] / s['cpp_step']:.1f}x the "
+          f"cpu step")
     return 0
 
 

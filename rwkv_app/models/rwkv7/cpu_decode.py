@@ -22,7 +22,7 @@ HEAD_ALIGN = 16  # the step's head size must be a multiple of this (its vector w
 def applies(model, input_ids, inputs_embeds, state, labels, output_hidden_states, attention_mask, extra) -> bool:
     return cpu_decode.applies(model, model.lm_head, input_ids, inputs_embeds, labels, output_hidden_states,
                               attention_mask, extra) \
-        and model.wkv_impl in ("auto", "cpu") and model.config.head_dim % HEAD_ALIGN == 0 \
+        and model.wkv_impl in ("auto", "cpu", "cpp") and model.config.head_dim % HEAD_ALIGN == 0 \
         and PLANS.get(model) is not None
 
 
