@@ -2,9 +2,10 @@
 
     output, (num, den, max) = wkv(time_decay, time_first, key, value, state=None, impl="auto")
 
-impl: "reference" (the token-by-token oracle), "cpu" (chunked torch ops, any device), "triton"
-(CUDA tensors only; `wkv_triton` in kernels/wkv_triton.py, whose kernels also run on CPU tensors under
-TRITON_INTERPRET=1 for tests), or "auto": triton for CUDA tensors when the triton package is present,
+impl: "reference" (the token-by-token oracle), "cpu" (chunked torch ops, any device, differentiable), "cpp" (the
+token loop in C++ on x86 CPUs, inference only; kernels/cpp.py), "triton" (CUDA tensors only; `wkv_triton` in
+kernels/wkv_triton.py, whose kernels also run on CPU tensors under TRITON_INTERPRET=1 for tests), or "auto":
+triton for CUDA tensors when the triton package is present, else cpp where it takes the call (see cpp.refusal),
 else cpu. kernels/triton_decode.py holds the fused single-token decode kernels (rwkv_app/models/rwkv4/fused_decode.py).
 Nothing here imports triton until a CUDA tensor asks for it.
 """
@@ -16,12 +17,14 @@ import importlib.util
 import torch
 
 from .checks import DTYPES, check_args
+from .cpp import refusal as cpp_refusal
+from .cpp import wkv_cpp
 from .cpu import wkv_cpu, wkv_cpu_step
 from .reference import State, wkv_reference
 
-__all__ = ["IMPLS", "triton_available", "wkv", "wkv_cpu", "wkv_cpu_step", "wkv_reference"]
+__all__ = ["IMPLS", "triton_available", "wkv", "wkv_cpp", "wkv_cpu", "wkv_cpu_step", "wkv_reference"]
 
-IMPLS = ("auto", "reference", "cpu", "triton")
+IMPLS = ("auto", "reference", "cpu", "cpp", "triton")
 
 
 @functools.cache
@@ -41,12 +44,22 @@ def triton_available() -> bool:
     return _triton_impl() is not None
 
 
-def _pick(impl: str, key: torch.Tensor):
-    """The function that `impl` names; "auto" is triton for CUDA tensors when available, else cpu."""
+def _pick(impl: str, args):
+    """The function that `impl` names for args (time_decay, time_first, key, value, state); "auto" is triton for
+    CUDA tensors when available, else cpp where it takes the call, else cpu."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    key = args[2]
     if impl == "auto":
-        impl = "triton" if key.is_cuda and _triton_impl() is not None else "cpu"
+        if key.is_cuda and _triton_impl() is not None:
+            impl = "triton"
+        else:
+            impl = "cpu" if cpp_refusal(*args) else "cpp"
+    if impl == "cpp":
+        reason = cpp_refusal(*args)
+        if reason:
+            raise RuntimeError(f"impl='cpp': the RWKV-4 C++ kernel cannot run this call: {reason}")
+        return wkv_cpp
     if impl == "triton":
         if not key.is_cuda:
             raise RuntimeError(f"impl='triton': the Triton kernels are not available for {key.device.type} tensors "
@@ -75,4 +88,5 @@ def wkv(
     Returns output (B, T, C) in key's dtype and the final (num, den, max), float32 (B, C) each.
     """
     check_args(time_decay, time_first, key, value, state)
-    return _pick(impl, key)(time_decay, time_first, key, value, None if state is None else tuple(state))
+    args = (time_decay, time_first, key, value, None if state is None else tuple(state))
+    return _pick(impl, args)(*args)

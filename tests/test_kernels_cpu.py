@@ -151,10 +151,12 @@ def test_state_inputs_not_mutated(impl):
 def test_dispatcher_routes():
     torch.manual_seed(3)
     args = make_inputs(2, 20, 40)
-    assert IMPLS == ("auto", "reference", "cpu", "triton")
+    assert IMPLS == ("auto", "reference", "cpu", "cpp", "triton")
     torch.testing.assert_close(wkv(*args, impl="reference"), wkv_reference(*args), rtol=0, atol=0)
     torch.testing.assert_close(wkv(*args, impl="cpu"), wkv_cpu(*args), rtol=0, atol=0)
-    torch.testing.assert_close(wkv(*args), wkv_cpu(*args), rtol=0, atol=0)  # auto on CPU tensors
+    with torch.enable_grad():  # auto on CPU tensors wanting a gradient: the chunked form (tests/test_kernels_cpp.py)
+        wanting = (args[0].clone().requires_grad_(), *args[1:])
+        torch.testing.assert_close(wkv(*wanting), wkv_cpu(*wanting), rtol=0, atol=0)
     state = list(wkv(*args)[1])  # a list is accepted as well as a tuple
     assert wkv(*args, state)[0].shape == (2, 20, 40)
     with pytest.raises(RuntimeError, match="Triton kernels are not available"):

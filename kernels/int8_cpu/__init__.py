@@ -14,8 +14,9 @@ holds the kernel to it.
 
 The same extension holds the one-token layer steps built on that kernel (rwkv4_step.cpp, rwkv7_step.cpp, sharing
 layer_step.h): a whole block for one token per row in one call; their callers and reference are in
-rwkv_app/models/cpu_decode.py. And RWKV-7's WKV over a sequence in float32 (wkv7_sequence.cpp; no int8 in it, it
-lives here to share the one build): kernels/rwkv7/cpp.py calls it, kernels/rwkv7/reference.py is its oracle.
+rwkv_app/models/cpu_decode.py. And each family's WKV over a sequence in float32 (wkv4_sequence.cpp,
+wkv7_sequence.cpp; no int8 in them, they live here to share the one build): kernels/cpp.py and kernels/rwkv7/cpp.py
+call them, kernels/reference.py and kernels/rwkv7/reference.py are their oracles.
 
 `load()` builds the extension with torch.utils.cpp_extension (a C++ compiler and ninja; cached under
 TORCH_EXTENSIONS_DIR, ~30 s the first time on 2 cores) and returns None, after one log line, where it cannot: not
@@ -36,7 +37,7 @@ from ..cpu_flags import cpu_flags
 MAX_ROWS = 16  # rows the kernel takes per pass (kMaxRows); more rows loop, but a GEMM is faster there
 # The extension's sources; they share the headers beside them (ninja rebuilds what a changed header reaches).
 SOURCES = [Path(__file__).with_name(name) for name in ("int8_bf16_mm.cpp", "rwkv4_step.cpp", "rwkv7_step.cpp",
-                                                          "wkv7_sequence.cpp")]
+                                                          "wkv4_sequence.cpp", "wkv7_sequence.cpp")]
 CPU_FLAG = "avx512_bf16"
 OFF_SWITCH = "RWKV_INT8_KERNEL"  # "0": never build or use the kernel
 
@@ -114,6 +115,12 @@ def rwkv7_layer_step(*args) -> None:
     """One RWKV-7 layer for one token per row, in place (kernels/int8_cpu/rwkv7_step.cpp; its caller and the
     arguments' meaning: rwkv_app/models/rwkv7/cpu_decode.py). Requires `load()`."""
     _extension().rwkv7_layer_step(*args)
+
+
+def wkv4_sequence(*args) -> torch.Tensor:
+    """RWKV-4's WKV over T tokens in float32 (kernels/int8_cpu/wkv4_sequence.cpp; its caller and the arguments'
+    meaning: kernels/cpp.py). Requires `load()`."""
+    return _extension().wkv4_sequence(*args)
 
 
 def wkv7_sequence(*args) -> torch.Tensor:

@@ -94,6 +94,23 @@ inline __m512 exp16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// kernels/reference.py's RWKV-4 WKV for one token on 16 channels: returns the output and moves the lanes' state on.
+// w = -exp(time_decay), u = time_first. Shared by the layer step and the sequence kernel (wkv4_sequence.cpp).
+struct Wkv4Lanes {
+  __m512 num, den, max;
+};
+
+inline __m512 wkv4_token(Wkv4Lanes& s, __m512 k, __m512 v, __m512 u, __m512 w) {
+  __m512 q = _mm512_max_ps(s.max, _mm512_add_ps(k, u));
+  __m512 e1 = exp16(_mm512_sub_ps(s.max, q)), e2 = exp16(_mm512_sub_ps(_mm512_add_ps(k, u), q));
+  const __m512 out = _mm512_div_ps(_mm512_fmadd_ps(e1, s.num, _mm512_mul_ps(e2, v)), _mm512_fmadd_ps(e1, s.den, e2));
+  q = _mm512_max_ps(_mm512_add_ps(s.max, w), k);
+  e1 = exp16(_mm512_sub_ps(_mm512_add_ps(s.max, w), q));
+  e2 = exp16(_mm512_sub_ps(k, q));
+  s = {_mm512_fmadd_ps(e1, s.num, _mm512_mul_ps(e2, v)), _mm512_fmadd_ps(e1, s.den, e2), q};
+  return out;
+}
+
 // A (B, C) slice of a state tensor, any strides (RWKV-4's state is (B, C, L): a layer's slice is strided).
 struct Rows {
   float* data;

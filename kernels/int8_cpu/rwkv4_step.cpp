@@ -37,8 +37,8 @@ void norm_and_mix(const float* x, int64_t B, int64_t C, const float* weight, con
   }
 }
 
-// kernels/reference.py's WKV for one token, 16 channels at a time: the output into `out` (times r and out_scale),
-// the new (num, den, max) into the state's out slices. w = -exp(time_decay), u = time_first.
+// kernels/reference.py's WKV for one token, 16 channels at a time (layer_step.h's wkv4_token): the output into
+// `out` (times r and out_scale), the new (num, den, max) into the state's out slices.
 void wkv_step(int64_t B, int64_t A, const float* k, const float* v, const float* r, const float* decay,
               const float* first, const Rows* in, const Rows* out_state, float out_scale, float* out) {
   for (int64_t b = 0; b < B; ++b) {
@@ -47,22 +47,17 @@ void wkv_step(int64_t B, int64_t A, const float* k, const float* v, const float*
       float lanes[3][16] = {};  // num, den, max of 16 channels
       for (int64_t c = c0; c < std::min(A, c0 + 16); ++c)
         for (int s = 0; s < 3; ++s) lanes[s][c - c0] = in[kNum + s](b, c);
-      const __m512 num = _mm512_loadu_ps(lanes[0]), den = _mm512_loadu_ps(lanes[1]), max = _mm512_loadu_ps(lanes[2]);
+      Wkv4Lanes state{_mm512_loadu_ps(lanes[0]), _mm512_loadu_ps(lanes[1]), _mm512_loadu_ps(lanes[2])};
       const __m512 kt = _mm512_maskz_loadu_ps(valid, k + b * A + c0), vt = _mm512_maskz_loadu_ps(valid, v + b * A + c0);
       const __m512 u = _mm512_maskz_loadu_ps(valid, first + c0);
       const __m512 w = _mm512_sub_ps(_mm512_setzero_ps(), exp16(_mm512_maskz_loadu_ps(valid, decay + c0)));
-      __m512 q = _mm512_max_ps(max, _mm512_add_ps(kt, u));
-      __m512 e1 = exp16(_mm512_sub_ps(max, q)), e2 = exp16(_mm512_sub_ps(_mm512_add_ps(kt, u), q));
-      const __m512 wkv = _mm512_div_ps(_mm512_fmadd_ps(e1, num, _mm512_mul_ps(e2, vt)), _mm512_fmadd_ps(e1, den, e2));
+      const __m512 wkv = wkv4_token(state, kt, vt, u, w);
       const __m512 gated = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(valid, r + b * A + c0), wkv),
                                          _mm512_set1_ps(out_scale));
       _mm512_mask_storeu_ps(out + b * A + c0, valid, gated);
-      q = _mm512_max_ps(_mm512_add_ps(max, w), kt);
-      e1 = exp16(_mm512_sub_ps(_mm512_add_ps(max, w), q));
-      e2 = exp16(_mm512_sub_ps(kt, q));
-      _mm512_storeu_ps(lanes[0], _mm512_fmadd_ps(e1, num, _mm512_mul_ps(e2, vt)));
-      _mm512_storeu_ps(lanes[1], _mm512_fmadd_ps(e1, den, e2));
-      _mm512_storeu_ps(lanes[2], q);
+      _mm512_storeu_ps(lanes[0], state.num);
+      _mm512_storeu_ps(lanes[1], state.den);
+      _mm512_storeu_ps(lanes[2], state.max);
       for (int64_t c = c0; c < std::min(A, c0 + 16); ++c)
         for (int s = 0; s < 3; ++s) out_state[kNum + s](b, c) = lanes[s][c - c0];
     }

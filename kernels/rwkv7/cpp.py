@@ -1,8 +1,8 @@
 """RWKV-7's WKV on x86 CPUs in C++ (kernels/int8_cpu/wkv7_sequence.cpp): the reference's token loop, each head's
 state held in the core's cache, for inference.
 
-Where it runs (`takes`): the extension is built here (x86 with AVX512-BF16, see kernels.int8_cpu.load), the head
-size is 16, 32, 64 or 128, the inputs are float32/float16/bfloat16, and no gradient is wanted. Elsewhere the
+Where it runs (`refusal` is ""): the extension is built here (x86 with AVX512-BF16, see kernels.int8_cpu.load), the
+head size is 16, 32, 64 or 128, the inputs are float32/float16/bfloat16, and no gradient is wanted. Elsewhere the
 chunked torch form (kernels/rwkv7/cpu.py) runs, which also carries autograd. Measured against it with
 `python -m kernels.rwkv7.bench`.
 """
@@ -11,34 +11,26 @@ from __future__ import annotations
 import torch
 
 from .. import int8_cpu
+from ..cpp import extension_refusal
 from .reference import initial_state7
 
 HEAD_SIZES = (16, 32, 64, 128)  # the kernel's templates (N / 16 vectors a state row)
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def refusal(inputs, state: torch.Tensor | None) -> str:
-    """Why wkv7_cpp cannot run this call of (r, log_w, k, v, a, b), or "" where it can: CPU tensors, a dtype and
-    head size it has, no gradient wanted, the extension built (the first call on a machine builds it, ~30 s)."""
-    r = inputs[0]
-    if r.device.type != "cpu":
-        return f"it takes CPU tensors, got {r.device.type}"
-    if r.dtype not in DTYPES:
-        return f"it takes float32, float16 or bfloat16, got {r.dtype}"
-    if r.shape[-1] not in HEAD_SIZES:
-        return f"it takes head sizes {HEAD_SIZES}, got {r.shape[-1]}"
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*inputs, state)):
-        return "it has no backward pass and a gradient is wanted"
-    if int8_cpu.load() is None:
-        return f"the C++ extension does not run here ({int8_cpu.unsupported_reason() or 'it did not build'})"
-    return ""
+    """Why wkv7_cpp cannot run this call of (r, log_w, k, v, a, b), or "" where it can: kernels.cpp's conditions
+    (CPU, a dtype it has, no gradient wanted, the extension built) and a head size it has."""
+    size = inputs[0].shape[-1]
+    if size not in HEAD_SIZES:
+        return f"it takes head sizes {HEAD_SIZES}, got {size}"
+    return extension_refusal((*inputs, state))
 
 
 def wkv7_cpp(r, log_w, k, v, a, b, state: torch.Tensor | None = None,
              out_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as `wkv7_reference` and `wkv7_cpu`: (B, T, H, N) inputs -> (output (B, T, H, N) in r's dtype,
     final state (B, H, N, N) float32); `state` is read, never written; the final state goes into `out_state` when
-    given. Arguments checked by kernels.rwkv7.wkv7; `takes` must hold."""
+    given. Arguments checked by kernels.rwkv7.wkv7; `refusal` must be ""."""
     batch, _, heads, size = r.shape
     dtype = r.dtype
     r, k, v, a, b = (x.float().contiguous() for x in (r, k, v, a, b))  # (B, T, H, N) each; no copy for float32

@@ -20,7 +20,7 @@ def applies(model, input_ids, inputs_embeds, state, labels, output_hidden_states
             logits_to_keep) -> bool:
     return cpu_decode.applies(model, model.head, input_ids, inputs_embeds, labels, output_hidden_states,
                               attention_mask) \
-        and isinstance(logits_to_keep, int) and model.wkv_impl in ("auto", "cpu") and PLANS.get(model) is not None
+        and isinstance(logits_to_keep, int) and model.wkv_impl in ("auto", "cpu", "cpp") and PLANS.get(model) is not None
 
 
 def projections(model) -> list:

@@ -137,7 +137,7 @@ class RwkvModel(HfApiMixin, PretrainedMixin, nn.Module):
     def __init__(self, config: RwkvConfig):
         super().__init__()
         self.config = config
-        self.wkv_impl = "auto"  # "reference" | "cpu" | "triton" | "auto"; see kernels.wkv
+        self.wkv_impl = "auto"  # "reference" | "cpu" | "cpp" | "triton" | "auto"; see kernels.wkv
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(RwkvBlock(config, i) for i in range(config.num_hidden_layers))
         self.ln_out = nn.LayerNorm(config.hidden_size, eps=LN_OUT_EPS)
