@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GREEDY_SEED = 7
 TORCH_INT8 = "int8, torch kernels"  # quantize_model(kernel=False): the side-by-side for kernels/int8_cpu
 PER_OP = "int8, per-op path"  # cpu_decode = "ops": the side-by-side for the C++ layer steps (models/cpu_decode.py)
+CHUNKED_WKV = "default, chunked WKV"  # wkv_impl = "cpu": the side-by-side for the C++ WKV (kernels/cpp.py, rwkv7/cpp.py)
 NOISE_CONTROLS = (1e-4, 1e-3)  # relative weight noise of the float32 controls (bfloat16 rounds at ~2e-3)
 
 
@@ -149,7 +150,8 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
         out["decode"] = decode_rates(contenders + theirs, short, s.decode_tokens, s.repeats)
     log("RWKV-4 prefill")
     runs = {"default": lambda: fast(prompt, logits_to_keep=1), "float32": lambda: f32(prompt, logits_to_keep=1),
-            "bfloat16": lambda: bf16(prompt, logits_to_keep=1)}
+            "bfloat16": lambda: bf16(prompt, logits_to_keep=1),
+            CHUNKED_WKV: lambda: with_chunked_wkv(fast, prompt)}
     if hf is not None:
         runs["transformers"] = lambda: hf(prompt, logits_to_keep=1)
     out["prefill"] = {k: s.prefill_len / v for k, v in interleaved(runs, s.repeats).items()}
@@ -165,6 +167,15 @@ def measure_rwkv4(s: Cpu8Settings) -> dict:
     out["demo_bpc"] = demo_bits_per_char()
     log(f"RWKV-4 results: {out}")
     return out
+
+
+def with_chunked_wkv(model, prompt: torch.Tensor):
+    """A prefill through the chunked torch WKV (kernels/cpu.py, kernels/rwkv7/cpu.py) instead of the C++ one."""
+    model.wkv_impl = "cpu"
+    try:
+        return model(prompt, logits_to_keep=1)
+    finally:
+        model.wkv_impl = "auto"
 
 
 def per_op(int8_model):

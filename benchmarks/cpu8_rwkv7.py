@@ -17,7 +17,8 @@ import torch
 
 from rwkv_app.models.cpu_dtype import cpu_default_dtype
 from rwkv_app.models.quantize import quantize_model
-from .cpu8 import PER_OP, TORCH_INT8, Cpu8Settings, engine_rates, greedy_matches, greedy_prompts, log, per_op
+from .cpu8 import (CHUNKED_WKV, PER_OP, TORCH_INT8, Cpu8Settings, engine_rates, greedy_matches, greedy_prompts, log,
+                   per_op, with_chunked_wkv)
 from .rwkv7 import Rwkv7BenchSettings, build, decode_ours, decode_theirs
 from .memory import use_app_malloc
 from .timing import interleaved
@@ -37,6 +38,7 @@ def measure_rwkv7(s: Cpu8Settings) -> dict:
         tokens = prompt[0].tolist()
         log("RWKV-7 prefill")
         prefill = interleaved({"default": lambda: fast(prompt, logits_to_keep=1),
+                               CHUNKED_WKV: lambda: with_chunked_wkv(fast, prompt),
                                "float32": lambda: f32(prompt, logits_to_keep=1),
                                "rwkv fp32": lambda: theirs.forward(tokens, None)}, s.repeats)
         log("RWKV-7 decode")

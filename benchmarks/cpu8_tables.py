@@ -9,7 +9,7 @@ import torch
 
 from rwkv_app.models.cpu_dtype import cpu_bf16_flags, cpu_default_dtype
 from rwkv_app.services.malloc import DEFAULT_ARENAS, DEFAULT_HEAP_BLOCK_MB
-from .cpu8 import PER_OP, TORCH_INT8
+from .cpu8 import CHUNKED_WKV, PER_OP, TORCH_INT8
 
 GOALS = {"decode": 2.5, "prefill": 2.5, "engine/8": 5.0, "engine/16": 8.0}  # issue 18's targets
 GREEDY_GOAL = 32  # issue 18: int8's greedy continuation on random 169M weights equals float32's this long
@@ -88,7 +88,9 @@ def render_rwkv4(r: dict, settings) -> list[str]:
              row(f"RWKV-4 prefill T={settings.prefill_len}, default ({dt}) vs transformers float32 (tokens/s)",
                  p["default"], p.get("transformers"), GOALS["prefill"]),
              row(f"RWKV-4 prefill T={settings.prefill_len}, our bfloat16 vs our float32", p["bfloat16"],
-                 p["float32"], None)]
+                 p["float32"], None),
+             row(f"RWKV-4 prefill T={settings.prefill_len}, default ({dt}): C++ WKV vs chunked torch WKV", p["default"],
+                 p.get(CHUNKED_WKV), None)]
     lines += engine_rows(r["engine"], f"RWKV-4 ({dt})") + kernel_rows(r, "RWKV-4")
     for n, t in sorted(r.get("sampler", {}).items()):
         lines.append(row(f"sampler, {n} rows, balanced preset: batched vs row by row (steps/s)",
@@ -108,7 +110,9 @@ def render_rwkv7(r: dict, settings) -> list[str]:
              row(f"RWKV-7 prefill T={settings.prefill_len}, default ({dt}) vs rwkv pip `cpu fp32`", p["default"],
                  p["rwkv fp32"], None),
              row(f"RWKV-7 prefill T={settings.prefill_len}, default ({dt}) vs our float32", p["default"],
-                 p["float32"], None)]
+                 p["float32"], None),
+             row(f"RWKV-7 prefill T={settings.prefill_len}, default ({dt}): C++ WKV vs chunked torch WKV", p["default"],
+                 p.get(CHUNKED_WKV), None)]
     if "engine_error" in r:
         return lines + [f"| RWKV-7 engine | not measured: {r['engine_error']} | | | |"]
     return lines + engine_rows(r["engine"], f"RWKV-7 ({dt})") + kernel_rows(r, "RWKV-7")
