@@ -32,6 +32,7 @@ from .model_presets import ModelPreset, load_model_presets
 from ..models.cpu_dtype import AUTO, cpu_default_dtype
 from ..core.openmp import release_thread_pool
 from ..models.quantize import int8_kernel_off, many_rows_bytes
+from kernels import int8_cpu
 from ..models.variants import RWKV4
 from ..weights.pretrained import load_dtype, resolve_device
 from ..weights.progress import Progress, progress_tqdm_class
@@ -192,6 +193,8 @@ class ModelManager:
         self._make_room(needed, key)
         progress("load", 0.0, f"loading weights ({needed / 2**30:.2f} GiB)")
         model = CAUSAL_LM[family].from_pretrained(path, dtype=key.dtype, device=key.device)
+        if torch.device(key.device).type == "cpu":
+            prepare_cpu_kernels(progress)
         tokenizer = load_tokenizer(path)
         align_eos(model, tokenizer)
         release_thread_pool()  # the engine's thread keeps the only OpenMP pool (core/openmp.py)
@@ -216,6 +219,15 @@ class ModelManager:
                 raise MemoryBudgetError(f"{key.describe()} needs {gib(needed)} but models in use hold {gib(used)} "
                                         f"of the {gib(self.budget_bytes)} budget; try again when they are free")
             self._reserved[key] = needed
+
+
+def prepare_cpu_kernels(progress: Progress) -> None:
+    """Build (once per machine, ~30 s, then cached) or load the C++ CPU kernels at model load, not in a visitor's
+    first request: int8 decode, and both families' WKV token loops that prefill in every dtype (kernels/int8_cpu)."""
+    if int8_cpu.unsupported_reason():
+        return
+    progress("load", 0.9, "loading the C++ CPU kernels (built once per machine, about 30 s)")
+    int8_cpu.load()
 
 
 def auto_dtype(device: torch.device, preset: ModelPreset | None) -> str:

@@ -172,7 +172,7 @@ class Playground:
         if default["dtype"] == "int8":
             why_not = default["int8_kernel_off"]
             note += (" int8 decode runs this project's kernel (kernels/int8_cpu; built once per machine, about 30 s, "
-                     "at the first int8 load)." if not why_not else f" int8 decode runs torch's kernels ({why_not}).")
+                     "at the first model load)." if not why_not else f" int8 decode runs torch's kernels ({why_not}).")
         return note
 
     def machine_summary(self) -> str:
