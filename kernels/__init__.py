@@ -54,7 +54,7 @@ def _pick(impl: str, args):
         if key.is_cuda and _triton_impl() is not None:
             impl = "triton"
         else:
-            impl = "cpu" if cpp_refusal(*args) else "cpp"
+            return wkv_cpu if cpp_refusal(*args) else wkv_cpp
     if impl == "cpp":
         reason = cpp_refusal(*args)
         if reason:

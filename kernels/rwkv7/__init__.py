@@ -91,7 +91,7 @@ def _pick(impl: str, inputs, state):
         if r.is_cuda and _triton_impl() is not None:
             impl = "triton"
         else:
-            impl = "cpu" if cpp_refusal(inputs, state) else "cpp"
+            return wkv7_cpu if cpp_refusal(inputs, state) else wkv7_cpp
     if impl == "cpp":
         reason = cpp_refusal(inputs, state)
         if reason:
