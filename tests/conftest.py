@@ -1,5 +1,7 @@
-"""Shared fixtures (and the int8 kernel's build before the run): tiny random configs and models, the kernel-impl override, and the browser tests' app, Chromium
-and page (those import gradio and playwright only when a browser test asks: the GPU check runs without them)."""
+"""Shared fixtures (and the int8 kernel's build before the run): tiny random configs and models, the kernel-impl
+override, the conversation and session-store tests' models and stores (a real redis-server), and the browser tests'
+app, Chromium and page (those import gradio and playwright only when a browser test asks: the GPU check runs without
+them)."""
 import pytest
 import torch
 
@@ -76,3 +78,39 @@ def page(app, browser):
     yield tab
     assert tab.locator(".toast-body.error").count() == 0, "an error toast was shown"
     tab.close()
+
+
+# ---- conversations and session stores (test_conversations.py, test_conversation_names.py, test_session_stores.py)
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """Two tiny models of different widths, written once per module."""
+    from .app_helpers import write_tiny_model
+
+    root = tmp_path_factory.mktemp("conv")
+    return write_tiny_model(root / "tiny-a", seed=1), write_tiny_model(root / "tiny-b", seed=2, hidden_size=24)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A redis-server for the test module that asks for it: its URL (database 0)."""
+    from .store_helpers import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_spec(request, data_dir):
+    """The store both backends are tested on: a data folder, or an emptied Redis database."""
+    if request.param == "sqlite":
+        return str(data_dir)
+    import redis
+
+    url = request.getfixturevalue("redis_url")
+    redis.Redis.from_url(url).flushdb()
+    return url

@@ -38,3 +38,4 @@ def redis_server(folder):
     finally:
         process.terminate()
         process.wait(10)
+

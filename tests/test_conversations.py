@@ -1,73 +1,18 @@
 """Conversations in the session store, through the services (tiny models, SQLite in a temporary folder): a chat
 turn or a generation is saved as it ends, a reload or a restart resumes it token for token, a visitor sees only
-their own, the list's actions, switching model keeps each model's conversations, quota, conflicts, delete all; a
-reload reopens the conversation last opened, and two tabs naming new conversations at once get distinct names (both
-on SQLite and on a real redis-server)."""
-import threading
-
+their own, the list's actions, switching model keeps each model's conversations, quota, conflicts, delete all.
+How conversations are named and which one a reload reopens: test_conversation_names.py."""
 import pytest
 
 from rwkv_app.errors import InputError
 from rwkv_app.services import conversations
 from rwkv_app.services.conversations import OtherModel
 from rwkv_app.services.identity import new_visitor_key, owner_of
-from rwkv_app.services.session_store import QuotaExceeded, StoreConflict, distinct_name
+from rwkv_app.services.session_store import QuotaExceeded, StoreConflict
 from rwkv_app.services.stores import open_store
 
-from .app_helpers import tiny_playground, write_tiny_model
-from .store_helpers import redis_server
-
-MIB = 2 ** 20
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("conv")
-    return write_tiny_model(root / "tiny-a", seed=1), write_tiny_model(root / "tiny-b", seed=2, hidden_size=24)
-
-
-@pytest.fixture
-def data_dir(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_spec(request, data_dir):
-    """The store both backends are tested on: a data folder, or an emptied Redis database."""
-    if request.param == "sqlite":
-        return str(data_dir)
-    import redis
-
-    url = request.getfixturevalue("redis_url")
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
-def server(model_dirs, data_dir, quota=MIB):
-    """One app process's services on the shared data folder or Redis URL (a new call: a restart, or a replica)."""
-    playground = tiny_playground(model_dirs[0], allow_any_model=True)
-    playground.store = open_store(str(data_dir), ttl_s=86400.0, quota_bytes=quota)
-    return playground
-
-
-def visitor(playground, owner):
-    session = playground.new_session()
-    conversations.identify(session, owner)
-    return session
-
-
-def chat(session, text, tokens=6):
-    return list(session.chat_send(text, session.branch("chat", tokens, 3)))[-1]
-
-
-def path_tokens(session):
-    return session.tree.path_tokens(session.chat.current)
+from .app_helpers import tiny_playground
+from .conversation_helpers import MIB, chat, path_tokens, server, visitor
 
 
 def test_a_reload_and_a_restart_resume_the_conversation_token_for_token(model_dirs, data_dir):
@@ -88,130 +33,6 @@ def test_a_reload_and_a_restart_resume_the_conversation_token_for_token(model_di
     twin.saved = conversations.Saved()  # a copy that saves nothing (else the second save would be a conflict)
     assert chat(back, "one more") == chat(twin, "one more")
     restarted.close()
-
-
-def test_an_imported_session_file_is_named_apart_from_its_original(model_dirs, data_dir, tmp_path):
-    playground = server(model_dirs, data_dir)
-    tab = visitor(playground, owner_of(new_visitor_key()))
-    chat(tab, "hello there")
-    tab.load_file(tab.export(tmp_path))
-    assert sorted(c["name"] for c in conversations.listing(tab)) == ["hello there", "hello there (imported)"]
-    tab.close(), playground.close()
-
-
-def test_the_same_file_imported_twice_and_two_chats_alike_get_distinct_names(model_dirs, data_dir, tmp_path):
-    """One rule for the names the app gives: the second import of a file is "(imported 2)", a second chat that
-    starts with the same words is "(2)"; a name the visitor types is kept as typed."""
-    playground = server(model_dirs, data_dir)
-    tab = visitor(playground, owner_of(new_visitor_key()))
-    chat(tab, "hello there")
-    exported = tab.export(tmp_path)
-    tab.load_file(exported)
-    tab.load_file(exported)
-    conversations.new_conversation(tab)
-    chat(tab, "hello   there")  # the same words: the list could not tell them apart
-    assert sorted(c["name"] for c in conversations.listing(tab)) == [
-        "hello there", "hello there (2)", "hello there (imported 2)", "hello there (imported)"]
-    assert [c["name"] for c in conversations.listing(tab) if c["current"]] == ["hello there (2)"]
-    first = next(c["id"] for c in conversations.listing(tab) if c["name"] == "hello there (imported)")
-    conversations.rename(tab, first, "hello there")  # typed by the visitor: theirs, even if another has it
-    assert sorted(c["name"] for c in conversations.listing(tab)).count("hello there") == 2
-    tab.close(), playground.close()
-
-
-def test_a_distinct_name_keeps_within_the_limit(model_dirs, data_dir):
-    playground = server(model_dirs, data_dir)
-    tab = visitor(playground, owner_of(new_visitor_key()))
-    long = "word " * 30
-    chat(tab, long)
-    conversations.new_conversation(tab)  # names are told apart from the visitor's other conversations
-    names = {c["name"] for c in conversations.listing(tab)}
-    for mark in ("", "imported", "copy"):
-        name = distinct_name(long, mark, names)
-        assert len(name) <= conversations.NAME_CHARS and name not in names and name.endswith(")")
-    assert distinct_name(long, "copy", names).endswith("… (copy)")
-    assert distinct_name("fresh words", "", names) == "fresh words"
-    tab.close(), playground.close()
-
-
-def test_a_reload_and_a_restart_reopen_the_conversation_last_opened(model_dirs, store_spec):
-    """Before, a reload reopened the conversation saved last: a visitor who opened an older one from the list to
-    read it, generating nothing, and reloaded, landed in another. Opening one is using it: the list puts it first,
-    and a reload (a new session of the same visitor) or a restart reopens it; then working in another puts that one
-    first. Per model: a conversation of another model opened last is reopened when that model is loaded."""
-    owner = owner_of(new_visitor_key())
-    first = server(model_dirs, store_spec)
-    tab = visitor(first, owner)
-    older = chat(tab, "the older letter")
-    older_id = tab.saved.id
-    conversations.new_conversation(tab)
-    newer = chat(tab, "the newer letter")
-    newer_id = tab.saved.id
-    conversations.open_conversation(tab, older_id)  # read, nothing generated
-    assert [c["name"] for c in conversations.listing(tab)] == ["the older letter", "the newer letter"]
-    reloaded = visitor(first, owner)
-    assert reloaded.saved.id == older_id and reloaded.chat.messages() == older
-    tab.close(), reloaded.close(), first.close()
-
-    restarted = server(model_dirs, store_spec)
-    back = visitor(restarted, owner)
-    assert back.saved.id == older_id and back.chat.messages() == older
-    conversations.open_conversation(back, newer_id)
-    assert chat(back, "a postscript")[:2] == newer  # worked in: the newer one is first again
-    assert [c["id"] for c in conversations.listing(back)] == [newer_id, older_id]
-    back.switch_model(str(model_dirs[1]))
-    chat(back, "on model b")
-    conversations.open_conversation(back, older_id, switch_model=True)  # model a again, the older one
-    back.switch_model(str(model_dirs[1]))  # model b's own last one resumes
-    assert [m["content"] for m in back.chat.messages()][0] == "on model b"
-    assert visitor(restarted, owner).saved.id == older_id  # a reload (on model a): the one last opened on it
-    restarted.close()
-
-
-class GatedStore:
-    """A store whose saves wait until `barrier` is full: the racing tabs have each done all they do before saving
-    (before the fix: reading the names taken) when the first save starts."""
-
-    def __init__(self, store, barrier):
-        self.store, self.barrier = store, barrier
-
-    def __getattr__(self, name):
-        return getattr(self.store, name)
-
-    def save(self, *args, **kwargs):
-        self.barrier.wait(timeout=120)  # a guard against a hang, not a timing
-        return self.store.save(*args, **kwargs)
-
-
-def test_two_tabs_naming_new_conversations_at_once_get_distinct_names(model_dirs, store_spec):
-    """Two tabs of one visitor (here on two replicas) save new conversations that start alike at the same instant:
-    the name is chosen in the save's own transaction, so they are "hello there" and "hello there (2)". Before, each
-    tab read the names taken, then saved: both were "hello there"."""
-    owner, barrier, tabs = owner_of(new_visitor_key()), threading.Barrier(2), []
-    for _ in range(2):
-        playground = server(model_dirs, store_spec)
-        tab = playground.new_session()
-        chat(tab, "hello   there")  # not saved yet: the visitor is not identified
-        conversations.identify(tab, owner)
-        playground.store = GatedStore(playground.store, barrier)
-        tabs.append(tab)
-    errors = []
-
-    def commit(tab):
-        try:
-            conversations.commit(tab)
-        except Exception as err:  # noqa: BLE001 (reported by the assertion below)
-            errors.append(err)
-    threads = [threading.Thread(target=commit, args=(tab,)) for tab in tabs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert sorted(c["name"] for c in conversations.listing(tabs[0])) == ["hello there", "hello there (2)"]
-    assert sorted(tab.saved.name for tab in tabs) == ["hello there", "hello there (2)"]
-    for tab in tabs:
-        tab.playground.close()
 
 
 def test_a_visitor_cannot_list_or_open_another_visitors_conversations(model_dirs, data_dir):

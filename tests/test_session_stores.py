@@ -8,7 +8,6 @@ import pytest
 from rwkv_app.services.session_store import QuotaExceeded, StoreConflict
 from rwkv_app.services.stores import open_store
 
-from .store_helpers import redis_server
 
 MIB = 2 ** 20
 
@@ -19,12 +18,6 @@ class Clock:
 
     def __call__(self):
         return self.now
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "redis"])
