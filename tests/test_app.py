@@ -61,6 +61,25 @@ def test_bad_input_is_a_visible_error_and_the_session_goes_on(client):
     assert client.predict("still works", api_name="/chat")[-1]["role"] == "assistant"
 
 
+def test_a_value_outside_a_component_is_refused_by_name_without_a_traceback(client, capfd, caplog):
+    """A walkthrough: Gradio itself refuses an API caller's value outside a slider's range or not among a
+    dropdown's or radio's choices, but printed a traceback in the server log for it (and named one end of the range
+    only). Now the message names the input and what it takes, and the log has one line."""
+    capfd.readouterr()
+    refusals = {"Max new tokens: 0 is outside 1 to ": ("Hello", "balanced", 0, 1, "/generate"),
+                "Max new tokens: 9999 is outside 1 to ": ("Hello", "balanced", 9999, 1, "/generate"),
+                "Preset: 'nope' is not one of balanced, chat": ("Hello", "nope", 4, 1, "/generate"),
+                "Columns: 7 is not one of 2, 3, 4": (7, 4, "balanced", 1, "/compare"),
+                "Temperature (0: greedy): 5 is outside 0 to 2": ("Hi", "chat", 5, "/chat")}
+    for words, (*args, name) in refusals.items():
+        with pytest.raises(Exception) as refused:
+            client.predict(*args, api_name=name)
+        assert words in str(refused.value), str(refused.value)
+    assert "Traceback" not in capfd.readouterr().err
+    assert len([r for r in caplog.records if r.getMessage().startswith("refused ")]) == len(refusals)
+    assert client.predict("Hello", "balanced", 4, 1, api_name="/generate")
+
+
 def test_fork_and_compare(client):
     client.predict("Once upon a time", "balanced", 8, 1, api_name="/generate")
     texts = client.predict(3, 8, "balanced", 1, "creative", 2, "deterministic", 3, "balanced", 4,

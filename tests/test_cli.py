@@ -55,3 +55,12 @@ def test_bad_settings_are_named(model_dir, argv, message):
 def test_missing_model_is_a_clear_error(tmp_path):
     code, _, err = run("generate", "--model", str(tmp_path / "absent"), "--prompt", "a")
     assert code == 2 and "no such local" in err
+
+
+def test_a_mistyped_model_name_lists_the_presets_and_demos():
+    """A walkthrough: `--model rwkv-4-169m` (the preset is rwkv-4-169m-pile) said only "neither an existing local
+    path nor a Hub repo id of the form 'org/name'", after a "fetching" line, so the names one can type stayed
+    unknown."""
+    code, out, err = run("generate", "--model", "rwkv-4-169m", "--prompt", "Hello")
+    assert code == 2 and out == "" and "fetching" not in err
+    assert "unknown model 'rwkv-4-169m'" in err and "rwkv-4-169m-pile" in err and "demo-rwkv4" in err

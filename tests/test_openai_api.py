@@ -1,5 +1,6 @@
 """The OpenAI-compatible /v1 API, driven by the official `openai` client against the real app (Gradio mounted
 on FastAPI, uvicorn) on a free port, on the bundled demo model."""
+import logging
 import threading
 import time
 
@@ -10,6 +11,7 @@ import torch
 openai = pytest.importorskip("openai")
 
 from rwkv_app.models.state_files import load_state_file  # noqa: E402
+from rwkv_app.services.model_presets import ModelPreset  # noqa: E402
 
 from .api_helpers import KEYS, serve  # noqa: E402
 
@@ -307,3 +309,39 @@ def test_api_clients_and_browser_users_share_the_engine_batches(served):
     forwards = after["decode_forwards"] - before["decode_forwards"]
     print(f"decode forwards {forwards}, rows {rows}: {rows / forwards:.2f} generations per forward")
     assert rows / forwards > 2  # batched together, not one after another
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_a_refused_request_is_one_log_line_not_a_crash_report(served, client, monkeypatch):
+    """A walkthrough: a token id outside the vocabulary, or a preset this offline server has not downloaded, got
+    the right 400, but uvicorn also logged "Exception in ASGI application" with a traceback, as for a crash (the
+    catch-all handler let Starlette re-raise), and the error named no parameter."""
+    monkeypatch.setitem(served.playground.manager.presets, "never-downloaded",
+                        ModelPreset("never-downloaded", "rwkv-tests/never-downloaded", 1, 0.1))
+    monkeypatch.setattr(served.playground.manager, "local_files_only", True)
+    records = _Records()
+    for name in ("uvicorn.error", "rwkv_app.openai_api"):
+        logging.getLogger(name).addHandler(records)
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.INFO)
+    try:
+        with pytest.raises(openai.BadRequestError) as token:
+            client.completions.create(model="demo", prompt=[1, 99_999], max_tokens=2)
+        with pytest.raises(openai.BadRequestError) as model:
+            client.completions.create(model="never-downloaded", prompt=PROMPT, max_tokens=2)
+    finally:
+        for name in ("uvicorn.error", "rwkv_app.openai_api"):
+            logging.getLogger(name).removeHandler(records)
+    assert token.value.body["param"] == "prompt" and "99999" in token.value.body["message"]
+    assert token.value.body["message"].startswith("prompt: token id 99999 is outside the vocabulary")
+    assert model.value.body["param"] == "model" and "not downloaded on this server" in model.value.body["message"]
+    assert not [r for r in records.records if r.exc_info], [r.getMessage() for r in records.records]
+    assert len(records.records) == 2 and all(r.levelno == logging.WARNING for r in records.records)
+    assert greedy(client).choices[0].text  # still serving

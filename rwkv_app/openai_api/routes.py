@@ -13,26 +13,31 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 
 from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from ..errors import RwkvError
 from . import responses as shapes
 from .errors import ApiError, as_api_error
 from .runner import Finished, generate, start
 from .schemas import parse_chat, parse_completion, parse_json
 from .service import ApiService
 
+log = logging.getLogger(__name__)
+
 
 def build_api(playground, options) -> FastAPI:
     """The /v1 app on the playground's models and engines (mount it: `app.mount("/v1", build_api(...))`)."""
     api = FastAPI(title="RWKV Playground: OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
     api.state.service = ApiService(playground, options)
-    api.add_exception_handler(ApiError, lambda request, err: JSONResponse(err.body(), err.status))
+    api.add_exception_handler(ApiError, refused)
     api.add_exception_handler(HTTPException, http_error)
-    api.add_exception_handler(Exception, lambda request, err: error_response(as_api_error(err)))
+    api.add_exception_handler(RwkvError, refused)  # the package's own errors (bad input, busy, cannot load)
+    api.add_exception_handler(Exception, lambda request, err: error_response(as_api_error(err)))  # a bug: traced
     api.add_api_route("/models", list_models, methods=["GET"])
     api.add_api_route("/models/{model_id:path}", get_model, methods=["GET"])
     api.add_api_route("/completions", completions, methods=["POST"])
@@ -45,6 +50,15 @@ def build_api(playground, options) -> FastAPI:
 
 def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), err.status)
+
+
+def refused(request: Request, err: Exception) -> JSONResponse:
+    """A refused request (bad input, a busy engine, a model that cannot load): the OpenAI error and one line in the
+    server log. Only bugs reach the catch-all `Exception` handler, whose answer Starlette re-raises to be logged
+    with its traceback."""
+    answer = as_api_error(err)
+    log.warning("refused %s %s: %s", request.method, request.url.path, answer.message)
+    return error_response(answer)
 
 
 def http_error(request: Request, err: HTTPException) -> JSONResponse:

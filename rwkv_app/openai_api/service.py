@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError, check_token_range
 from ..services.default_model import DEMO_NAME, resolve_demo
 from ..core.sampling import SamplingSettings
 from ..state_tree.chat import reply_settings
@@ -65,7 +66,10 @@ class ApiService:
             return self.playground.acquire_default()
         if name not in self.model_names() and not self.playground.options.allow_any_model:
             raise self.unknown_model(name)
-        return self.playground.acquire(name)
+        try:
+            return self.playground.acquire(name)
+        except InputError as err:  # not downloaded and the Hub out of reach, or not a model this server offers
+            raise bad_request(str(err), "model") from None
 
     def unknown_model(self, name: str):
         return not_found(f"The model {name!r:.80} does not exist on this server: use one of "
@@ -114,6 +118,10 @@ class ApiService:
             segments = chat_segments(request.messages, chat_format_for(tree.model), tail)
             return [t for s in segments for t in tokenizer.encode(s)], "".join(segments)
         if isinstance(request.prompt, list):
+            try:
+                check_token_range(request.prompt, tree.model.config.vocab_size, "prompt")
+            except InputError as err:
+                raise bad_request(str(err), "prompt") from None
             return tree.check_tokens(request.prompt), tree.decode(request.prompt)
         return (tokenizer.encode(request.prompt) if request.prompt else []), request.prompt
 

@@ -25,8 +25,8 @@ import torch
 from ..weights.auto import CAUSAL_LM, detect_family
 from ..weights.checkpoints import expected_shapes
 from ..models.rwkv4.config import CONFIG_NAME, RwkvConfig
-from .default_model import resolve_demo
-from ..errors import RwkvError
+from .default_model import DEMO_DIRS, DEMO_NAME, resolve_demo
+from ..errors import InputError, RwkvError
 from ..weights.hub import resolve_model_dir, resolve_model_file
 from .model_presets import ModelPreset, load_model_presets
 from ..models.cpu_dtype import AUTO, cpu_default_dtype
@@ -151,6 +151,10 @@ class ModelManager:
                 dtype: str | None) -> tuple[ModelKey, ModelPreset | None]:
         preset = self.presets.get(source)
         target = preset.repo if preset else resolve_demo(str(source))  # "demo": the bundled demo-model/ folder
+        if not preset and target == source and "/" not in str(source) and not Path(source).exists():
+            raise InputError(f"unknown model {str(source)[:80]!r}: not a preset ({', '.join(self.presets)}), a "
+                             f"bundled demo ({', '.join([DEMO_NAME, *DEMO_DIRS])}), a local path or a Hub repo "
+                             "id 'org/name'")
         resolved_device = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         name = dtype or auto_dtype(resolved_device, preset)
         load_dtype(name)  # validates the name

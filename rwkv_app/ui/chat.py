@@ -11,6 +11,7 @@ import gradio as gr
 from .chat_branches import BRANCH_JS, branch_marks  # noqa: F401 (the builder redraws the marks)
 from .chat_events import DEFAULT_PRESET, REASONING_TAGS, THINKING_CHOICES, api_callbacks, page_callbacks, preset_values
 from .common import QUIET, length_slider
+from .inputs import Dropdown, Radio, Slider
 from .personas import chat_controls
 
 # Phones: the message box and Send above the conversation, so they sit near the top of the first screen.
@@ -40,12 +41,12 @@ def build(ctx, refresh):
                                   elem_id="chat-user")
                 bot = gr.Textbox(label="Bot name", value=fresh["bot"], placeholder="empty: the model's own",
                                  elem_id="chat-bot")
-                thinking = gr.Radio(THINKING_CHOICES, value="auto", label="Thinking (RWKV-7 G1 models)",
+                thinking = Radio(THINKING_CHOICES, value="auto", label="Thinking (RWKV-7 G1 models)",
                                     elem_id="chat-thinking", visible=fresh["thinking_format"])
                 new_chat = gr.Button("New chat with these settings", elem_id="chat-new")
                 chat_controls(ctx, refresh, chatbot, system, user, bot)
             with gr.Accordion("Sampling", open=False, elem_id="chat-sampling"):
-                preset = gr.Dropdown(ctx.presets, value=DEFAULT_PRESET if shown else None, label="Preset",
+                preset = Dropdown(ctx.presets, value=DEFAULT_PRESET if shown else None, label="Preset",
                                      elem_id="chat-preset")
                 temperature, top_p, top_k, penalty, presence, frequency = knob_sliders(shown or {})
                 length = length_slider(playground.options.max_new_tokens, 150, elem_id="chat-length")
@@ -69,16 +70,16 @@ def settings_values(ctx, session) -> tuple:
 
 def knob_sliders(values: dict) -> tuple:
     """The knobs, showing `values` (a preset's) from the first visit on."""
-    return (gr.Slider(0.0, 2.0, value=values.get("temperature", 1.0), step=0.05, label="Temperature (0: greedy)",
+    return (Slider(0.0, 2.0, value=values.get("temperature", 1.0), step=0.05, label="Temperature (0: greedy)",
                       elem_id="chat-temperature"),
-            gr.Slider(0.01, 1.0, value=values.get("top_p", 1.0), step=0.01, label="Top-p (1: off)",
+            Slider(0.01, 1.0, value=values.get("top_p", 1.0), step=0.01, label="Top-p (1: off)",
                       elem_id="chat-top-p"),
-            gr.Slider(0, 200, value=values.get("top_k", 0), step=1, label="Top-k (0: off)", elem_id="chat-top-k"),
-            gr.Slider(1.0, 2.0, value=values.get("repetition_penalty", 1.0), step=0.01, label="Repetition penalty",
+            Slider(0, 200, value=values.get("top_k", 0), step=1, label="Top-k (0: off)", elem_id="chat-top-k"),
+            Slider(1.0, 2.0, value=values.get("repetition_penalty", 1.0), step=0.01, label="Repetition penalty",
                       elem_id="chat-repetition"),
-            gr.Slider(0.0, 2.0, value=values.get("presence_penalty", 0.0), step=0.05, label="Presence penalty",
+            Slider(0.0, 2.0, value=values.get("presence_penalty", 0.0), step=0.05, label="Presence penalty",
                       elem_id="chat-presence"),
-            gr.Slider(0.0, 2.0, value=values.get("frequency_penalty", 0.0), step=0.05, label="Frequency penalty",
+            Slider(0.0, 2.0, value=values.get("frequency_penalty", 0.0), step=0.05, label="Frequency penalty",
                       elem_id="chat-frequency"))
 
 

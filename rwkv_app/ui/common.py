@@ -13,6 +13,7 @@ from gradio.context import LocalContext
 from ..errors import InputError, RwkvError
 from ..services import release_thread_pool
 from .errors import public_message
+from .inputs import Slider
 
 try:  # Hugging Face ZeroGPU Spaces: GPU work runs inside @spaces.GPU; elsewhere this is a no-op
     import spaces
@@ -144,7 +145,7 @@ def length_slider(limit: int, value: int, **kwargs) -> gr.Slider:
     a typed number outside its range back at the nearest end when the box loses focus; with the range in sight,
     a typed 0 becoming 1 or 9999 becoming the limit is what the visitor was told (an API call outside it is
     refused, naming the range)."""
-    return gr.Slider(1, limit, value=max(1, min(value, limit)), step=1, label="Max new tokens",
+    return Slider(1, limit, value=max(1, min(value, limit)), step=1, label="Max new tokens",
                      info=f"1 to {limit:,} (this server's limit)", **kwargs)
 
 

@@ -6,6 +6,7 @@ import gradio as gr
 
 from ..errors import InputError
 from .common import QUIET, gpu, guarded, length_slider, length_value, number, seed_value
+from .inputs import Dropdown, Radio
 from .playground import stop
 
 MAX_COLUMNS = 4
@@ -19,7 +20,7 @@ def build(ctx, refresh):
                          elem_id="cmp-source")
     with gr.Row():
         # a Radio, not a Slider: a slider's number box lets a visitor type 7, which Gradio refuses with an Error
-        count = gr.Radio(COLUMN_CHOICES, value=3, label="Columns", elem_id="cmp-count")
+        count = Radio(COLUMN_CHOICES, value=3, label="Columns", elem_id="cmp-count")
         length = length_slider(ctx.playground.options.max_new_tokens, 40, elem_id="cmp-length")
     with gr.Row():  # above the columns: reachable without scrolling past four of them (on a phone too)
         run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
@@ -28,7 +29,7 @@ def build(ctx, refresh):
     with gr.Row(equal_height=True):
         for i in range(MAX_COLUMNS):
             with gr.Column(visible=i < 3, min_width=200) as column:
-                preset = gr.Dropdown(presets, value=defaults[i], label=f"Preset {i + 1}")
+                preset = Dropdown(presets, value=defaults[i], label=f"Preset {i + 1}")
                 # a Textbox, as the Playground's: gr.Number(precision=0) rounded a typed 3.7 to 4 without a word,
                 # and a float box cannot hold every 64-bit seed; seed_value refuses what is not a whole number
                 seed = gr.Textbox(str(i + 1), label=f"Seed {i + 1} (empty: random)", max_lines=1, placeholder="random",

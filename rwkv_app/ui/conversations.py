@@ -19,6 +19,7 @@ from ..services import conversations as service
 from ..services.conversations import OtherModel
 from ..services.identity import browser_secrets, check_key, new_visitor_key, owner_of
 from .common import QUIET, as_typed, guarded, warned
+from .inputs import Radio
 
 
 def ago(seconds: float) -> str:
@@ -97,7 +98,7 @@ def build(ctx, refresh, api: bool) -> dict:
             wire_api(ctx, refresh)
         return {}
     with gr.Accordion("Conversations", open=True, elem_classes=["conversations"]):
-        pick = gr.Radio([], label="Your saved conversations (last used first)", elem_classes=["conv-list"],
+        pick = Radio([], label="Your saved conversations (last used first)", elem_classes=["conv-list"],
                         info="Each chat and generation is saved as it ends; this browser finds them again.")
         with gr.Row():
             open_ = gr.Button("Open", size="sm", elem_classes=["conv-open"])

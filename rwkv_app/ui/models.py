@@ -8,6 +8,7 @@ import gradio as gr
 from ..errors import InputError
 from ..services.service import public_name
 from .common import QUIET, guarded, warned
+from .inputs import Dropdown
 
 
 def count(params) -> str:
@@ -50,7 +51,7 @@ def build(ctx, refresh):
         choices = [default] + choices
     help_text = ("Any preset, Hub repo id (org/name) or server directory." if allow else
                  "Presets from presets/models.yaml (this server does not load other repo ids or paths).")
-    model = gr.Dropdown(choices, value=default, label="Model", info=help_text,
+    model = Dropdown(choices, value=default, label="Model", info=help_text,
                         allow_custom_value=True, elem_id="models-choice")
     load = gr.Button("Load for this session", variant="primary", elem_id="models-load")
     status = gr.Markdown(elem_id="models-status")

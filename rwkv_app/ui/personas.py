@@ -12,6 +12,7 @@ import gradio as gr
 from ..services import personas
 from .chat_events import checked_conversation
 from .common import QUIET, guarded, warned
+from .inputs import Slider
 
 
 def status_text(session) -> str:
@@ -39,7 +40,7 @@ def playground_controls(ctx, refresh) -> None:
                                  elem_id="pg-mix-first-file")
             second_file = gr.File(label="or second: state file", type="filepath",
                                   elem_id="pg-mix-second-file")
-        weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Weight of the first state", elem_id="pg-mix-weight")
+        weight = Slider(0.0, 1.0, value=0.5, step=0.05, label="Weight of the first state", elem_id="pg-mix-weight")
         mix = gr.Button("Mix into a new root", elem_id="pg-mix")
         status = gr.Markdown("Prompts start from the empty state.", elem_id="pg-state-status")
     wire_playground(ctx, refresh, locals())

@@ -6,6 +6,7 @@ import gradio as gr
 
 from . import personas
 from .common import QUIET, gpu, guarded, length_slider, length_value, number, seed_value, warned
+from .inputs import Dropdown, Radio
 from .render import tree_html
 
 SELECTED = "clicked token"
@@ -72,7 +73,7 @@ def build(ctx, refresh):
             prompt = gr.Textbox(label="Prompt", lines=4, placeholder="The quick brown fox", elem_id="pg-prompt",
                                 info=f"Up to {limit:,} characters.")  # no max_length: the browser would cut a paste
             with gr.Row(elem_id="pg-settings"):
-                preset = gr.Dropdown(presets, value=default, label="Preset", min_width=120)
+                preset = Dropdown(presets, value=default, label="Preset", min_width=120)
                 length = length_slider(ctx.playground.options.max_new_tokens, 40, min_width=160, elem_id="pg-length")
                 seed = gr.Textbox("", label="Seed (empty: random)", max_lines=1, min_width=120, elem_id="pg-seed",
                                   placeholder="random")
@@ -86,7 +87,7 @@ def build(ctx, refresh):
                                         elem_id="pg-tokens")
             with gr.Row(elem_id="pg-token-row"):
                 position = gr.Number(None, label="Token position in the node", precision=0, elem_id="pg-position")
-                alternative = gr.Radio([], label="Top alternatives at this token", elem_id="pg-alternatives")
+                alternative = Radio([], label="Top alternatives at this token", elem_id="pg-alternatives")
             with gr.Row(elem_id="pg-edit-row"):
                 rewind = gr.Button("Rewind here and resample", elem_id="pg-rewind")
                 force = gr.Button("Force the chosen alternative and continue", elem_id="pg-force")

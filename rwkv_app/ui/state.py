@@ -10,6 +10,7 @@ import pandas as pd
 
 from . import state_heads
 from .common import QUIET, guarded
+from .inputs import Dropdown, Radio
 from .render import heatmap_html
 
 NOTE = ("Values are the state as stored, cast to float32 (RWKV-4's `rescale_every` touches activations only, and "
@@ -30,12 +31,12 @@ EMPTY = {"trace": "Memory norm per token: nothing to show, this node was not mad
 def build(ctx, refresh):
     gr.Markdown(NOTE)
     with gr.Row():
-        node = gr.Dropdown([], label="Node (default: the current one)", elem_id="st-node",
+        node = Dropdown([], label="Node (default: the current one)", elem_id="st-node",
                            allow_custom_value=True)  # API clients pass ids from /tree
-        other = gr.Dropdown([], label="Compare with node (for the difference)", allow_custom_value=True,
+        other = Dropdown([], label="Compare with node (for the difference)", allow_custom_value=True,
                             elem_id="st-other")
         names, first = ctx.playground.state_tensor_names()  # the served model's family
-        tensor = gr.Radio(names, value=first, label="Heatmap of", elem_id="st-tensor")
+        tensor = Radio(names, value=first, label="Heatmap of", elem_id="st-tensor")
         show = gr.Button("Show state", variant="primary", elem_id="st-show")
     with gr.Row():
         norms = gr.LinePlot(x="layer", y="norm", color="tensor", title="State norm per layer", sort="x",

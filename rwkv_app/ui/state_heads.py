@@ -9,6 +9,7 @@ import html
 import gradio as gr
 
 from .common import QUIET, guarded
+from .inputs import Dropdown
 from .grids import figure, grid_svg
 
 HELP = """**Per head.** Each layer's WKV state is one matrix **S** per head; the grids show every layer x head, the
@@ -43,9 +44,9 @@ def build(ctx):
     help_text = gr.Markdown(HELP if shown else "", elem_id="st-heads-help")  # empty (and so is the rest) without heads
     with gr.Row():
         # custom values: an API client's number out of range gets the service's message, not Gradio's
-        layer = gr.Dropdown(numbers(layers), value=0, label="Layer", visible=shown, allow_custom_value=True,
+        layer = Dropdown(numbers(layers), value=0, label="Layer", visible=shown, allow_custom_value=True,
                             elem_id="st-layer")
-        head = gr.Dropdown(numbers(heads), value=0, label="Head", visible=shown, allow_custom_value=True,
+        head = Dropdown(numbers(heads), value=0, label="Head", visible=shown, allow_custom_value=True,
                            elem_id="st-head")
     grids = gr.HTML(elem_id="st-head-grids")
     matrix = gr.HTML(elem_id="st-head-matrix")
