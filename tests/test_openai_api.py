@@ -88,6 +88,8 @@ def test_chat_whole_and_streamed_agree(client):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
     assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    tokens = "".join(t.token for t in chat(client, messages, logprobs=True).choices[0].logprobs.content)
+    assert tokens.startswith(" ") and text == tokens[1:]  # as OpenAI's: not the space after "Bot:" (the tokens keep it)
 
 
 def test_n_choices_come_from_one_prefill(served, client):

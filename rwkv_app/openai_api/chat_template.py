@@ -38,3 +38,9 @@ def chat_segments(messages, fmt: ChatFormat, tail: str) -> list[str]:
                 segments.append(cue)
             segments.append(" " + clean_message(content) + TURN_SEPARATOR)
     return segments
+
+
+def shown_reply(text: str) -> str:
+    """A reply as OpenAI's clients expect it, without the one space the chat format puts after the bot's name
+    ("Bot: reply"); chat_segments puts it back when the reply comes again as an assistant message."""
+    return text[1:] if text.startswith(" ") else text

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import RwkvError
 from . import responses as shapes
+from .chat_template import shown_reply
 from .errors import ApiError, as_api_error
 from .runner import Finished, generate, start
 from .schemas import parse_chat, parse_completion, parse_json
@@ -162,8 +163,9 @@ async def whole(job, rid: str, events, logprobs) -> dict:
             event, index = item.event, item.index
             lp = None if logprobs is None else (logprobs.chat(tokens[index]) if chat
                                                 else logprobs.completion(tokens[index]))
-            choices[index] = shapes.whole_choice(chat, index, event.text or "", shapes.finish_reason(event.reason),
-                                                 lp, item.state_id)
+            text = shown_reply(event.text or "") if chat else event.text or ""
+            choices[index] = shapes.whole_choice(chat, index, text, shapes.finish_reason(event.reason), lp,
+                                                 item.state_id)
         else:
             tokens[item[0]].append(item[1])
     counts = shapes.usage(len(job.prompt_ids), sum(len(t) for t in tokens))
@@ -179,6 +181,14 @@ async def stream(job, rid: str, events, logprobs):
     started comes as one `data: {"error": ...}` event."""
     chat, n = job.request.chat, len(job.settings)
     generated, offsets = [0] * n, [0] * n
+    opened = [not chat] * n  # whether a chat reply has shown text yet (its first text loses the leading space)
+
+    def shown(index: int, delta: str | None) -> str | None:
+        if delta and not opened[index]:
+            opened[index] = True
+            return shown_reply(delta)
+        return delta
+
     if chat:
         for index in range(n):
             yield sse(shapes.chunk(job, rid, index, "", role=True))
@@ -186,7 +196,8 @@ async def stream(job, rid: str, events, logprobs):
         async for item in events:
             if isinstance(item, Finished):
                 reason = shapes.finish_reason(item.event.reason)
-                yield sse(shapes.chunk(job, rid, item.index, item.event.delta or None, None, reason, item.state_id))
+                yield sse(shapes.chunk(job, rid, item.index, shown(item.index, item.event.delta) or None, None,
+                                       reason, item.state_id))
                 continue
             index, event = item
             generated[index] += 1
@@ -194,7 +205,7 @@ async def stream(job, rid: str, events, logprobs):
             if logprobs is not None:
                 lp = logprobs.chat([event]) if chat else logprobs.completion([event], offsets[index])
             offsets[index] += len(event.delta or "")
-            yield sse(shapes.chunk(job, rid, index, event.delta or "", lp))
+            yield sse(shapes.chunk(job, rid, index, shown(index, event.delta) or "", lp))
     except ApiError as err:
         yield sse(err.body())
     if job.request.include_usage:
