@@ -61,6 +61,14 @@ def test_bad_input_is_a_visible_error_and_the_session_goes_on(client):
     assert client.predict("still works", api_name="/chat")[-1]["role"] == "assistant"
 
 
+def test_equal_user_and_bot_names_are_refused_by_the_api_endpoints_and_the_session_goes_on(client):
+    with pytest.raises(Exception, match=r"The user name 'User' and the bot name 'user ' are the same"):
+        client.predict("", "User", "user ", api_name="/chat_new")
+    with pytest.raises(Exception, match=r"bot name 'Bot' are the same"):
+        client.predict("hello", user="Bot", bot="", api_name="/chat")  # the bot name left empty: the default, Bot
+    assert users(client.predict("hello", user="Ann", bot="Bob", api_name="/chat")) == ["hello"]
+
+
 def test_fork_and_compare(client):
     client.predict("Once upon a time", "balanced", 8, 1, api_name="/generate")
     texts = client.predict(3, 8, "balanced", 1, "creative", 2, "deterministic", 3, "balanced", 4,
