@@ -39,7 +39,7 @@ def build(ctx, refresh):
                                   elem_id=f"cmp-seed-{i}")
                 text = gr.Textbox(label=f"Column {i + 1}", lines=8, max_lines=8, interactive=False,
                                   autoscroll=True, elem_id=f"cmp-text-{i}")
-                used = gr.Textbox(label=f"Seed used {i + 1} (type it in Seed {i + 1} to repeat this column)",
+                used = gr.Textbox(label=f"Seed used {i + 1}",
                                   max_lines=1, interactive=False, buttons=["copy"], elem_id=f"cmp-used-{i}")
                 keep = gr.Button("Keep this one", elem_id=f"cmp-keep-{i}")
             columns.append(column)
