@@ -73,6 +73,7 @@ def test_equal_user_and_bot_names_are_a_warning_and_the_message_stays(app, brows
     assert page.locator(".toast-body.error").count() == 0 and error_badges(page) == 0
     assert page.input_value(BOX) == "Shall we walk to Meryton?"  # the visitor's text survives
     assert page.locator("#chatbot [data-testid='user']").count() == 0
+    page.wait_for_timeout(500)  # the toast's fade-in, for the screenshot
     page.screenshot(path=str(SHOTS / f"equal-names-refused-{viewport['width']}.png"))
     page.close()
 
