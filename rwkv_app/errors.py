@@ -26,6 +26,16 @@ class NotCachedError(HubError):
         self.repo_label = repo_label
 
 
+class WrongModelError(RwkvError):
+    """A file made for another model than the one running (a session file, a state file of another family).
+    `needed` names, for people, the model that opens it ("the RWKV-7 model demo-rwkv7"), so an app can say what
+    to load first."""
+
+    def __init__(self, message: str, needed: str):
+        super().__init__(message)
+        self.needed = needed
+
+
 class InputError(RwkvError, ValueError):
     """Bad arguments to forward or generate: token ids, state shapes, empty inputs."""
 

@@ -80,11 +80,21 @@ def test_a_value_outside_a_component_is_refused_by_name_without_a_traceback(clie
     assert client.predict("Hello", "balanced", 4, 1, api_name="/generate")
 
 
+def test_equal_user_and_bot_names_are_refused_by_the_api_endpoints_and_the_session_goes_on(client):
+    with pytest.raises(Exception, match=r"The user name 'User' and the bot name 'user ' are the same"):
+        client.predict("", "User", "user ", api_name="/chat_new")
+    with pytest.raises(Exception, match=r"bot name 'Bot' are the same"):
+        client.predict("hello", user="Bot", bot="", api_name="/chat")  # the bot name left empty: the default, Bot
+    assert users(client.predict("hello", user="Ann", bot="Bob", api_name="/chat")) == ["hello"]
+
+
 def test_fork_and_compare(client):
     client.predict("Once upon a time", "balanced", 8, 1, api_name="/generate")
-    texts = client.predict(3, 8, "balanced", 1, "creative", 2, "deterministic", 3, "balanced", 4,
-                           api_name="/compare")
-    assert len(texts) == 4 and all(texts[:3]) and texts[3] == ""
+    out = client.predict(3, 8, "balanced", 1, "creative", 2, "deterministic", 3, "balanced", 4,
+                         api_name="/compare")
+    texts, seeds = out[:4], out[4:]
+    assert len(out) == 8 and all(texts[:3]) and texts[3] == ""
+    assert list(seeds) == ["1", "2", "none (greedy)", ""]  # the seeds given; the greedy column draws none
     client.predict(api_name="/keep_2")
     assert client.predict(None, 2, "balanced", 5, 9, api_name="/rewind")
 
@@ -97,8 +107,21 @@ def test_a_fractional_compare_seed_is_refused_by_name_and_a_big_one_is_exact(cli
     with pytest.raises(Exception, match=r"got 3\.7"):
         client.predict(2, 4, "balanced", "3.7", "balanced", 2, "balanced", 3, "balanced", 4, api_name="/compare")
     big = 2 ** 64 - 1  # as a float it would be 2**64, out of range and refused
-    texts = client.predict(2, 8, "balanced", str(big), "balanced", 7, "balanced", 3, "balanced", 4, api_name="/compare")
-    assert all(texts[:2]) and list(texts[2:]) == ["", ""]
+    out = client.predict(2, 8, "balanced", str(big), "balanced", 7, "balanced", 3, "balanced", 4, api_name="/compare")
+    assert all(out[:2]) and list(out[2:4]) == ["", ""] and list(out[4:]) == [str(big), "7", "", ""]
+
+
+def test_compare_draws_fresh_seeds_each_run_unless_given_and_shows_them_so_a_column_repeats(client):
+    """Run twice with the seed boxes empty: other seeds (so other samples); a shown seed typed back makes its
+    column again, token for token."""
+    client.predict("Once upon a time", "balanced", 4, 1, api_name="/generate")
+    runs = [client.predict(2, 12, "balanced", "", "creative", None, "balanced", "", "balanced", "",
+                           api_name="/compare") for _ in range(2)]
+    seeds = [run[4:6] for run in runs]
+    assert all(s.isdigit() for run in seeds for s in run) and len({s for run in seeds for s in run}) == 4, seeds
+    again = client.predict(2, 12, "balanced", seeds[1][0], "creative", seeds[1][1], "balanced", "", "balanced", "",
+                           api_name="/compare")
+    assert list(again[:2]) == list(runs[1][:2]) and list(again[4:6]) == list(seeds[1])
 
 
 def test_a_fractional_length_is_refused_by_name_and_continue_at_the_root_says_what_is_missing(client):

@@ -6,10 +6,14 @@ import torch
 gradio = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
+from rwkv_app.models.family import family_of  # noqa: E402
+from rwkv_app.models.state_files import save_state_file  # noqa: E402
+from rwkv_app.state_tree import SessionTree, export_session  # noqa: E402
 from rwkv_app.tokenizers.tokenizer_select import tokenizer_in  # noqa: E402
 
 from .app_helpers import launched  # noqa: E402
 from .rwkv7_helpers import save_pth, tiny_model7  # noqa: E402
+from .session_helpers import tiny_model  # noqa: E402
 from .test_app_rwkv7 import WORLD  # noqa: E402
 from .test_state_roots import runner_state, runner_time_state  # noqa: E402
 
@@ -115,4 +119,31 @@ def test_a_file_that_is_not_a_state_or_session_file_is_refused_by_name(client, s
             client.predict(*args, api_name=api_name)
     with pytest.raises(Exception, match=r"(?i)expected a session file \(\.zip\), got notes\.txt"):
         client.predict(handle_file(str(notes)), api_name="/import_session")
+    assert not [n for n in client.predict(api_name="/tree") if n["role"] == "state"]
+
+
+def test_a_file_of_the_other_family_is_refused_naming_the_model_to_load_first(client, served):
+    """An RWKV-4 session file or state file on this RWKV-7 server: the toast (and an API client's error) says
+    which model the file needs and to load it first, and nothing is added to the session."""
+    folder = served[3]
+    rwkv4 = tiny_model(0)
+    tree = SessionTree(rwkv4, model_id="demo")
+    tree.extend_tokens(tree.root, [5, 6, 7])
+    export_session(tree, folder / "rwkv4-session.zip")
+    with pytest.raises(Exception, match=r"saved with an RWKV-4 model .* runs an RWKV-7 model .*\. To open this "
+                                        r"file, load the RWKV-4 model demo \(float32\) first \(Models tab"):
+        client.predict(handle_file(str(folder / "rwkv4-session.zip")), api_name="/import_session")
+    save_state_file(family_of(rwkv4).empty_state(rwkv4, 1), rwkv4, folder / "rwkv4-state.safetensors")
+    layers, channels = rwkv4.config.num_hidden_layers, rwkv4.config.attention_hidden_size
+    with pytest.raises(Exception, match=rf"holds an RWKV-4 state \({layers} layers of {channels} channels\) but "
+                                        rf"this model is an RWKV-7 model.*To open this file, load an RWKV-4 model "
+                                        rf"with {layers} layers of {channels} channels first \(Models tab"):
+        client.predict(handle_file(str(folder / "rwkv4-state.safetensors")), api_name="/load_state")
+    assert not [n for n in client.predict(api_name="/tree") if n["role"] == "state"]
+
+
+def test_equal_chat_names_are_refused_before_the_state_file_becomes_a_root(client, served):
+    path, _ = persona_file(served, "names.pth", seed=6)
+    with pytest.raises(Exception, match=r"user name 'Assistant' and the bot name 'Assistant' are the same"):
+        client.predict(handle_file(str(path)), "", "Assistant", "", api_name="/chat_load_state")
     assert not [n for n in client.predict(api_name="/tree") if n["role"] == "state"]

@@ -44,7 +44,8 @@ def test_compare_and_keep(client7):
     client7.predict("Once upon a time", "deterministic", 4, 1, api_name="/generate")
     columns = client7.predict(2, 5, "balanced", 1, "balanced", 2, "balanced", None, "balanced", None,
                               api_name="/compare")
-    assert len(columns) == 4 and all(isinstance(c, str) for c in columns[:2]) and columns[2:] == ("", "")
+    assert len(columns) == 8 and all(isinstance(c, str) for c in columns[:2]) and columns[2:4] == ("", "")
+    assert columns[4:] == ("1", "2", "", "")  # the seeds each column used (unused columns: "")
     assert client7.predict(api_name="/keep_2")
 
 

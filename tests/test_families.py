@@ -7,6 +7,7 @@ import torch
 from rwkv_app.engine import Engine
 from rwkv_app.core.generation import FinishEvent
 from rwkv_app.models.family import family_of
+from rwkv_app.models.state_files import StateModelError, load_state_file, save_state_file
 from rwkv_app.services import state_inspector
 from rwkv_app.state_tree import SessionFileError, SessionTree, export_session, import_session
 
@@ -81,7 +82,7 @@ def test_a_session_file_of_one_family_is_refused_by_another(tmp_path):
     tree = SessionTree(rwkv7(), model_id="m")
     tree.extend_tokens(tree.root, PROMPT)
     export_session(tree, tmp_path / "s.zip")
-    with pytest.raises(SessionFileError, match="rwkv7 model .* runs a rwkv4 model"):
+    with pytest.raises(SessionFileError, match="saved with an RWKV-7 model .* runs an RWKV-4 model"):
         import_session(tmp_path / "s.zip", tiny_model(0, vocab_size=300), model_id="m")
 
 
@@ -110,3 +111,13 @@ def test_rwkv7_heatmap_of_the_wkv_state_has_one_column_per_head_and_its_budget_c
     c = model.config
     matrices = c.num_hidden_layers * c.num_heads * c.head_dim ** 2 * 4
     assert tree.family.state_bytes(model) == matrices + 2 * c.num_hidden_layers * c.hidden_size * 4
+
+
+def test_a_state_file_of_one_family_is_refused_by_another_naming_the_model_it_is_for(tmp_path):
+    model7, path = rwkv7(), tmp_path / "s.safetensors"
+    save_state_file(family_of(model7).empty_state(model7, 1), model7, path)
+    c = model7.config
+    sizes = f"{c.num_hidden_layers} layers, {c.num_heads} heads of {c.head_dim}"
+    with pytest.raises(StateModelError, match=rf"holds an RWKV-7 state \({sizes}\) but this model is an RWKV-4") as caught:
+        load_state_file(path, tiny_model(0))
+    assert caught.value.needed == f"an RWKV-7 model with {sizes}"

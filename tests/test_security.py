@@ -314,6 +314,27 @@ def test_public_messages_keep_file_names_but_not_where_they_are():
         assert public_message(err) == text
 
 
+def test_real_server_paths_are_scrubbed_wherever_they_stand():
+    cases = {"cannot read /home/alice/models/rwkv/model.pth": "Cannot read model.pth",
+             "no such file '/tmp/gradio/4f2a/upload.zip'": "No such file 'upload.zip'",
+             "(/work/wt/main/demo-model/config.json) is broken": "(config.json) is broken",
+             "C:\\Users\\bob\\rwkv\\model.pth is truncated": "Model.pth is truncated",
+             "C:/Users/bob/rwkv/model.pth is truncated": "Model.pth is truncated",
+             "~/private/keys/x.safetensors: bad header": "X.safetensors: bad header",
+             "<b>/srv/secret-org/weights.bin</b>": "<b>weights.bin</b>",
+             "</home/alice/secret.bin>": "<secret.bin>",
+             "/etc/passwd and /var/lib/x/y": "Passwd and y"}
+    for text, shown in cases.items():
+        assert public_message(InputError(text)) == shown, text
+
+
+def test_a_visitors_markup_and_slashes_are_echoed_as_typed():
+    """An HTML end tag is not a path: "</b>" came back as "<b>" (the "/b>" was cut to its last part "b>")."""
+    for typed in ("no conversation named '<b>x</b>'", "unknown node '</b>'", "a / b", "<br />", "x</i></b>",
+                  "and/or 1/2 tokens/s", "see https://huggingface.co/BlinkDL/rwkv7-g1/tree/main", "(/)"):
+        assert public_message(InputError(typed)) == typed[0].upper() + typed[1:], typed
+
+
 def test_guarded_callbacks_show_the_public_message(model_dir):
     @guarded
     def load():

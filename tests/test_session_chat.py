@@ -25,6 +25,18 @@ def chat_tree(**kwargs):
     return tree, ChatSession(tree, system="You are helpful.", sampling=scripted_reply(), **kwargs)
 
 
+def test_a_conversation_whose_user_and_bot_names_are_the_same_is_refused_naming_both():
+    """"User: hi" and "User: hello" on both sides: the model could not tell whose turn a line is."""
+    tree = tiny_tree()
+    for user, bot in (("User", "User"), ("user ", " USER"), ("Ann  Lee", "ann lee"), ("Bot", None), (None, "user")):
+        with pytest.raises(SessionError, match=r"user name .* and the bot name .* are the same"):
+            ChatSession(tree, user=user, bot=bot)
+    assert tree.node(tree.root).children == []  # nothing was added
+    assert ChatSession(tree, user="Ann", bot="Annie").format.bot == "Annie"
+    tree.meta["chat"]["bot"] = "Ann"  # a conversation saved before the check, with equal names, still opens
+    assert ChatSession.resume(tree).format.bot == "Ann"
+
+
 def test_turns_follow_the_rwkv_chat_format_and_stop_at_a_blank_line():
     tree, chat = chat_tree()
     items = run(chat.send("hello there"))

@@ -24,10 +24,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .rwkv4.config import RwkvConfig
-from ..errors import CheckpointError, InputError
-from .rwkv4.state_file import describe_mismatch4, expected_tensors4, mix4, state4_from_tensors, state4_to_tensors
+from ..errors import CheckpointError, InputError, WrongModelError
+from .rwkv4.state_file import (describe_mismatch4, expected_tensors4, file_model4, mix4, state4_from_tensors,
+                               state4_to_tensors)
 from .rwkv7.config import Rwkv7Config
-from .rwkv7.state_file import describe_mismatch7, expected_tensors7, mix7, state7_from_tensors, state7_to_tensors
+from .rwkv7.state_file import (describe_mismatch7, expected_tensors7, file_model7, mix7, state7_from_tensors,
+                               state7_to_tensors)
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".state")  # Ai00 names its safetensors state files .state
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -45,11 +47,19 @@ class StateLayout:
     to_tensors: Callable  # (state, config, token_shifts) -> {key: tensor}
     from_tensors: Callable  # (tensors, config, dtype, device) -> state
     mix: Callable  # (states, weights) -> state
+    label: str  # the family, for people: "RWKV-7"
+    file_model: Callable  # tensors -> the model a file in this layout is for, in words; None: not this layout
+
+
+class StateModelError(CheckpointError, WrongModelError):
+    """A state file of another family than the model's (`needed` names the model it is for)."""
 
 
 LAYOUTS = {
-    Rwkv7Config: StateLayout(expected_tensors7, describe_mismatch7, state7_to_tensors, state7_from_tensors, mix7),
-    RwkvConfig: StateLayout(expected_tensors4, describe_mismatch4, state4_to_tensors, state4_from_tensors, mix4),
+    Rwkv7Config: StateLayout(expected_tensors7, describe_mismatch7, state7_to_tensors, state7_from_tensors, mix7,
+                             "RWKV-7", file_model7),
+    RwkvConfig: StateLayout(expected_tensors4, describe_mismatch4, state4_to_tensors, state4_from_tensors, mix4,
+                            "RWKV-4", file_model4),
 }
 
 
@@ -67,6 +77,7 @@ def load_state_file(path: str | Path, model) -> list[torch.Tensor]:
     layout = layout_of(config)
     shapes, optional = layout.expected(config)
     tensors = read_state_tensors(path, max_bytes=8 * sum(_numel(s) for s in shapes.values()) + SLACK_BYTES)
+    check_family(tensors, layout, path)
     check_state_tensors(tensors, shapes, optional, path, layout.describe_mismatch(tensors, config))
     return layout.from_tensors(tensors, config, model.dtype, model.device)
 
@@ -137,6 +148,18 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(f"state file {path.name}: entry {key!r} is a {type(value).__name__}, not a tensor")
     return loaded
+
+
+def check_family(tensors: dict, layout: StateLayout, path: Path) -> None:
+    """Refuse a state file of another family, naming it and the model it is for (a StateModelError)."""
+    if layout.file_model(tensors) is not None:
+        return
+    for other in LAYOUTS.values():
+        sizes = other.file_model(tensors)
+        if sizes is not None:
+            raise StateModelError(f"state file {path.name} holds an {other.label} state ({sizes}) but this model is "
+                                  f"an {layout.label} model: a state file only opens on its own family",
+                                  f"an {other.label} model with {sizes}")
 
 
 def check_state_tensors(tensors: dict, shapes: dict, optional: set, path: Path, mismatch: str | None) -> None:

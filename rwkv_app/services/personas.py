@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..models.state_files import SAFETENSORS_SUFFIXES, SUFFIXES, TORCH_SUFFIXES, load_state_file, mix_states
+from ..state_tree.chat import chat_names
 from . import views
 from .conversations import commit_unless_generating
 
@@ -55,7 +56,9 @@ def load_state_root(session, path) -> str:
 
 
 def start_chat_from_file(session, path, system=None, user=None, bot=None) -> str:
-    """A new conversation that starts from a state file (the old conversation stays in the tree)."""
+    """A new conversation that starts from a state file (the old conversation stays in the tree); names that
+    cannot make a conversation are refused before the file becomes a state root."""
+    chat_names(session.tree, user, bot)
     node = load_state_root(session, path)
     session.new_chat(system, user, bot, start=node)
     commit_unless_generating(session)

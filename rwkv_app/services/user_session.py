@@ -10,6 +10,7 @@ from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
+from ..core.sampling import fresh_seed
 from ..errors import InputError
 from ..state_tree import Branch, ChatSession, SessionError, SessionTree
 from ..state_tree.continuation import resolve_sampling
@@ -299,6 +300,20 @@ class UserSession(ChatActions):
             raise InputError(f"compare takes 2 to 4 columns, got {len(columns)}")
         branches = [self.branch(preset, max_new_tokens, seed) for preset, seed in columns]
         return self._compare(node_id, branches)
+
+    def seeded(self, columns: list[tuple]) -> list[tuple]:
+        """Compare columns (preset, seed) with a seed drawn now for each sampling column without one (the preset's
+        own seed, if it fixes one, else a fresh random seed): every Run samples anew unless the visitor fixed a
+        seed, and each column can show the seed that makes it again. A greedy column gets None (it draws nothing)."""
+        seeded = []
+        for preset, seed in columns:
+            settings = self.branch(preset, None, seed).sampling  # an unknown preset or a bad seed: refused here
+            if settings.greedy:
+                seed = None
+            elif seed is None or seed == "":
+                seed = settings.seed if settings.seed is not None else fresh_seed()
+            seeded.append((preset, seed))
+        return seeded
 
     def _compare(self, node_id: str, branches: list[Branch]) -> Iterator[list[str]]:
         with self.busy() as job:

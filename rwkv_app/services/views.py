@@ -34,6 +34,12 @@ def preview(text: str, limit: int = PREVIEW) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def seed_used(seed) -> str:
+    """A column's seed as shown beside it (and returned by /compare): its decimal digits (exact: a browser's numbers
+    round beyond 2**53), or what stands for none (a greedy preset samples nothing)."""
+    return "none (greedy)" if seed is None or seed == "" else str(int(seed))
+
+
 def file_name(path) -> str:
     """An uploaded file's name as a message shows it (a long name cut in the middle)."""
     name = path.name

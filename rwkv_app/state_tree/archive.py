@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 import safetensors.torch
 
+from ..errors import WrongModelError
 from .identity import ModelIdentity
 from .nodes import STATE, Node
 from .store import StateBudget
@@ -134,10 +135,14 @@ def session_from_members(members: dict[str, bytes], model, tokenizer=None, *, mo
     return tree
 
 
+class SessionModelError(SessionFileError, WrongModelError):
+    """A session file saved with another model (`needed` names it)."""
+
+
 def check_same_model(current: ModelIdentity, saved: ModelIdentity) -> None:
     reason = current.mismatch(saved)
     if reason is not None:
-        raise SessionFileError(f"cannot import: {reason}")
+        raise SessionModelError(f"cannot import: {reason}", saved.needed())
 
 
 def read_members(source, json_limit: int, states_limit: int) -> dict[str, bytes]:

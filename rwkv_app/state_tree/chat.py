@@ -51,6 +51,19 @@ class ChatFormat:
         return f"{lead}{self.user}: {message}{TURN_SEPARATOR}{self.bot}:{self.prefill}"
 
 
+def chat_names(tree, user: str | None, bot: str | None) -> tuple[str, str]:
+    """A new conversation's names: those given, else the family's (RWKV-7: User / Assistant); each one valid
+    (ChatFormat) and the two different, ignoring case and spaces: with "User: ..." on both sides the transcript
+    cannot say whose turn a line is, to the model or to a reader. (ChatSession.resume does not call this: a saved
+    conversation whose names are equal still opens.)"""
+    user, bot = user or tree.family.chat_names[0], bot or tree.family.chat_names[1]
+    ChatFormat(user, bot)
+    if " ".join(user.split()).casefold() == " ".join(bot.split()).casefold():
+        raise SessionError(f"the user name {user!r} and the bot name {bot!r} are the same (case and spaces do not "
+                           f"count), so the model could not tell whose turn a line is: give them different names")
+    return user, bot
+
+
 def clean_message(message: str) -> str:
     """ChatRWKV's: strip, normalize newlines, and no blank line inside (it would end the turn)."""
     if not isinstance(message, str):
@@ -90,7 +103,7 @@ class ChatSession:
         start = tree.root if start is None else start
         if tree.node(start).role not in STARTS:
             raise SessionError("a conversation starts at the root or at a loaded state")
-        user, bot = user or tree.family.chat_names[0], bot or tree.family.chat_names[1]
+        user, bot = chat_names(tree, user, bot)
         self.tree, self.format = tree, ChatFormat(user, bot, thinking)
         self.sampling = "chat" if sampling is None else sampling  # a preset name, SamplingSettings or dict
         saved = self.sampling if isinstance(self.sampling, str) else resolve_sampling(self.sampling, {}).to_dict()

@@ -8,6 +8,7 @@ different weights differ, without hashing gigabytes. Files written before famili
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -15,6 +16,7 @@ import torch
 from ..models.family import family_of
 
 LEGACY_FAMILY = "rwkv4"  # the family of a file that records none
+FAMILY_NAME = re.compile(r"rwkv(\d+)")
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
@@ -43,16 +45,27 @@ class ModelIdentity:
         return (f"{self.model_id} ({self.dtype}, {self.num_hidden_layers} layers x {self.hidden_size}, "
                 f"vocab {self.vocab_size}, weights {self.weights[:12]})")
 
+    def needed(self) -> str:
+        """The model this identity names, for people: "the RWKV-7 model demo-rwkv7 (float32)"."""
+        return f"the {family_label(self.family)} model {self.model_id} ({self.dtype})"
+
     def mismatch(self, other: ModelIdentity) -> str | None:
         """Why a session recorded with `other` cannot run on this model; None when it can."""
         if self.family != other.family:
-            return (f"the session was saved with a {other.family} model ({other.describe()}) but this session "
-                    f"runs a {self.family} model ({self.describe()}): a session file only opens on its own family")
+            return (f"the session was saved with an {family_label(other.family)} model ({other.describe()}) but this "
+                    f"session runs an {family_label(self.family)} model ({self.describe()}): a session file only opens "
+                    f"on its own family")
         for name in ("dtype", "vocab_size", "hidden_size", "attention_hidden_size", "num_hidden_layers", "weights"):
             if getattr(self, name) != getattr(other, name):
                 return (f"the session was saved with model {other.describe()} but this session runs on "
                         f"{self.describe()}: {name} differs ({getattr(other, name)!r} vs {getattr(self, name)!r})")
         return None
+
+
+def family_label(name: str) -> str:
+    """A family's name as people write it: "rwkv7" -> "RWKV-7" (another name as it is)."""
+    match = FAMILY_NAME.fullmatch(name)
+    return f"RWKV-{match.group(1)}" if match else name
 
 
 @torch.no_grad()

@@ -15,7 +15,11 @@ from .inputs import Dropdown, Radio, Slider
 from .personas import chat_controls
 
 # Phones: the message box and Send above the conversation, so they sit near the top of the first screen.
-CSS = "@media (max-width: 640px) { #chat-input { order: -1; } #chatbot { height: 50vh !important; } }"
+# On a phone the Chatbot's floating label and toolbar (share, clear, copy) stood over the first message: the message
+# list starts below them there (the wrapper's padding is the band they float in; the list scrolls under nothing).
+CSS = """@media (max-width: 640px) { #chat-input { order: -1; } #chatbot { height: 50vh !important; }
+  #chatbot > .wrapper { padding-top: calc(2 * var(--block-label-margin) + 30px); box-sizing: border-box; }
+  #chatbot > .wrapper > .bubble-wrap { min-height: 0; } }"""
 
 
 def build(ctx, refresh):

@@ -10,9 +10,9 @@ import re
 import gradio as gr
 from gradio.context import LocalContext
 
-from ..errors import InputError, RwkvError
+from ..errors import InputError, RwkvError, WrongModelError
 from ..services import release_thread_pool
-from .errors import public_message
+from .errors import public_message, strip_paths
 from .inputs import Slider
 
 try:  # Hugging Face ZeroGPU Spaces: GPU work runs inside @spaces.GPU; elsewhere this is a no-op
@@ -61,7 +61,12 @@ def close_session(session) -> None:
 
 
 def message(err: BaseException) -> str:
-    return public_message(err)  # no server paths in what the browser sees
+    """The error's text for the browser (no server paths); a file made for another model also says what to do."""
+    text = public_message(err)
+    if isinstance(err, WrongModelError):
+        text = (f"{text.rstrip('.')}. To open this file, load {strip_paths(err.needed)} first (Models tab, or the "
+                f"/load_model endpoint), then try again")
+    return text
 
 
 def toast(text: str) -> None:

@@ -10,7 +10,9 @@ import re
 
 # An absolute POSIX path ("/srv/models/x/config.json", "/etc/passwd"), a home-relative one ("~/x/y") or a
 # Windows one ("C:\\models\\x"): a root, then at least one directory part. Group "name" is the last part.
-SERVER_PATH = re.compile(r"""(?<![\w.~/\\:-])(?:~|[A-Za-z]:)?[/\\](?:[^\s'"/\\:,;()\[\]<>|]+[/\\])*"""
+# A root with no directory part is left alone: its last part is all it says ("/etc" would only lose its slash),
+# and it is what a visitor's "</b>" (an HTML end tag), "a / b" or "<br />" holds, which must be echoed as typed.
+SERVER_PATH = re.compile(r"""(?<![\w.~/\\:-])(?:~|[A-Za-z]:)?[/\\](?:[^\s'"/\\:,;()\[\]<>|]+[/\\])+"""
                          r"""(?P<name>[^\s'"/\\:,;()\[\]<>|]*)""")
 
 

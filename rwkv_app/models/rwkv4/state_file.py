@@ -45,6 +45,15 @@ def describe_mismatch4(tensors: dict[str, torch.Tensor], config: RwkvConfig) -> 
     return None
 
 
+def file_model4(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The model a file in this layout is for, for people ("24 layers of 2048 channels"); None when it has no
+    blocks.{i}.att.wkv_num tensor (not an RWKV-4 state file)."""
+    keys = [key for key in tensors if key.startswith("blocks.") and key.endswith(".att.wkv_num")]
+    if not keys:
+        return None
+    return f"{len(keys)} layers of {tensors[keys[0]].numel()} channels"
+
+
 def state4_to_tensors(state: list[torch.Tensor], config: RwkvConfig, token_shifts: bool = True) -> dict:
     """The file's tensors for a batch-1 state (`token_shifts` is accepted for symmetry; RWKV-4 keeps all five)."""
     if state[0].shape[0] != 1:

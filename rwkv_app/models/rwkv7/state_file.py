@@ -67,6 +67,16 @@ def describe_mismatch7(tensors: dict[str, torch.Tensor], config: Rwkv7Config) ->
     return None
 
 
+def file_model7(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The model a file in this layout is for, for people ("24 layers, 32 heads of 64"); None when it has no
+    blocks.{i}.att.time_state tensor (not an RWKV-7 state file)."""
+    keys = [key for key in tensors if _LAYER.match(key)]
+    if not keys:
+        return None
+    shape = tuple(tensors[keys[0]].shape)  # (H, N, N)
+    return f"{len(keys)} layers" + (f", {shape[0]} heads of {shape[-1]}" if len(shape) == 3 else "")
+
+
 def state7_to_tensors(state: list[torch.Tensor], config: Rwkv7Config, token_shifts: bool = True) -> dict:
     """The file's tensors for a batch-1 state: time_state float32 [head, key, value]; shifts in their dtype."""
     if state[2].shape[0] != 1:
