@@ -7,7 +7,7 @@ details" JSON describes the current node after Generate and Continue, its seed d
 name (it kept the previous node, rounded the seed and showed the server's path); Rewind with no token clicked
 says to click one; on a phone a deep row's meta line wraps instead of being cut off. Writes
 docs/screenshots/tree-selection.png, tree-rows.png, mobile-tree-rows.png, mobile-tree-deep-rows.png,
-tree-branching-continuation.png, node-details.png, mobile-node-details.png and rewind-no-token.png."""
+tree-branching-continuation.png, tree-rewound.png, node-details.png, mobile-node-details.png and rewind-no-token.png."""
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -60,6 +60,11 @@ def test_the_continuation_box_follows_the_selected_node(app, page):
     resampled = session.current
     assert output(page) == session.tree.node(resampled).text != ""
     point = session.tree.node(resampled).parent  # the rewind point (the kept first tokens): its own text
+    rewound = f"rewound after token {session.tree.node(point).meta['position']}"
+    assert rewound in page.locator(f"#pg-tree .tn[data-id='{point}']").inner_text()  # told apart from its twin
+    assert "rewound" not in page.locator(f"#pg-tree .tn[data-id='{generated[1]}']").inner_text()
+    page.locator(f"#pg-tree .tn[data-id='{point}']").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "tree-rewound.png"))
     select_row(page, point)
     assert output(page) == session.tree.node(point).text
     select_row(page, resampled)

@@ -94,6 +94,8 @@ def test_tree_tokens_rewind_and_force(session):
     assert any(a["chosen"] for a in alternatives)
     point = session.rewind(node, 3)
     assert session.tree.node(point).tokens == session.tree.node(node).tokens[:3]
+    labels = {row["id"]: row["label"] for row in views.tree_rows(session.tree, point)}
+    assert "rewound after token 3" in labels[point] and "rewound" not in labels[node]  # twins told apart
     assert list(session.continue_from(point, None, "balanced", 4, 2))
     other = next(a["token"] for a in alternatives if not a["chosen"])
     forced = session.force(node, 2, other)

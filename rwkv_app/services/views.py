@@ -60,7 +60,7 @@ def exact_json(value, key: str | None = None):
 
 
 def node_extra(node) -> list[str]:
-    """What a node's label says beside its text: preset, seed, whether it was stopped."""
+    """What a node's label says beside its text: preset, seed, whether it was stopped, forced or rewound."""
     extra = []
     if node.meta.get("preset"):
         extra.append(str(node.meta["preset"]))
@@ -71,6 +71,8 @@ def node_extra(node) -> list[str]:
     forced = node.meta.get("forced")
     if isinstance(forced, dict):  # which token was forced: the text alone may not show it (cut, or past the preview)
         extra.append(f"forced {forced['text']!r}" if "text" in forced else f"forced token {forced.get('token')}")
+    elif node.meta.get("forked_from") and node.meta.get("position"):  # a rewind point: its twin has the same start
+        extra.append(f"rewound after token {node.meta['position']}")
     return extra
 
 
