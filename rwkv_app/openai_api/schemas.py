@@ -21,7 +21,11 @@ COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_
           "presence_penalty", "frequency_penalty", "logit_bias", "user", "state_id", "top_k", "min_p",
           "repetition_penalty"}
 COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo", "suffix", "best_of"}
-CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens"}
+CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens", "response_format"}
+# OpenAI chat parameters this server knows but cannot honour: refused as unsupported, not as unknown
+UNSUPPORTED_CHAT = {"tools": "tool calling", "tool_choice": "tool calling", "parallel_tool_calls": "tool calling",
+                    "functions": "function calling", "function_call": "function calling", "audio": "audio output",
+                    "modalities": "other output modalities", "prediction": "predicted outputs"}
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,15 @@ def prompt_of(value, state_id) -> str | list[int]:
 
 
 def parse_chat(data: dict) -> GenRequest:
+    for name, feature in UNSUPPORTED_CHAT.items():
+        if data.get(name) is not None:
+            raise bad_request(f"{name} is not supported by this server: RWKV chat here has no {feature}", name,
+                              "unsupported_parameter")
     check_fields(data, CHAT_FIELDS)
+    response_format = data.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise bad_request("response_format: only {\"type\": \"text\"} is supported by this server (no JSON mode)",
+                          "response_format", "unsupported_parameter")
     fields = common(data, chat=True)
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
