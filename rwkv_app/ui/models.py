@@ -20,14 +20,15 @@ def count(params) -> str:
 
 
 def table_markdown(ctx) -> str:
-    rows = ["| model | parameters | download | memory | fits this machine | sessions using it |",
+    """The models table; what decides a choice (whether it fits, its memory) first, so a phone shows it unscrolled."""
+    rows = ["| model | fits this machine | memory | parameters | download | sessions using it |",
             "|---|---|---|---|---|---|"]
     for m in ctx.playground.model_table():
         download = "bundled" if m["download_gb"] is None else f"{m['download_gb']:g} GB"
         fits = "yes" if m["fits"] else "**no: too large**"
         used = f"{m['sessions']} (loaded)" if m["loaded"] else "–"
-        rows.append(f"| {m['name']} | {count(m['params'])} | {download} | {m['memory_gb']:.2f} GiB {m['dtype']} | "
-                    f"{fits} | {used} |")
+        rows.append(f"| {m['name']} | {fits} | {m['memory_gb']:.2f} GiB {m['dtype']} | {count(m['params'])} | "
+                    f"{download} | {used} |")
     return "\n".join(rows)
 
 
