@@ -139,16 +139,17 @@ def api_options(args):
     return (None, refusal) if refusal else (options, None)
 
 
-def mounted_app(args, playground, demo, options):
-    """A FastAPI app serving /v1 and, at /, the Gradio app with the flags `demo.launch` would get."""
+def mounted_app(args, playground, demo, options, refusal: str | None = None):
+    """A FastAPI app serving /v1 (or, without `options`, an OpenAI error there saying why not: `refusal`) and, at /,
+    the Gradio app with the flags `demo.launch` would get."""
     import gradio as gr
     from fastapi import FastAPI
 
-    from rwkv_app.openai_api import build_api
+    from rwkv_app.openai_api import build_api, build_off_api
     from rwkv_app.ui.builder import CSS, THEME
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.mount("/v1", build_api(playground, options))
+    app.mount("/v1", build_api(playground, options) if options is not None else build_off_api(refusal or "off"))
     return gr.mount_gradio_app(app, demo, path="/", server_name=args.host, server_port=args.port, theme=THEME,
                                css=CSS, show_error=False, max_file_size=int(args.max_upload_mb * 2 ** 20))
 
@@ -174,10 +175,11 @@ def main(argv=None) -> int:
         options, refusal = api_options(args)
         if options is None:
             print(refusal, flush=True)
-            demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS,
+        if args.share:  # Gradio's own launcher makes the share link
+            demo.launch(server_name=args.host, server_port=args.port, share=True, theme=THEME, css=CSS,
                         max_file_size=int(args.max_upload_mb * 2 ** 20))  # bytes: Gradio's "0.5mb" parser fails
             return 0
-        serve(mounted_app(args, playground, demo, options), args.host, args.port)
+        serve(mounted_app(args, playground, demo, options, refusal), args.host, args.port)
         return 0
     except RwkvError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -275,6 +275,18 @@ def test_without_a_key_the_api_is_loopback_only_unless_the_operator_says_so():
     assert "--share" in refusal("--share")
 
 
+def test_an_api_that_is_off_answers_an_openai_error_saying_why():
+    """A walkthrough: with --no-api (or a public host without a key) /v1 gave Gradio's bare {"detail":"Not Found"}."""
+    from fastapi.testclient import TestClient
+
+    from rwkv_app.openai_api import build_off_api
+
+    client = TestClient(build_off_api("the OpenAI-compatible /v1 API is off (--no-api)"))
+    for answer in (client.get("/models"), client.post("/chat/completions", json={"model": "demo"})):
+        error = answer.json()["error"]
+        assert answer.status_code == 404 and error["code"] == "api_off" and "(--no-api)" in error["message"]
+
+
 def test_a_full_engine_queue_is_a_429():
     from rwkv_app.engine import EngineBusy
     from rwkv_app.openai_api.errors import as_api_error

@@ -8,6 +8,6 @@ runner.py runs it (one prefill, n batched continuations), responses.py writes Op
 each API key's session tree (state_id), routes.py is the HTTP side.
 """
 from .options import KEY_ENV, ApiOptions, api_refusal, is_loopback, parse_keys
-from .routes import build_api
+from .routes import build_api, build_off_api
 
-__all__ = ["ApiOptions", "build_api", "api_refusal", "is_loopback", "parse_keys", "KEY_ENV"]
+__all__ = ["ApiOptions", "build_api", "build_off_api", "api_refusal", "is_loopback", "parse_keys", "KEY_ENV"]

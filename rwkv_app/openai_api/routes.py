@@ -49,6 +49,18 @@ def build_api(playground, options) -> FastAPI:
     return api
 
 
+def build_off_api(reason: str) -> FastAPI:
+    """What /v1 answers when the server does not serve the API (`--no-api`, a public host without a key): an
+    OpenAI error, `reason` (app.py's api_options says why), for every path and method, instead of a bare 404."""
+    off = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    async def answer(request: Request, path: str = "") -> JSONResponse:
+        return error_response(ApiError(404, reason, code="api_off"))
+
+    off.add_api_route("/{path:path}", answer, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    return off
+
+
 def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), err.status)
 
