@@ -32,6 +32,7 @@ def test_streams_the_completion_after_the_prompt(model_dir):
                          "--seed", "5")
     assert code == 0 and out.startswith("Hello") and len(out) > len("Hello\n")
     assert "[ready" in err and "12 tokens" in err and "seed 5" in err
+    assert "fetching" not in err  # a local folder is read, not downloaded (it said "[download 0.0%] fetching /...")
     again = run("generate", "--model", str(model_dir), "--prompt", "Hello", "--max-new-tokens", "12", "--seed", "5")
     assert again[1] == out  # same seed, same text
 

@@ -188,7 +188,8 @@ class ModelManager:
         return loaded
 
     def _load(self, key: ModelKey, preset: ModelPreset | None, progress: Progress) -> LoadedModel:
-        progress("download", 0.0, f"fetching {key.source}")
+        if not Path(key.source).exists():  # a local folder or file (the bundled demos) is read, not fetched
+            progress("download", 0.0, f"fetching {key.source}")
         fetch = partial(resolve_model_file, filename=key.filename) if key.filename else resolve_model_dir
         path = fetch(key.source, revision=key.revision, cache_dir=self.cache_dir,
                      local_files_only=self.local_files_only, tqdm_class=progress_tqdm_class(progress))
