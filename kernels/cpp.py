@@ -1,8 +1,8 @@
-"""RWKV-4's WKV on x86 CPUs in C++ (kernels/int8_cpu/wkv4_sequence.cpp): the reference's token loop, 16 channels'
+"""RWKV-4's WKV on x86 CPUs in C++ (kernels/wkv_loops/wkv4_sequence.cpp): the reference's token loop, 16 channels'
 (num, den, max) in registers for the whole sequence, for inference.
 
 Where it runs (`refusal` is ""): CPU tensors in float32/float16/bfloat16, no gradient wanted, the extension built
-here (x86 with AVX512-BF16, see kernels.int8_cpu.load; the first call on a machine builds it, ~30 s). Elsewhere the
+here (x86 with AVX512F, see kernels.wkv_loops.load; the first call on a machine builds it, ~20 s). Elsewhere the
 chunked torch form (kernels/cpu.py) runs, which also carries autograd. kernels/rwkv7/cpp.py is RWKV-7's, with the
 same conditions (`extension_refusal`) plus its head sizes.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import int8_cpu
+from . import wkv_loops
 from .checks import DTYPES
 from .reference import State, initial_state
 
@@ -25,8 +25,8 @@ def extension_refusal(tensors) -> str:
         return f"it takes float32, float16 or bfloat16, got {first.dtype}"
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return "it has no backward pass and a gradient is wanted"
-    if int8_cpu.load() is None:
-        return f"the C++ extension does not run here ({int8_cpu.unsupported_reason() or 'it did not build'})"
+    if wkv_loops.load() is None:
+        return f"the C++ extension does not run here ({wkv_loops.unsupported_reason() or 'it did not build'})"
     return ""
 
 
@@ -44,6 +44,7 @@ def wkv_cpp(time_decay: torch.Tensor, time_first: torch.Tensor, key: torch.Tenso
     start = initial_state(batch, channels, key.device) if state is None else state
     start = [s.float().contiguous() for s in start]  # (B, C) each
     final = [torch.empty_like(s) for s in start]  # (B, C) each
-    output = int8_cpu.wkv4_sequence(time_decay.float().contiguous(), time_first.float().contiguous(),
-                                    key.float().contiguous(), value.float().contiguous(), start, final)  # (B, T, C)
+    decay, first = time_decay.float().contiguous(), time_first.float().contiguous()  # (C,) each
+    k, v = key.float().contiguous(), value.float().contiguous()  # (B, T, C) each; no copy for float32
+    output = wkv_loops.wkv4_sequence(decay, first, k, v, start, final)  # (B, T, C) float32
     return output.to(key.dtype), tuple(final)

@@ -5,14 +5,15 @@ them)."""
 import pytest
 import torch
 
-from kernels import int8_cpu
+from kernels import int8_cpu, wkv_loops
 from rwkv_app import RwkvConfig, RwkvForCausalLM
 
 
 def pytest_sessionstart(session) -> None:
-    """Build kernels/int8_cpu before any test (once per machine, then cached), so that an app a test starts in a
-    subprocess, with its own startup deadline, finds it built."""
+    """Build kernels/int8_cpu and kernels/wkv_loops before any test (once per machine, then cached), so that an app a
+    test starts in a subprocess, with its own startup deadline, finds them built."""
     int8_cpu.load()
+    wkv_loops.load()
 
 
 def tiny_config(**overrides) -> RwkvConfig:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels import int8_cpu
+from kernels import cpp_build, int8_cpu
 from rwkv_app.models.quantize import int8_linear_reference, quantize_per_channel
 
 needs_kernel = pytest.mark.skipif(int8_cpu.load() is None, reason="kernels/int8_cpu does not run here")
@@ -81,7 +81,7 @@ def test_the_off_switch_and_the_cpu_decide_before_any_build(monkeypatch):
     monkeypatch.setenv(int8_cpu.OFF_SWITCH, "0")
     assert int8_cpu.unsupported_reason() == f"{int8_cpu.OFF_SWITCH}=0"
     monkeypatch.delenv(int8_cpu.OFF_SWITCH)
-    monkeypatch.setattr(int8_cpu, "cpu_flags", lambda: frozenset({"avx512f"}))
+    monkeypatch.setattr(cpp_build, "cpu_flags", lambda: frozenset({"avx512f"}))
     assert "lacks avx512_bf16" in int8_cpu.unsupported_reason()
 
 
@@ -102,9 +102,11 @@ def test_a_failed_build_leaves_torch_kernels_with_one_warning(monkeypatch, caplo
     def no_compiler(*args, **kwargs):
         raise RuntimeError("Error building extension: g++: command not found")
 
-    monkeypatch.setattr(int8_cpu, "unsupported_reason", lambda: "")
+    monkeypatch.setattr(cpp_build, "cpu_flags", lambda: frozenset({int8_cpu.CPU_FLAG}))
+    monkeypatch.delenv(int8_cpu.OFF_SWITCH, raising=False)
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
-    with caplog.at_level("INFO", logger=int8_cpu.__name__):
-        assert int8_cpu.load.__wrapped__() is None
+    with caplog.at_level("INFO", logger=cpp_build.__name__):
+        assert cpp_build.Extension.load.__wrapped__(int8_cpu.EXTENSION) is None  # uncached: a fresh attempt
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]
     assert "g++: command not found" in caplog.records[-1].getMessage()
+    assert "int8 models use torch's kernels" in caplog.records[-1].getMessage()

@@ -1,17 +1,17 @@
-"""kernels/rwkv7/cpp.py (the C++ token loop, kernels/int8_cpu/wkv7_sequence.cpp) against the reference, the RWKV
+"""kernels/rwkv7/cpp.py (the C++ token loop, kernels/wkv_loops/wkv7_sequence.cpp) against the reference, the RWKV
 invariant, and when the dispatcher picks it. Inputs and tolerances are test_kernels7_cpu's."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kernels import int8_cpu
+from kernels import wkv_loops
 from kernels.rwkv7 import cpp as cpp7
 from kernels.rwkv7 import wkv7, wkv7_cpp, wkv7_cpu, wkv7_reference
 
 from .test_kernels7_cpu import STATE_TOL7, TOL7, assert_close_rel, check_against_float64, make_inputs7, prefix_state7
 
-needs_extension = pytest.mark.skipif(int8_cpu.load() is None, reason="kernels/int8_cpu does not run here")
+needs_extension = pytest.mark.skipif(wkv_loops.load() is None, reason="kernels/wkv_loops does not run here")
 
 
 @needs_extension
@@ -139,9 +139,9 @@ def test_explicit_cpp_refuses_what_it_cannot_run(what, build, message):
 
 
 def test_explicit_cpp_says_why_the_extension_is_missing(monkeypatch):
-    monkeypatch.setattr(int8_cpu, "load", lambda: None)
-    monkeypatch.setenv(int8_cpu.OFF_SWITCH, "0")
-    with pytest.raises(RuntimeError, match="C\\+\\+ extension does not run here.*RWKV_INT8_KERNEL=0"):
+    monkeypatch.setattr(wkv_loops, "load", lambda: None)
+    monkeypatch.setenv(wkv_loops.OFF_SWITCH, "0")
+    with pytest.raises(RuntimeError, match="C\\+\\+ extension does not run here.*RWKV_WKV_LOOPS=0"):
         wkv7(*make_inputs7(1, 3, 1, 16), impl="cpp")
     got = wkv7(*make_inputs7(1, 3, 1, 16))  # auto: the chunked form
     assert got[0].shape == (1, 3, 1, 16)

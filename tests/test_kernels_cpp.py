@@ -1,16 +1,16 @@
-"""kernels/cpp.py (RWKV-4's token loop in C++, kernels/int8_cpu/wkv4_sequence.cpp) against the reference, the RWKV
+"""kernels/cpp.py (RWKV-4's token loop in C++, kernels/wkv_loops/wkv4_sequence.cpp) against the reference, the RWKV
 invariant, and when the dispatcher picks it. Inputs and tolerances are test_kernels_cpu's."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kernels import cpp, int8_cpu, wkv, wkv_cpp, wkv_cpu, wkv_reference
+from kernels import cpp, wkv, wkv_cpp, wkv_cpu, wkv_loops, wkv_reference
 
 from .test_kernels_cpu import (LOOSE_TOL, OUTPUT_TOL, STATE_TOL, assert_state_close, float64_reference, make_inputs,
                                prefix_state)
 
-needs_extension = pytest.mark.skipif(int8_cpu.load() is None, reason="kernels/int8_cpu does not run here")
+needs_extension = pytest.mark.skipif(wkv_loops.load() is None, reason="kernels/wkv_loops does not run here")
 
 
 @needs_extension
@@ -110,9 +110,9 @@ def test_explicit_cpp_refuses_what_it_cannot_run(monkeypatch):
     args = make_inputs(1, 3, 8)
     with pytest.raises(RuntimeError, match="impl='cpp'.*no backward pass"):
         wkv(args[0].clone().requires_grad_(), *args[1:], impl="cpp")
-    monkeypatch.setattr(int8_cpu, "load", lambda: None)
-    monkeypatch.setenv(int8_cpu.OFF_SWITCH, "0")
-    assert "RWKV_INT8_KERNEL=0" in cpp.refusal(*args, None)
+    monkeypatch.setattr(wkv_loops, "load", lambda: None)
+    monkeypatch.setenv(wkv_loops.OFF_SWITCH, "0")
+    assert "RWKV_WKV_LOOPS=0" in cpp.refusal(*args, None)
     with pytest.raises(RuntimeError, match="C\\+\\+ extension does not run here"):
         wkv(*args, impl="cpp")
     torch.testing.assert_close(wkv(*args), wkv_cpu(*args), rtol=0, atol=0)  # auto: the chunked form

@@ -14,9 +14,8 @@ holds the kernel to it.
 
 The same extension holds the one-token layer steps built on that kernel (rwkv4_step.cpp, rwkv7_step.cpp, sharing
 layer_step.h): a whole block for one token per row in one call; their callers and reference are in
-rwkv_app/models/cpu_decode.py. And each family's WKV over a sequence in float32 (wkv4_sequence.cpp,
-wkv7_sequence.cpp; no int8 in them, they live here to share the one build): kernels/cpp.py and kernels/rwkv7/cpp.py
-call them, kernels/reference.py and kernels/rwkv7/reference.py are their oracles.
+rwkv_app/models/cpu_decode.py. (Each family's WKV over a sequence is kernels/wkv_loops, a build of its own that
+needs only AVX512F; the layer steps share its cpu_math.h.)
 
 `load()` builds the extension with torch.utils.cpp_extension (a C++ compiler and ninja; cached under
 TORCH_EXTENSIONS_DIR, ~30 s the first time on 2 cores) and returns None, after one log line, where it cannot: not
@@ -24,25 +23,20 @@ x86 Linux with AVX512-BF16, no compiler, or RWKV_INT8_KERNEL=0 in the environmen
 """
 from __future__ import annotations
 
-import functools
-import logging
-import os
-import threading
 from pathlib import Path
 
 import torch
 
-from ..cpu_flags import cpu_flags
+from ..cpp_build import Extension
 
 MAX_ROWS = 16  # rows the kernel takes per pass (kMaxRows); more rows loop, but a GEMM is faster there
 # The extension's sources; they share the headers beside them (ninja rebuilds what a changed header reaches).
-SOURCES = [Path(__file__).with_name(name) for name in ("int8_bf16_mm.cpp", "rwkv4_step.cpp", "rwkv7_step.cpp",
-                                                          "wkv4_sequence.cpp", "wkv7_sequence.cpp")]
+SOURCES = [Path(__file__).with_name(name) for name in ("int8_bf16_mm.cpp", "rwkv4_step.cpp", "rwkv7_step.cpp")]
 CPU_FLAG = "avx512_bf16"
 OFF_SWITCH = "RWKV_INT8_KERNEL"  # "0": never build or use the kernel
-
-log = logging.getLogger(__name__)
-_build_lock = threading.Lock()
+EXTENSION = Extension("rwkv_int8_cpu", tuple(SOURCES),
+                      ("-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"), CPU_FLAG,
+                      OFF_SWITCH, "int8 CPU kernel", "int8 models use torch's kernels")
 
 
 BLOCK = 16  # output channels per packed block (the kernel's kBlock)
@@ -78,31 +72,13 @@ def int8_bf16_mm(rows: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor)
     return _extension().int8_bf16_mm(rows, packed, scales)  # (M, N)
 
 
-@functools.cache
 def load():
     """The built extension, or None (logged once) where this machine cannot build or run it."""
-    reason = unsupported_reason()
-    if reason:
-        log.info("int8 CPU kernel off: %s; int8 models use torch's kernels", reason)
-        return None
-    with _build_lock:
-        log.info("loading the int8 CPU kernel (built once per machine, ~30 s, then cached)")
-        try:
-            from torch.utils.cpp_extension import load as build
-            return build("rwkv_int8_cpu", [str(source) for source in SOURCES], verbose=False,
-                         extra_cflags=["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"])
-        except Exception as error:  # no compiler, no ninja, a failed build: torch's kernels instead
-            log.warning("int8 CPU kernel could not be built (%s); int8 models use torch's kernels",
-                        str(error)[-300:])
-            return None
+    return EXTENSION.load()
 
 
 def unsupported_reason() -> str:
-    if os.environ.get(OFF_SWITCH, "1") == "0":
-        return f"{OFF_SWITCH}=0"
-    if CPU_FLAG not in cpu_flags():
-        return f"this CPU lacks {CPU_FLAG}"
-    return ""
+    return EXTENSION.unsupported_reason()
 
 
 def rwkv4_layer_step(*args) -> None:
@@ -115,18 +91,6 @@ def rwkv7_layer_step(*args) -> None:
     """One RWKV-7 layer for one token per row, in place (kernels/int8_cpu/rwkv7_step.cpp; its caller and the
     arguments' meaning: rwkv_app/models/rwkv7/cpu_decode.py). Requires `load()`."""
     _extension().rwkv7_layer_step(*args)
-
-
-def wkv4_sequence(*args) -> torch.Tensor:
-    """RWKV-4's WKV over T tokens in float32 (kernels/int8_cpu/wkv4_sequence.cpp; its caller and the arguments'
-    meaning: kernels/cpp.py). Requires `load()`."""
-    return _extension().wkv4_sequence(*args)
-
-
-def wkv7_sequence(*args) -> torch.Tensor:
-    """RWKV-7's WKV over T tokens in float32 (kernels/int8_cpu/wkv7_sequence.cpp; its caller and the arguments'
-    meaning: kernels/rwkv7/cpp.py). Requires `load()`."""
-    return _extension().wkv7_sequence(*args)
 
 
 def _extension():

@@ -12,8 +12,6 @@
 #include "int8_bf16_mm.h"
 #include "rwkv4_step.h"
 #include "rwkv7_step.h"
-#include "wkv4_sequence.h"
-#include "wkv7_sequence.h"
 
 using int8_cpu::kBlock;
 using int8_cpu::kMaxRows;
@@ -100,6 +98,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("int8_bf16_mm", &int8_bf16_mm, "int8 weights (packed) x rows in bfloat16 -> float32 (M, N)");
   m.def("rwkv4_layer_step", &rwkv4_layer_step, "one RWKV-4 layer, one token per row (see rwkv4_step.cpp)");
   m.def("rwkv7_layer_step", &rwkv7_layer_step, "one RWKV-7 layer, one token per row (see rwkv7_step.cpp)");
-  m.def("wkv4_sequence", &wkv4_sequence, "RWKV-4 WKV over T tokens, float32 (see wkv4_sequence.cpp)");
-  m.def("wkv7_sequence", &wkv7_sequence, "RWKV-7 WKV over T tokens, float32 (see wkv7_sequence.cpp)");
 }

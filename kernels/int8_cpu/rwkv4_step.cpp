@@ -1,6 +1,6 @@
 // One RWKV-4 layer for one token per row on the CPU, int8 projections: the arithmetic of
 // rwkv_app/models/rwkv4/modeling.py (RwkvBlock at T = 1, its reference, with kernels/reference.py's WKV) in one
-// call instead of ~45 torch ops. Elementwise work and the WKV step are loops (float32, e^x by layer_step::exp16);
+// call instead of ~45 torch ops. Elementwise work and the WKV step are loops (float32, e^x by cpu_math.h's exp16);
 // the seven projections run the int8 x bfloat16 kernel. Called once per layer by
 // rwkv_app/models/rwkv4/cpu_decode.py, which documents the weights' order.
 #include "rwkv4_step.h"
@@ -37,8 +37,8 @@ void norm_and_mix(const float* x, int64_t B, int64_t C, const float* weight, con
   }
 }
 
-// kernels/reference.py's WKV for one token, 16 channels at a time (layer_step.h's wkv4_token): the output into
-// `out` (times r and out_scale), the new (num, den, max) into the state's out slices.
+// kernels/reference.py's WKV for one token, 16 channels at a time (kernels/wkv_loops/cpu_math.h's wkv4_token): the
+// output into `out` (times r and out_scale), the new (num, den, max) into the state's out slices.
 void wkv_step(int64_t B, int64_t A, const float* k, const float* v, const float* r, const float* decay,
               const float* first, const Rows* in, const Rows* out_state, float out_scale, float* out) {
   for (int64_t b = 0; b < B; ++b) {

@@ -1,7 +1,7 @@
-"""RWKV-7's WKV on x86 CPUs in C++ (kernels/int8_cpu/wkv7_sequence.cpp): the reference's token loop, each head's
+"""RWKV-7's WKV on x86 CPUs in C++ (kernels/wkv_loops/wkv7_sequence.cpp): the reference's token loop, each head's
 state held in the core's cache, for inference.
 
-Where it runs (`refusal` is ""): the extension is built here (x86 with AVX512-BF16, see kernels.int8_cpu.load), the
+Where it runs (`refusal` is ""): the extension is built here (x86 with AVX512F, see kernels.wkv_loops.load), the
 head size is 16, 32, 64 or 128, the inputs are float32/float16/bfloat16, and no gradient is wanted. Elsewhere the
 chunked torch form (kernels/rwkv7/cpu.py) runs, which also carries autograd. Measured against it with
 `python -m kernels.rwkv7.bench`.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import int8_cpu
+from .. import wkv_loops
 from ..cpp import extension_refusal
 from .reference import initial_state7
 
@@ -37,5 +37,5 @@ def wkv7_cpp(r, log_w, k, v, a, b, state: torch.Tensor | None = None,
     w = torch.exp(log_w.float()).contiguous()  # (B, T, H, N): the decay per key channel
     start = initial_state7(batch, heads, size, r.device) if state is None else state.float().contiguous()
     final = torch.empty_like(start) if out_state is None else out_state  # (B, H, N, N)
-    output = int8_cpu.wkv7_sequence(r, w, k, v, a, b, start, final)  # (B, T, H, N) float32
+    output = wkv_loops.wkv7_sequence(r, w, k, v, a, b, start, final)  # (B, T, H, N) float32
     return output.to(dtype), final

@@ -32,7 +32,7 @@ from .model_presets import ModelPreset, load_model_presets
 from ..models.cpu_dtype import AUTO, cpu_default_dtype
 from ..core.openmp import release_thread_pool
 from ..models.quantize import int8_kernel_off, many_rows_bytes
-from kernels import int8_cpu
+from kernels import int8_cpu, wkv_loops
 from ..models.variants import RWKV4
 from ..weights.pretrained import load_dtype, resolve_device
 from ..weights.progress import Progress, progress_tqdm_class
@@ -228,11 +228,13 @@ class ModelManager:
 
 def prepare_cpu_kernels(progress: Progress) -> None:
     """Build (once per machine, ~30 s, then cached) or load the C++ CPU kernels at model load, not in a visitor's
-    first request: int8 decode, and both families' WKV token loops that prefill in every dtype (kernels/int8_cpu)."""
-    if int8_cpu.unsupported_reason():
-        return
-    progress("load", 0.9, "loading the C++ CPU kernels (built once per machine, about 30 s)")
-    int8_cpu.load()
+    first request: int8 decode (kernels/int8_cpu), and both families' WKV token loops that prefill in every dtype
+    (kernels/wkv_loops)."""
+    extensions = [e for e in (int8_cpu, wkv_loops) if not e.unsupported_reason()]
+    if extensions:
+        progress("load", 0.9, "loading the C++ CPU kernels (built once per machine, about 30 s)")
+    for extension in extensions:
+        extension.load()
 
 
 def auto_dtype(device: torch.device, preset: ModelPreset | None) -> str:

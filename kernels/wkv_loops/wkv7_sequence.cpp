@@ -13,7 +13,7 @@
 
 #include <vector>
 
-#include "layer_step.h"
+#include "cpu_math.h"
 
 namespace {
 
@@ -93,7 +93,7 @@ at::Tensor wkv7_sequence(const at::Tensor& r, const at::Tensor& w, const at::Ten
               *pk = k.data_ptr<float>(), *pv = v.data_ptr<float>(), *pa = a.data_ptr<float>(),
               *pb = b.data_ptr<float>();
   float *final = state_out.data_ptr<float>(), *po = out.data_ptr<float>();
-  const int64_t C = H * N, grain = std::max<int64_t>(1, layer_step::kSerialWork / (T * N * N * 4));
+  const int64_t C = H * N, grain = std::max<int64_t>(1, cpu_math::kSerialWork / (T * N * N * 4));
   at::parallel_for(0, B * H, grain, [&](int64_t first, int64_t last) {
     std::vector<float> transposed(N * N);  // [key j][value i]
     for (int64_t head = first; head < last; ++head) {
