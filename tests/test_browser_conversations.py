@@ -235,6 +235,8 @@ def test_the_list_selects_the_open_conversation_on_both_tabs(tmp_path):
         page.locator(".conv-list").first.locator("label", has_text="Miss Bennet").click()  # Open the first one
         page.wait_for_function("() => document.querySelector('.conv-list label.selected').innerText.includes('Bennet')")
         page.locator(".conv-open").first.click()
+        # its status tracker is hidden, so wait_idle alone can pass before a busy server has run the event
+        page.wait_for_function("() => document.querySelector('.conv-status').innerText.includes('Opened')")
         wait_idle(page)
         assert open_one(playground) == first, page.locator(".conv-status").first.inner_text()
         expected, shown = both(page, playground, "Playground")
