@@ -14,7 +14,7 @@ import torch
 from .cpp import refusal, wkv_cpp
 from .cpu import wkv_cpu
 from .reference import wkv_reference
-from .rwkv7.bench import best_of_alternating
+from .rwkv7.bench import best_of_alternating, print_cpp_lines
 
 
 def random_inputs(batch: int, seq_len: int, channels: int):
@@ -53,12 +53,7 @@ def main(argv=None) -> int:
           f"{s['reference'] / s['cpu']:.1f}x")
     print(f"  decode   reference (T=1)      {s['reference_step'] * 1e6:8.1f} us   cpu step    "
           f"{s['cpu_step'] * 1e6:8.1f} us   {s['reference_step'] / s['cpu_step']:.1f}x")
-    if result["cpp_refusal"]:
-        print(f"  C++ token loop: not run ({result['cpp_refusal']})")
-        return 0
-    print(f"  prefill  C++ token loop      {s['cpp'] * 1e3:8.2f} ms   {s['cpu'] / s['cpp']:.1f}x the chunked cpu path")
-    print(f"  decode   C++ token loop (T=1) {s['cpp_step'] * 1e6:8.1f} us   {s['cpu_step'] / s['cpp_step']:.1f}x the "
-          f"cpu step")
+    print_cpp_lines(s, result["cpp_refusal"])
     return 0
 
 

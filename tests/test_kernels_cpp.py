@@ -7,8 +7,8 @@ import torch
 
 from kernels import cpp, wkv, wkv_cpp, wkv_cpu, wkv_loops, wkv_reference
 
-from .test_kernels_cpu import (LOOSE_TOL, OUTPUT_TOL, STATE_TOL, assert_state_close, float64_reference, make_inputs,
-                               prefix_state)
+from .test_kernels_cpu import (LOOSE_TOL, OUTPUT_TOL, STATE_TOL, assert_state_close, check_extreme_decays_and_keys,
+                               float64_reference, make_inputs, prefix_state)
 
 needs_extension = pytest.mark.skipif(wkv_loops.load() is None, reason="kernels/wkv_loops does not run here")
 
@@ -49,19 +49,7 @@ def test_cpp_matches_reference_half(dtype):
 @pytest.mark.parametrize("key_scale", [1.0, 60.0])
 @pytest.mark.parametrize("decay", [-20.0, 0.0, 20.0, 100.0])
 def test_cpp_extreme_decays_and_keys(decay, key_scale):
-    """time_decay 100 makes the reference's w = -inf in float32; keys up to +-60."""
-    torch.manual_seed(int(decay) + int(key_scale))
-    batch, seq_len, channels = 2, 70, 24
-    time_decay = torch.full((channels,), decay)  # (C,)
-    time_first = torch.randn(channels)  # (C,)
-    key = (torch.rand(batch, seq_len, channels) * 2 - 1) * key_scale  # (B, T, C)
-    value = torch.randn(batch, seq_len, channels)  # (B, T, C)
-    for state in (None, prefix_state(time_decay, time_first, batch, channels)):
-        output, final = wkv_cpp(time_decay, time_first, key, value, state)
-        expected_output, expected_final = wkv_reference(time_decay, time_first, key, value, state)
-        assert torch.isfinite(output).all() and all(torch.isfinite(s).all() for s in final)
-        torch.testing.assert_close(output, expected_output, **LOOSE_TOL)
-        assert_state_close(final, expected_final, **LOOSE_TOL)
+    check_extreme_decays_and_keys(wkv_cpp, decay, key_scale)
 
 
 @needs_extension

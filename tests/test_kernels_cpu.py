@@ -96,7 +96,11 @@ def test_cpu_matches_reference_half(dtype, seq_len):
 @pytest.mark.parametrize("key_scale", [1.0, 30.0, 60.0])
 @pytest.mark.parametrize("decay", [-20.0, -8.0, 0.0, 8.0, 20.0, 50.0, 100.0])
 def test_cpu_extreme_decays_and_keys(decay, key_scale):
-    """time_decay 100 makes the reference's w = -inf in float32; keys up to +-60."""
+    check_extreme_decays_and_keys(wkv_cpu, decay, key_scale)
+
+
+def check_extreme_decays_and_keys(fast_path, decay: float, key_scale: float) -> None:
+    """time_decay 100 makes the reference's w = -inf in float32; keys up to +-60 (also tests/test_kernels_cpp.py)."""
     torch.manual_seed(int(decay) + int(key_scale))
     batch, seq_len, channels = 2, 70, 24
     time_decay = torch.full((channels,), decay)  # (C,)
@@ -104,7 +108,7 @@ def test_cpu_extreme_decays_and_keys(decay, key_scale):
     key = (torch.rand(batch, seq_len, channels) * 2 - 1) * key_scale  # (B, T, C)
     value = torch.randn(batch, seq_len, channels)  # (B, T, C)
     for state in (None, prefix_state(time_decay, time_first, batch, channels)):
-        output, final = wkv_cpu(time_decay, time_first, key, value, state)
+        output, final = fast_path(time_decay, time_first, key, value, state)
         expected_output, expected_final = wkv_reference(time_decay, time_first, key, value, state)
         assert torch.isfinite(output).all() and all(torch.isfinite(s).all() for s in final)
         torch.testing.assert_close(output, expected_output, **LOOSE_TOL)

@@ -83,13 +83,18 @@ def main(argv=None) -> int:
           f"{'met' if result['prefill_speedup'] >= TARGET else 'missed'})")
     print(f"  decode   reference (T=1)      {s['reference_step'] * 1e6:8.1f} us   cpu step    "
           f"{s['cpu_step'] * 1e6:8.1f} us   {result['step_speedup']:.1f}x")
-    if result["cpp_refusal"]:
-        print(f"  C++ token loop: not run ({result['cpp_refusal']})")
-        return 0
+    print_cpp_lines(s, result["cpp_refusal"])
+    return 0
+
+
+def print_cpp_lines(s: dict, refusal: str) -> None:
+    """The C++ token loop's lines (both families' benches): beside the chunked path, or why it did not run."""
+    if refusal:
+        print(f"  C++ token loop: not run ({refusal})")
+        return
     print(f"  prefill  C++ token loop      {s['cpp'] * 1e3:8.2f} ms   {s['cpu'] / s['cpp']:.1f}x the chunked cpu path")
     print(f"  decode   C++ token loop (T=1) {s['cpp_step'] * 1e6:8.1f} us   {s['cpu_step'] / s['cpp_step']:.1f}x the "
           f"cpu step")
-    return 0
 
 
 if __name__ == "__main__":
